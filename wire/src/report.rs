@@ -1,0 +1,284 @@
+//! `POST /v1/reports`: one batch of count deltas from one sidecar instance.
+//!
+//! A batch carries `instance` and a per-instance, strictly increasing `seq`. The collector
+//! applies each `(instance, seq)` once; the sidecar re-sends the *same* batch until it is
+//! acknowledged. Together that gives exactly-once totals whatever fails in between.
+//!
+//! Counts are *deltas* since the previous batch of the same instance; `first_seen` and
+//! `last_seen` are the instance's cumulative first/last observation of the edge. A batch
+//! with no edges is a heartbeat: it proves the sidecar was alive and observing.
+
+use serde::{Deserialize, Serialize};
+
+use crate::host::{normalize_host, Scheme, MAX_HOST_LEN};
+use crate::time::Timestamp;
+
+/// The report schema version this build writes and understands.
+pub const REPORT_VERSION: u32 = 1;
+/// Most edges one batch may carry; a sidecar with more pending keys splits them.
+pub const MAX_EDGES_PER_REPORT: usize = 10_000;
+/// Longest service, environment or instance name.
+pub const MAX_NAME_LEN: usize = 128;
+/// Largest single counter value (fits a signed 64-bit SQL integer).
+pub const MAX_COUNT: u64 = i64::MAX as u64;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// Schema version, [`REPORT_VERSION`].
+    pub version: u32,
+    pub service: String,
+    pub environment: String,
+    pub instance: String,
+    /// Strictly increasing per instance, also across restarts of the instance.
+    pub seq: u64,
+    /// When this sidecar process started observing.
+    pub started_at: Timestamp,
+    /// Start of the period the deltas cover (the cut of the previous batch).
+    pub period_start: Timestamp,
+    /// End of the period the deltas cover (when this batch was cut).
+    pub period_end: Timestamp,
+    /// The sidecar's flush interval; tells the collector how often to expect a report.
+    pub flush_interval_ms: u64,
+    #[serde(default)]
+    pub edges: Vec<Edge>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Edge {
+    pub host: String,
+    pub port: u16,
+    pub scheme: Scheme,
+    #[serde(default)]
+    pub requests: u64,
+    #[serde(default)]
+    pub connections: u64,
+    #[serde(default)]
+    pub errors: u64,
+    #[serde(default)]
+    pub bytes_sent: u64,
+    #[serde(default)]
+    pub bytes_received: u64,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReportError {
+    #[error("malformed JSON: {0}")]
+    Json(String),
+    #[error("invalid field `{field}`: {reason}")]
+    Field { field: String, reason: String },
+    #[error(
+        "unsupported report version {0} (this collector understands version {REPORT_VERSION})"
+    )]
+    Version(u64),
+    #[error("too many edges: {0} (at most {MAX_EDGES_PER_REPORT} per report)")]
+    TooManyEdges(usize),
+}
+
+impl ReportError {
+    fn field(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ReportError::Field {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct VersionOnly {
+    version: Option<serde_json::Value>,
+}
+
+impl Report {
+    /// Decode and validate a report body. Errors name the offending field.
+    pub fn from_json(body: &[u8]) -> Result<Report, ReportError> {
+        // Check the version first so a future schema gets a version error, not a
+        // confusing field error.
+        let v: VersionOnly =
+            serde_json::from_slice(body).map_err(|e| ReportError::Json(e.to_string()))?;
+        match v.version {
+            None => return Err(ReportError::field("version", "missing")),
+            Some(serde_json::Value::Number(n)) => match n.as_u64() {
+                Some(n) if n == REPORT_VERSION as u64 => {}
+                Some(n) => return Err(ReportError::Version(n)),
+                None => return Err(ReportError::field("version", "must be a positive integer")),
+            },
+            Some(_) => return Err(ReportError::field("version", "must be a positive integer")),
+        }
+        let de = &mut serde_json::Deserializer::from_slice(body);
+        let report: Report = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if inner.is_syntax() || inner.is_eof() {
+                ReportError::Json(inner.to_string())
+            } else {
+                ReportError::field(path, strip_position(&inner.to_string()))
+            }
+        })?;
+        report.validate()?;
+        Ok(report)
+    }
+
+    /// Check limits and normalisation. Called by [`Report::from_json`].
+    pub fn validate(&self) -> Result<(), ReportError> {
+        check_name("service", &self.service)?;
+        check_name("environment", &self.environment)?;
+        check_name("instance", &self.instance)?;
+        if self.seq > MAX_COUNT {
+            return Err(ReportError::field(
+                "seq",
+                format!("must be at most {MAX_COUNT}"),
+            ));
+        }
+        if self.period_start > self.period_end {
+            return Err(ReportError::field("period_start", "is after period_end"));
+        }
+        if self.edges.len() > MAX_EDGES_PER_REPORT {
+            return Err(ReportError::TooManyEdges(self.edges.len()));
+        }
+        for (i, e) in self.edges.iter().enumerate() {
+            let f = |name: &str| format!("edges[{i}].{name}");
+            if e.host.len() > MAX_HOST_LEN {
+                return Err(ReportError::field(
+                    f("host"),
+                    format!("longer than {MAX_HOST_LEN} characters"),
+                ));
+            }
+            match normalize_host(&e.host) {
+                Ok(n) if n == e.host || e.host == crate::report::OTHER_HOST => {}
+                Ok(_) => {
+                    return Err(ReportError::field(
+                        f("host"),
+                        "must be lower-case without a trailing dot",
+                    ))
+                }
+                Err(err) if e.host == OTHER_HOST => drop(err),
+                Err(err) => return Err(ReportError::field(f("host"), err.to_string())),
+            }
+            if e.port == 0 {
+                return Err(ReportError::field(f("port"), "must be 1-65535"));
+            }
+            for (name, v) in [
+                ("requests", e.requests),
+                ("connections", e.connections),
+                ("errors", e.errors),
+                ("bytes_sent", e.bytes_sent),
+                ("bytes_received", e.bytes_received),
+            ] {
+                if v > MAX_COUNT {
+                    return Err(ReportError::field(
+                        f(name),
+                        format!("must be at most {MAX_COUNT}"),
+                    ));
+                }
+            }
+            if e.first_seen > e.last_seen {
+                return Err(ReportError::field(f("first_seen"), "is after last_seen"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The host of the bucket that absorbs keys beyond a sidecar's `--max-hosts`.
+pub const OTHER_HOST: &str = "(other)";
+
+fn check_name(field: &str, v: &str) -> Result<(), ReportError> {
+    if v.is_empty() {
+        return Err(ReportError::field(field, "must not be empty"));
+    }
+    if v.len() > MAX_NAME_LEN {
+        return Err(ReportError::field(
+            field,
+            format!("longer than {MAX_NAME_LEN} characters"),
+        ));
+    }
+    if let Some(c) = v
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/')))
+    {
+        return Err(ReportError::field(
+            field,
+            format!("invalid character {c:?} (allowed: letters, digits, - _ . : /)"),
+        ));
+    }
+    Ok(())
+}
+
+/// serde_json appends " at line 1 column 42"; the field path already says where.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Report {
+        Report {
+            version: REPORT_VERSION,
+            service: "tis-sync".into(),
+            environment: "prod".into(),
+            instance: "tis-sync-7f9c-1234".into(),
+            seq: 1,
+            started_at: Timestamp(1_795_000_000_000),
+            period_start: Timestamp(1_795_000_000_000),
+            period_end: Timestamp(1_795_000_010_000),
+            flush_interval_ms: 10_000,
+            edges: vec![Edge {
+                host: "tis-reference.internal".into(),
+                port: 443,
+                scheme: Scheme::Https,
+                requests: 0,
+                connections: 3,
+                errors: 0,
+                bytes_sent: 100,
+                bytes_received: 2000,
+                first_seen: Timestamp(1_795_000_001_000),
+                last_seen: Timestamp(1_795_000_009_000),
+            }],
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let r = sample();
+        let body = serde_json::to_vec(&r).unwrap();
+        assert_eq!(Report::from_json(&body).unwrap(), r);
+    }
+
+    fn err_for(mutate: impl FnOnce(&mut serde_json::Value)) -> String {
+        let mut v = serde_json::to_value(sample()).unwrap();
+        mutate(&mut v);
+        Report::from_json(&serde_json::to_vec(&v).unwrap())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = err_for(|v| v["edges"][0]["requests"] = serde_json::json!(-5));
+        assert!(e.contains("edges[0].requests"), "{e}");
+        let e = err_for(|v| v["edges"][0]["host"] = serde_json::json!("Bad Host"));
+        assert!(e.contains("edges[0].host"), "{e}");
+        let e = err_for(|v| v["service"] = serde_json::json!(""));
+        assert!(e.contains("`service`"), "{e}");
+        let e = err_for(|v| v["version"] = serde_json::json!(2));
+        assert!(e.contains("unsupported report version 2"), "{e}");
+        let e = err_for(|v| {
+            v.as_object_mut().unwrap().remove("seq");
+        });
+        assert!(e.contains("seq"), "{e}");
+    }
+
+    #[test]
+    fn truncated_json_is_malformed() {
+        let body = serde_json::to_vec(&sample()).unwrap();
+        let e = Report::from_json(&body[..body.len() / 2]).unwrap_err();
+        assert!(matches!(e, ReportError::Json(_)), "{e}");
+    }
+}
