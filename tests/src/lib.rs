@@ -1,1 +1,12 @@
-//! placeholder
+//! Test support for the end-to-end tests in `tests/tests/`: they run the real
+//! `whouses-sidecar`, `whouses-collector` and `whouses` binaries against real servers on
+//! loopback.
+//!
+//! * [`bins`] — locating the built binaries and running them as owned child processes.
+//! * [`wait`] — retry-until-deadline assertions instead of fixed sleeps.
+//!
+//! The binaries must be built first (`cargo build --workspace --bins`); the README's test
+//! command and `.ci/run` do that.
+
+pub mod bins;
+pub mod wait;

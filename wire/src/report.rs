@@ -156,7 +156,7 @@ impl Report {
                 Err(err) if e.host == OTHER_HOST => drop(err),
                 Err(err) => return Err(ReportError::field(f("host"), err.to_string())),
             }
-            if e.port == 0 {
+            if e.port == 0 && e.host != OTHER_HOST {
                 return Err(ReportError::field(f("port"), "must be 1-65535"));
             }
             for (name, v) in [
@@ -181,7 +181,8 @@ impl Report {
     }
 }
 
-/// The host of the bucket that absorbs keys beyond a sidecar's `--max-hosts`.
+/// The host of the bucket that absorbs keys beyond a sidecar's `--max-hosts`. Its port is
+/// 0 (one bucket per scheme), the only place port 0 is valid.
 pub const OTHER_HOST: &str = "(other)";
 
 fn check_name(field: &str, v: &str) -> Result<(), ReportError> {
