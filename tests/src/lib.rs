@@ -4,9 +4,13 @@
 //!
 //! * [`bins`] — locating the built binaries and running them as owned child processes.
 //! * [`wait`] — retry-until-deadline assertions instead of fixed sleeps.
+//! * [`sidecar`] — starting a real `whouses-sidecar` and reading its `/stats`.
+//! * [`collector`] — starting a real `whouses-collector` and running the `whouses` CLI.
 //!
 //! The binaries must be built first (`cargo build --workspace --bins`); the README's test
 //! command and `.ci/run` do that.
 
 pub mod bins;
+pub mod collector;
+pub mod sidecar;
 pub mod wait;

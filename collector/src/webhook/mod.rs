@@ -1,0 +1,1 @@
+//! Kubernetes mutating admission webhook that injects the sidecar (issue 6; in progress).

@@ -1,0 +1,1 @@
+//! Starting a real whouses-collector for tests (in progress).

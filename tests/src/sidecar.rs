@@ -1,0 +1,1 @@
+//! Starting a real whouses-sidecar for tests (in progress).
