@@ -32,8 +32,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use whouses_wire::{Edge, Report, Timestamp, MAX_EDGES_PER_REPORT, REPORT_VERSION};
 
+pub mod spool;
+
 use crate::counters::{Counters, Key, Totals};
-use crate::spool::Spool;
+use spool::Spool;
 use crate::Identity;
 
 /// First retry delay after a failed send; doubles per failure up to [`MAX_BACKOFF`].
