@@ -5,6 +5,7 @@
 //! * [`bins`] — locating the built binaries and running them as owned child processes.
 //! * [`wait`] — retry-until-deadline assertions instead of fixed sleeps.
 //! * [`sidecar`] — starting a real `whouses-sidecar` and reading its `/stats`.
+//! * [`upstream`] — small real HTTP upstreams that count what they answer.
 //! * [`collector`] — starting a real `whouses-collector` and running the `whouses` CLI.
 //!
 //! The binaries must be built first (`cargo build --workspace --bins`); the README's test
@@ -13,4 +14,5 @@
 pub mod bins;
 pub mod collector;
 pub mod sidecar;
+pub mod upstream;
 pub mod wait;
