@@ -185,7 +185,8 @@ impl Report {
 /// 0 (one bucket per scheme), the only place port 0 is valid.
 pub const OTHER_HOST: &str = "(other)";
 
-fn check_name(field: &str, v: &str) -> Result<(), ReportError> {
+/// Check a service, environment or instance name (charset and length).
+pub fn check_name(field: &str, v: &str) -> Result<(), ReportError> {
     if v.is_empty() {
         return Err(ReportError::field(field, "must not be empty"));
     }

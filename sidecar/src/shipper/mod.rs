@@ -211,6 +211,11 @@ impl Shipper {
         Ok(Shipper { status, stop, task })
     }
 
+    /// A handle to the live status, readable after the shipper itself is shut down.
+    pub fn status_handle(&self) -> Arc<Mutex<ShippingStatus>> {
+        self.status.clone()
+    }
+
     pub fn status(&self) -> ShippingStatus {
         lock(&self.status).clone()
     }

@@ -1,0 +1,273 @@
+//! The sidecar's configuration: every flag of the interface contract, each also read from
+//! `WHOUSES_<FLAG>`, parsed once by clap and checked as a whole before anything starts.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::{Parser, ValueEnum};
+use ipnet::IpNet;
+use whouses_wire::DurationArg;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `--resolve HOST:PORT:ADDR`: dial `ADDR` for `HOST:PORT` instead of resolving `HOST`.
+/// The count still keys on `HOST:PORT`, the name the caller asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolveRule {
+    pub host: String,
+    pub port: u16,
+    pub addr: SocketAddr,
+}
+
+impl FromStr for ResolveRule {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let usage = || format!("{s:?}: expected HOST:PORT:ADDR (e.g. old-lb.internal:80:127.0.0.1:8080)");
+        let (host, rest) = s.split_once(':').ok_or_else(usage)?;
+        let (port, addr) = rest.split_once(':').ok_or_else(usage)?;
+        let hp = whouses_wire::HostPort::parse(&format!("{host}:{port}"), None)
+            .map_err(|e| format!("{s:?}: {e}"))?;
+        let addr = match addr.parse::<SocketAddr>() {
+            Ok(a) => a,
+            // A bare IP keeps the port.
+            Err(_) => SocketAddr::new(
+                addr.parse::<IpAddr>().map_err(|_| usage())?,
+                hp.port,
+            ),
+        };
+        Ok(ResolveRule {
+            host: hp.host,
+            port: hp.port,
+            addr,
+        })
+    }
+}
+
+/// Forward proxy that counts, exactly, every call per upstream host and ships the counts
+/// to a whouses collector.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "whouses-sidecar", version, about)]
+pub struct Config {
+    /// The calling service's name (the "who" in "who uses X").
+    #[arg(long, env = "WHOUSES_SERVICE")]
+    pub service: String,
+
+    /// Environment of this service, e.g. prod or stage.
+    #[arg(long, env = "WHOUSES_ENVIRONMENT", default_value = "default")]
+    pub environment: String,
+
+    /// This sidecar instance's id; defaults to hostname-pid. Batches are numbered per
+    /// instance, so two live sidecars must never share one.
+    #[arg(long, env = "WHOUSES_INSTANCE")]
+    pub instance: Option<String>,
+
+    /// Forward-proxy listener (point HTTP_PROXY/HTTPS_PROXY here).
+    #[arg(long, env = "WHOUSES_LISTEN", default_value = "127.0.0.1:15001")]
+    pub listen: SocketAddr,
+
+    /// Admin listener: /healthz, /readyz, /metrics, /stats.
+    #[arg(long, env = "WHOUSES_ADMIN_LISTEN", default_value = "127.0.0.1:15020")]
+    pub admin_listen: SocketAddr,
+
+    /// Collector base URL; without it the sidecar only counts (see /stats).
+    #[arg(long, env = "WHOUSES_COLLECTOR_URL")]
+    pub collector_url: Option<String>,
+
+    /// Bearer token for the collector.
+    #[arg(long, env = "WHOUSES_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
+    pub token: Option<String>,
+
+    /// File holding the bearer token (e.g. a mounted Secret).
+    #[arg(long, env = "WHOUSES_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// How often counts are shipped; also the heartbeat period. Bounds what a hard kill
+    /// without --spool-dir can lose.
+    #[arg(long, env = "WHOUSES_FLUSH_INTERVAL", default_value = "10s")]
+    pub flush_interval: DurationArg,
+
+    /// Distinct upstream keys tracked before new ones fold into "(other)"; bounds memory
+    /// under a flood of random host names.
+    #[arg(long, env = "WHOUSES_MAX_HOSTS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_hosts: u32,
+
+    /// Worker threads; a sidecar shares the pod's CPU budget, so it is small by default.
+    #[arg(long, env = "WHOUSES_THREADS", default_value_t = 2,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
+
+    /// Client networks allowed to use the proxy (default: loopback only, so the sidecar
+    /// is never an open relay). Comma-separated or repeated.
+    #[arg(long, env = "WHOUSES_ALLOW_FROM", value_delimiter = ',', num_args = 1..)]
+    pub allow_from: Vec<IpNet>,
+
+    /// Directory where unshipped batches are persisted (fsync) until acknowledged.
+    #[arg(long, env = "WHOUSES_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
+
+    /// Log format; the level comes from RUST_LOG (default info).
+    #[arg(long, env = "WHOUSES_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Maximum concurrent client connections; beyond it new connections wait in the
+    /// kernel backlog.
+    #[arg(long, env = "WHOUSES_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Maximum size of a request head (request line + headers); larger gets 431.
+    #[arg(long, env = "WHOUSES_MAX_HEADER_BYTES", default_value_t = 64 * 1024,
+          value_parser = clap::value_parser!(u32).range(8192..=16 * 1024 * 1024))]
+    pub max_header_bytes: u32,
+
+    /// Time a client has to send a complete request head (slowloris bound).
+    #[arg(long, env = "WHOUSES_HEADER_READ_TIMEOUT", default_value = "10s")]
+    pub header_read_timeout: DurationArg,
+
+    /// Idle upstream connections are closed after this long in the pool.
+    #[arg(long, env = "WHOUSES_IDLE_TIMEOUT", default_value = "60s")]
+    pub idle_timeout: DurationArg,
+
+    /// Time to establish an upstream TCP connection before answering 504.
+    #[arg(long, env = "WHOUSES_CONNECT_TIMEOUT", default_value = "5s")]
+    pub connect_timeout: DurationArg,
+
+    /// On SIGTERM, how long in-flight requests and tunnels may take to finish.
+    #[arg(long, env = "WHOUSES_DRAIN_TIMEOUT", default_value = "10s")]
+    pub drain_timeout: DurationArg,
+
+    /// On SIGTERM, how long the final flush to the collector may take.
+    #[arg(long, env = "WHOUSES_FINAL_FLUSH_TIMEOUT", default_value = "10s")]
+    pub final_flush_timeout: DurationArg,
+
+    /// HOST:PORT:ADDR — dial ADDR for HOST:PORT instead of resolving HOST (like curl's
+    /// --resolve). The count still keys on HOST. Repeatable.
+    #[arg(long, env = "WHOUSES_RESOLVE", value_delimiter = ',')]
+    pub resolve: Vec<ResolveRule>,
+}
+
+impl Config {
+    /// Checks that need more than one field, reported all at once.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut errors = Vec::new();
+        for (flag, v) in [("--service", &self.service), ("--environment", &self.environment)] {
+            if let Err(e) = whouses_wire::report::check_name(flag, v) {
+                errors.push(e.to_string());
+            }
+        }
+        if let Some(i) = &self.instance {
+            if let Err(e) = whouses_wire::report::check_name("--instance", i) {
+                errors.push(e.to_string());
+            }
+        }
+        if self.flush_interval.0 < std::time::Duration::from_millis(100) {
+            errors.push("--flush-interval must be at least 100ms".to_string());
+        }
+        if let Some(url) = &self.collector_url {
+            if let Err(e) = crate::shipper::reports_url(url) {
+                errors.push(e.to_string());
+            }
+        } else if self.spool_dir.is_some() {
+            errors.push("--spool-dir needs --collector-url (there is nothing to ship)".into());
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    /// `--allow-from`, defaulting to loopback only.
+    pub fn allowed_networks(&self) -> Vec<IpNet> {
+        if self.allow_from.is_empty() {
+            vec![
+                IpNet::from_str("127.0.0.0/8").expect("literal CIDR"),
+                IpNet::from_str("::1/128").expect("literal CIDR"),
+            ]
+        } else {
+            self.allow_from.clone()
+        }
+    }
+
+    /// `--instance`, defaulting to hostname-pid.
+    pub fn instance_id(&self) -> String {
+        self.instance.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .unwrap_or_else(|| "sidecar".to_string());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("whouses-sidecar").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = parse(&["--service", "billing"]).unwrap();
+        assert_eq!(c.environment, "default");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:15001");
+        assert_eq!(c.admin_listen.to_string(), "127.0.0.1:15020");
+        assert_eq!(c.flush_interval.0, std::time::Duration::from_secs(10));
+        assert_eq!(c.max_hosts, 10_000);
+        assert_eq!(c.threads, 2);
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert!(c.collector_url.is_none());
+        assert_eq!(c.allowed_networks().len(), 2);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn service_is_required() {
+        assert!(parse(&[]).is_err());
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        assert!(parse(&["--service", "a", "--flush-interval", "soon"]).is_err());
+        assert!(parse(&["--service", "a", "--max-hosts", "0"]).is_err());
+        assert!(parse(&["--service", "a", "--allow-from", "10.0.0.0/33"]).is_err());
+        assert!(parse(&["--service", "a", "--token", "x", "--token-file", "/f"]).is_err());
+        let c = parse(&["--service", "a b"]).unwrap();
+        assert!(c.validate().unwrap_err().contains("--service"));
+        let c = parse(&["--service", "a", "--spool-dir", "/tmp/x"]).unwrap();
+        assert!(c.validate().unwrap_err().contains("--spool-dir"));
+        let c = parse(&["--service", "a", "--collector-url", "ftp://x"]).unwrap();
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn resolve_rules_parse() {
+        let r: ResolveRule = "Old-LB.internal.:80:127.0.0.1:8080".parse().unwrap();
+        assert_eq!(r.host, "old-lb.internal");
+        assert_eq!(r.port, 80);
+        assert_eq!(r.addr.to_string(), "127.0.0.1:8080");
+        let r: ResolveRule = "a.b:443:127.0.0.2".parse().unwrap();
+        assert_eq!(r.addr.to_string(), "127.0.0.2:443");
+        assert!("a.b:443".parse::<ResolveRule>().is_err());
+        assert!("a.b:x:127.0.0.1".parse::<ResolveRule>().is_err());
+        let c = parse(&["--service", "a", "--resolve", "x:80:127.0.0.1:1,y:81:127.0.0.2:2"]).unwrap();
+        assert_eq!(c.resolve.len(), 2);
+    }
+
+    #[test]
+    fn allow_from_takes_a_list() {
+        let c = parse(&["--service", "a", "--allow-from", "10.0.0.0/8,192.168.1.0/24"]).unwrap();
+        assert_eq!(c.allowed_networks().len(), 2);
+    }
+}

@@ -1,0 +1,143 @@
+//! Dialing upstreams: `--resolve` overrides, DNS, a connect timeout, TCP_NODELAY, and a
+//! connection count per key for every new upstream connection the pool opens.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Uri;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use whouses_wire::{HostPort, Scheme, Timestamp};
+
+use crate::config::ResolveRule;
+use crate::counters::Counters;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("could not resolve {host}: {source}")]
+    Resolve { host: String, source: io::Error },
+    #[error("{host}:{port} resolved to no address")]
+    NoAddress { host: String, port: u16 },
+    #[error("connecting to {host}:{port} ({addr}) failed: {source}")]
+    Connect {
+        host: String,
+        port: u16,
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    #[error("connecting to {host}:{port} timed out after {timeout:?}")]
+    Timeout {
+        host: String,
+        port: u16,
+        timeout: Duration,
+    },
+    #[error("request URI has no host")]
+    NoHost,
+}
+
+/// How upstream addresses are found and dialed; shared by the HTTP pool and CONNECT.
+#[derive(Debug, Clone)]
+pub struct Dialer {
+    overrides: Arc<HashMap<(String, u16), SocketAddr>>,
+    timeout: Duration,
+}
+
+impl Dialer {
+    pub fn new(rules: &[ResolveRule], timeout: Duration) -> Dialer {
+        let overrides = rules
+            .iter()
+            .map(|r| ((r.host.clone(), r.port), r.addr))
+            .collect();
+        Dialer {
+            overrides: Arc::new(overrides),
+            timeout,
+        }
+    }
+
+    /// Open a TCP connection to `host:port` (already normalised), trying each resolved
+    /// address in turn within one overall timeout.
+    pub async fn dial(&self, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
+        let attempt = async {
+            let addrs: Vec<SocketAddr> =
+                match self.overrides.get(&(host.to_string(), port)) {
+                    Some(a) => vec![*a],
+                    None => tokio::net::lookup_host((host, port))
+                        .await
+                        .map_err(|source| ConnectError::Resolve {
+                            host: host.to_string(),
+                            source,
+                        })?
+                        .collect(),
+                };
+            let mut last = None;
+            for addr in addrs {
+                match TcpStream::connect(addr).await {
+                    Ok(s) => {
+                        let _ = s.set_nodelay(true);
+                        return Ok(s);
+                    }
+                    Err(source) => {
+                        last = Some(ConnectError::Connect {
+                            host: host.to_string(),
+                            port,
+                            addr,
+                            source,
+                        })
+                    }
+                }
+            }
+            Err(last.unwrap_or_else(|| ConnectError::NoAddress {
+                host: host.to_string(),
+                port,
+            }))
+        };
+        match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(ConnectError::Timeout {
+                host: host.to_string(),
+                port,
+                timeout: self.timeout,
+            }),
+        }
+    }
+}
+
+/// The connector of the pooled HTTP client: dials with [`Dialer`] and counts each new
+/// upstream connection on its key.
+#[derive(Debug, Clone)]
+pub struct Connector {
+    pub dialer: Dialer,
+    pub counters: Arc<Counters>,
+}
+
+impl tower::Service<Uri> for Connector {
+    type Response = TokioIo<TcpStream>;
+    type Error = ConnectError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ConnectError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            // Same normalisation as the count's key, so `--resolve` and the connection
+            // count see the name the caller dialed.
+            let authority = uri.authority().ok_or(ConnectError::NoHost)?;
+            let hp = HostPort::parse(authority.as_str(), Some(80))
+                .map_err(|_| ConnectError::NoHost)?;
+            let stream = this.dialer.dial(&hp.host, hp.port).await?;
+            this.counters
+                .edge(&hp.host, hp.port, Scheme::Http)
+                .record_connection(Timestamp::now().as_millis());
+            Ok(TokioIo::new(stream))
+        })
+    }
+}
