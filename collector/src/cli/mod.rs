@@ -1,0 +1,372 @@
+//! The `whouses` command: asks the collector, prints tables/JSON/CSV, and turns `check`
+//! into an exit code a pipeline can gate on (0 unused, 1 in use, 3 unknown, 2 error).
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::check::CheckResponse;
+use crate::query::{CalleesResponse, CallersResponse, HostsResponse, ServicesResponse};
+
+pub mod output;
+
+use output::{relative, Table};
+
+/// Exit code for usage errors, unreachable collectors and failed requests.
+pub const EXIT_ERROR: u8 = 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+/// Who still uses X? Ask a whouses collector.
+#[derive(Debug, Parser)]
+#[command(name = "whouses", version, about)]
+pub struct Cli {
+    /// Collector base URL.
+    #[arg(
+        long,
+        env = "WHOUSES_URL",
+        default_value = "http://127.0.0.1:7070",
+        global = true
+    )]
+    pub url: String,
+    /// Read token for the collector.
+    #[arg(long, env = "WHOUSES_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Output format.
+    #[arg(
+        long,
+        env = "WHOUSES_FORMAT",
+        value_enum,
+        default_value = "table",
+        global = true
+    )]
+    pub format: Format,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Which services call HOST (host, host:port, *.suffix or a target name).
+    Callers {
+        host: String,
+        /// Only calls within this period (e.g. 30d).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        environment: Option<String>,
+    },
+    /// Which hosts SERVICE calls.
+    Callees {
+        service: String,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        environment: Option<String>,
+    },
+    /// Every upstream seen, quietest first.
+    Hosts {
+        /// Only hosts not called within this period.
+        #[arg(long)]
+        unused_since: Option<String>,
+    },
+    /// Every reporting service and its sidecars' last report.
+    Services,
+    /// Is HOST safe to switch off? Exit 0 unused, 1 in use, 3 unknown, 2 error.
+    Check {
+        host: String,
+        /// How long HOST must have been quiet (e.g. 14d).
+        #[arg(long)]
+        quiet_for: String,
+    },
+    /// The whole loop on loopback: collector, sidecars, upstreams, the story, the answer.
+    Demo(crate::demo::DemoArgs),
+}
+
+/// Parse `args` and run; returns the process exit code.
+pub async fn run_args<I, T>(args: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return e.exit_code().clamp(0, 255) as u8;
+        }
+    };
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("whouses: {e:#}");
+            EXIT_ERROR
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<u8> {
+    if let Command::Demo(args) = cli.command {
+        Box::pin(crate::demo::run(args)).await?;
+        return Ok(0);
+    }
+    let api = Api::new(&cli.url, cli.token.clone())?;
+    let now = whouses_wire::Timestamp::now();
+    match &cli.command {
+        Command::Callers {
+            host,
+            since,
+            environment,
+        } => {
+            let mut q = vec![("host", host.clone())];
+            q.extend(since.clone().map(|s| ("since", s)));
+            q.extend(environment.clone().map(|e| ("environment", e)));
+            let (raw, r): (_, CallersResponse) = api.get("/v1/callers", &q).await?;
+            let mut t = Table::new(&[
+                "SERVICE",
+                "ENVIRONMENT",
+                "REQUESTS",
+                "ERRORS",
+                "FIRST SEEN",
+                "LAST SEEN",
+                "HOSTS",
+            ]);
+            for c in &r.callers {
+                t.row(vec![
+                    c.service.clone(),
+                    c.environment.clone(),
+                    c.requests.to_string(),
+                    c.errors.to_string(),
+                    relative(c.first_seen, now),
+                    relative(c.last_seen, now),
+                    c.hosts.join(" "),
+                ]);
+            }
+            emit(cli.format, &raw, &t, || {
+                if r.callers.is_empty() {
+                    format!("No recorded callers of {}.", r.host)
+                } else {
+                    format!("{} service(s) call {}:", r.callers.len(), r.host)
+                }
+            })?;
+            Ok(0)
+        }
+        Command::Callees {
+            service,
+            since,
+            environment,
+        } => {
+            let mut q = vec![("service", service.clone())];
+            q.extend(since.clone().map(|s| ("since", s)));
+            q.extend(environment.clone().map(|e| ("environment", e)));
+            let (raw, r): (_, CalleesResponse) = api.get("/v1/callees", &q).await?;
+            let mut t = Table::new(&[
+                "HOST",
+                "PORT",
+                "SCHEME",
+                "ENVIRONMENT",
+                "REQUESTS",
+                "ERRORS",
+                "FIRST SEEN",
+                "LAST SEEN",
+            ]);
+            for c in &r.callees {
+                t.row(vec![
+                    c.host.clone(),
+                    c.port.to_string(),
+                    c.scheme.clone(),
+                    c.environment.clone(),
+                    c.requests.to_string(),
+                    c.errors.to_string(),
+                    relative(c.first_seen, now),
+                    relative(c.last_seen, now),
+                ]);
+            }
+            emit(cli.format, &raw, &t, || {
+                format!("{} calls {} upstream(s):", r.service, r.callees.len())
+            })?;
+            Ok(0)
+        }
+        Command::Hosts { unused_since } => {
+            let q: Vec<(&str, String)> = unused_since
+                .clone()
+                .map(|u| ("unused_since", u))
+                .into_iter()
+                .collect();
+            let (raw, r): (_, HostsResponse) = api.get("/v1/hosts", &q).await?;
+            let mut t = Table::new(&[
+                "HOST",
+                "PORT",
+                "CALLERS",
+                "REQUESTS",
+                "ERRORS",
+                "LAST SEEN",
+                "QUIET FOR",
+            ]);
+            for h in &r.hosts {
+                t.row(vec![
+                    h.host.clone(),
+                    h.port.to_string(),
+                    h.callers.to_string(),
+                    h.requests.to_string(),
+                    h.errors.to_string(),
+                    relative(h.last_seen, now),
+                    output::duration(h.quiet_for_ms),
+                ]);
+            }
+            emit(cli.format, &raw, &t, || {
+                format!("{} upstream(s):", r.hosts.len())
+            })?;
+            Ok(0)
+        }
+        Command::Services => {
+            let (raw, r): (_, ServicesResponse) = api.get("/v1/services", &[]).await?;
+            let mut t = Table::new(&[
+                "SERVICE",
+                "ENVIRONMENT",
+                "INSTANCES",
+                "FIRST REPORT",
+                "LAST REPORT",
+            ]);
+            for s in &r.services {
+                t.row(vec![
+                    s.service.clone(),
+                    s.environment.clone(),
+                    s.instances.len().to_string(),
+                    relative(s.first_report, now),
+                    relative(s.last_report, now),
+                ]);
+            }
+            emit(cli.format, &raw, &t, || {
+                format!("{} service(s) reporting:", r.services.len())
+            })?;
+            Ok(0)
+        }
+        Command::Check { host, quiet_for } => {
+            whouses_wire::parse_duration(quiet_for)
+                .map_err(|e| anyhow::anyhow!("invalid --quiet-for {quiet_for:?}: {e}"))?;
+            let q = vec![("host", host.clone()), ("quiet_for", quiet_for.clone())];
+            let (raw, r): (_, CheckResponse) = api.get("/v1/check", &q).await?;
+            let mut t = Table::new(&[
+                "SERVICE",
+                "ENVIRONMENT",
+                "REQUESTS IN PERIOD",
+                "LAST SEEN",
+                "REPORTING THROUGHOUT",
+                "LAST REPORT",
+            ]);
+            for e in &r.evidence {
+                t.row(vec![
+                    e.service.clone(),
+                    e.environment.clone(),
+                    e.requests_in_window.to_string(),
+                    relative(e.last_seen, now),
+                    if e.reporting_through_window {
+                        "yes"
+                    } else {
+                        "NO"
+                    }
+                    .to_string(),
+                    e.last_report
+                        .map(|t| relative(t, now))
+                        .unwrap_or_else(|| "never".into()),
+                ]);
+            }
+            emit(cli.format, &raw, &t, || {
+                format!(
+                    "{}: {} — {}",
+                    r.host,
+                    r.verdict.as_str().to_uppercase(),
+                    r.reason
+                )
+            })?;
+            Ok(r.verdict.exit_code())
+        }
+        Command::Demo(_) => Ok(0),
+    }
+}
+
+/// Print in the chosen format. Tables get a one-line heading.
+fn emit(
+    format: Format,
+    raw: &serde_json::Value,
+    table: &Table,
+    heading: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(raw)?),
+        Format::Csv => print!("{}", table.to_csv()?),
+        Format::Table => {
+            println!("{}", heading());
+            if !table.is_empty() {
+                print!("{}", table.render());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A small client of the collector's API.
+pub struct Api {
+    base: reqwest::Url,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(url: &str, token: Option<String>) -> anyhow::Result<Api> {
+        let base =
+            reqwest::Url::parse(url).map_err(|e| anyhow::anyhow!("invalid --url {url:?}: {e}"))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            anyhow::bail!("invalid --url {url:?}: use http:// or https://");
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .connect_timeout(Duration::from_secs(5))
+            .no_proxy()
+            .build()?;
+        Ok(Api { base, token, http })
+    }
+
+    /// GET a JSON endpoint; returns the raw JSON and its typed form.
+    pub async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> anyhow::Result<(serde_json::Value, T)> {
+        let mut url = self.base.clone();
+        let base_path = url.path().trim_end_matches('/').to_string();
+        url.set_path(&format!("{base_path}{path}"));
+        let mut req = self.http.get(url).query(query);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach the collector at {}: {}",
+                self.base,
+                crate::cli::output::error_chain(&e)
+            )
+        })?;
+        let status = resp.status();
+        let body = resp.bytes().await?;
+        if !status.is_success() {
+            let msg = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(String::from))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
+            anyhow::bail!("the collector answered {status}: {msg}");
+        }
+        let raw: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| anyhow::anyhow!("the collector sent invalid JSON: {e}"))?;
+        let typed = serde_json::from_value(raw.clone())
+            .map_err(|e| anyhow::anyhow!("unexpected answer from the collector: {e}"))?;
+        Ok((raw, typed))
+    }
+}
