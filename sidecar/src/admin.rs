@@ -128,7 +128,11 @@ fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
                 "shipping": state.shipping(),
             });
             json(
-                if draining { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK },
+                if draining {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::OK
+                },
                 &body,
             )
         }
@@ -142,8 +146,13 @@ fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
                         "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     )
                     .body(Full::new(Bytes::from(out)))
-                    .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "encoding\n".into())),
-                Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed\n".into()),
+                    .unwrap_or_else(|_| {
+                        text(StatusCode::INTERNAL_SERVER_ERROR, "encoding\n".into())
+                    }),
+                Err(_) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "metrics encoding failed\n".into(),
+                ),
             }
         }
         _ => text(

@@ -27,7 +27,8 @@ pub struct ResolveRule {
 impl FromStr for ResolveRule {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let usage = || format!("{s:?}: expected HOST:PORT:ADDR (e.g. old-lb.internal:80:127.0.0.1:8080)");
+        let usage =
+            || format!("{s:?}: expected HOST:PORT:ADDR (e.g. old-lb.internal:80:127.0.0.1:8080)");
         let (host, rest) = s.split_once(':').ok_or_else(usage)?;
         let (port, addr) = rest.split_once(':').ok_or_else(usage)?;
         let hp = whouses_wire::HostPort::parse(&format!("{host}:{port}"), None)
@@ -35,10 +36,7 @@ impl FromStr for ResolveRule {
         let addr = match addr.parse::<SocketAddr>() {
             Ok(a) => a,
             // A bare IP keeps the port.
-            Err(_) => SocketAddr::new(
-                addr.parse::<IpAddr>().map_err(|_| usage())?,
-                hp.port,
-            ),
+            Err(_) => SocketAddr::new(addr.parse::<IpAddr>().map_err(|_| usage())?, hp.port),
         };
         Ok(ResolveRule {
             host: hp.host,
@@ -79,7 +77,12 @@ pub struct Config {
     pub collector_url: Option<String>,
 
     /// Bearer token for the collector.
-    #[arg(long, env = "WHOUSES_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
+    #[arg(
+        long,
+        env = "WHOUSES_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
     pub token: Option<String>,
 
     /// File holding the bearer token (e.g. a mounted Secret).
@@ -156,7 +159,10 @@ impl Config {
     /// Checks that need more than one field, reported all at once.
     pub fn validate(&self) -> Result<(), String> {
         let mut errors = Vec::new();
-        for (flag, v) in [("--service", &self.service), ("--environment", &self.environment)] {
+        for (flag, v) in [
+            ("--service", &self.service),
+            ("--environment", &self.environment),
+        ] {
             if let Err(e) = whouses_wire::report::check_name(flag, v) {
                 errors.push(e.to_string());
             }
@@ -261,13 +267,25 @@ mod tests {
         assert_eq!(r.addr.to_string(), "127.0.0.2:443");
         assert!("a.b:443".parse::<ResolveRule>().is_err());
         assert!("a.b:x:127.0.0.1".parse::<ResolveRule>().is_err());
-        let c = parse(&["--service", "a", "--resolve", "x:80:127.0.0.1:1,y:81:127.0.0.2:2"]).unwrap();
+        let c = parse(&[
+            "--service",
+            "a",
+            "--resolve",
+            "x:80:127.0.0.1:1,y:81:127.0.0.2:2",
+        ])
+        .unwrap();
         assert_eq!(c.resolve.len(), 2);
     }
 
     #[test]
     fn allow_from_takes_a_list() {
-        let c = parse(&["--service", "a", "--allow-from", "10.0.0.0/8,192.168.1.0/24"]).unwrap();
+        let c = parse(&[
+            "--service",
+            "a",
+            "--allow-from",
+            "10.0.0.0/8,192.168.1.0/24",
+        ])
+        .unwrap();
         assert_eq!(c.allowed_networks().len(), 2);
     }
 }

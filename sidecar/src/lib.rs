@@ -91,9 +91,13 @@ pub async fn run(
         draining: AtomicBool::new(false),
     });
     let (admin_stop, mut admin_stop_rx) = watch::channel(false);
-    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state.clone(), async move {
-        let _ = admin_stop_rx.wait_for(|s| *s).await;
-    }));
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        admin_state.clone(),
+        async move {
+            let _ = admin_stop_rx.wait_for(|s| *s).await;
+        },
+    ));
 
     tracing::info!(
         service = %identity.service,

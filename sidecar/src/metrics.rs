@@ -57,11 +57,26 @@ impl Collector for CountTotals {
             t[4] += v.bytes_received;
         }
         let names = [
-            ("whouses_sidecar_requests", "Requests forwarded, over all upstream keys"),
-            ("whouses_sidecar_upstream_connections", "Upstream connections and tunnels opened"),
-            ("whouses_sidecar_errors", "Failed calls (connect failures, 5xx, broken bodies)"),
-            ("whouses_sidecar_bytes_sent", "Body and tunnel bytes sent upstream"),
-            ("whouses_sidecar_bytes_received", "Body and tunnel bytes received from upstream"),
+            (
+                "whouses_sidecar_requests",
+                "Requests forwarded, over all upstream keys",
+            ),
+            (
+                "whouses_sidecar_upstream_connections",
+                "Upstream connections and tunnels opened",
+            ),
+            (
+                "whouses_sidecar_errors",
+                "Failed calls (connect failures, 5xx, broken bodies)",
+            ),
+            (
+                "whouses_sidecar_bytes_sent",
+                "Body and tunnel bytes sent upstream",
+            ),
+            (
+                "whouses_sidecar_bytes_received",
+                "Body and tunnel bytes received from upstream",
+            ),
         ];
         for ((name, help), value) in names.into_iter().zip(t) {
             let c = ConstCounter::new(value);
@@ -69,8 +84,16 @@ impl Collector for CountTotals {
             c.encode(e)?;
         }
         for (name, help, value) in [
-            ("whouses_sidecar_keys", "Distinct upstream keys tracked", self.0.len() as i64),
-            ("whouses_sidecar_max_hosts", "The --max-hosts bound", self.0.max_hosts() as i64),
+            (
+                "whouses_sidecar_keys",
+                "Distinct upstream keys tracked",
+                self.0.len() as i64,
+            ),
+            (
+                "whouses_sidecar_max_hosts",
+                "The --max-hosts bound",
+                self.0.max_hosts() as i64,
+            ),
         ] {
             let g = ConstGauge::new(value);
             let e = encoder.encode_descriptor(name, help, None, g.metric_type())?;

@@ -39,7 +39,9 @@ impl Upstream {
         let listener = std::net::TcpListener::bind(addr)
             .unwrap_or_else(|e| panic!("binding upstream on {addr}: {e}"));
         listener.set_nonblocking(true).expect("set_nonblocking");
-        let addr = listener.local_addr().expect("bound listener has an address");
+        let addr = listener
+            .local_addr()
+            .expect("bound listener has an address");
         let requests = Arc::new(AtomicU64::new(0));
         let (stop, mut stop_rx) = oneshot::channel::<()>();
         let counted = requests.clone();
@@ -50,8 +52,7 @@ impl Upstream {
                 .build()
                 .expect("building the upstream runtime");
             rt.block_on(async move {
-                let listener =
-                    tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
                 loop {
                     tokio::select! {
                         _ = &mut stop_rx => break,
@@ -111,7 +112,10 @@ async fn answer(req: Request<Incoming>, counted: &AtomicU64) -> Response<Body> {
     let _ = req.into_body().collect().await;
     counted.fetch_add(1, Ordering::SeqCst);
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
-    match (parts.next(), parts.next().and_then(|n| n.parse::<u64>().ok())) {
+    match (
+        parts.next(),
+        parts.next().and_then(|n| n.parse::<u64>().ok()),
+    ) {
         (Some("bytes"), Some(n)) => {
             let chunks = futures_util::stream::unfold(n, |left| async move {
                 if left == 0 {

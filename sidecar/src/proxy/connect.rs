@@ -64,17 +64,16 @@ impl Dialer {
     /// address in turn within one overall timeout.
     pub async fn dial(&self, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
         let attempt = async {
-            let addrs: Vec<SocketAddr> =
-                match self.overrides.get(&(host.to_string(), port)) {
-                    Some(a) => vec![*a],
-                    None => tokio::net::lookup_host((host, port))
-                        .await
-                        .map_err(|source| ConnectError::Resolve {
-                            host: host.to_string(),
-                            source,
-                        })?
-                        .collect(),
-                };
+            let addrs: Vec<SocketAddr> = match self.overrides.get(&(host.to_string(), port)) {
+                Some(a) => vec![*a],
+                None => tokio::net::lookup_host((host, port))
+                    .await
+                    .map_err(|source| ConnectError::Resolve {
+                        host: host.to_string(),
+                        source,
+                    })?
+                    .collect(),
+            };
             let mut last = None;
             for addr in addrs {
                 match TcpStream::connect(addr).await {
@@ -131,8 +130,8 @@ impl tower::Service<Uri> for Connector {
             // Same normalisation as the count's key, so `--resolve` and the connection
             // count see the name the caller dialed.
             let authority = uri.authority().ok_or(ConnectError::NoHost)?;
-            let hp = HostPort::parse(authority.as_str(), Some(80))
-                .map_err(|_| ConnectError::NoHost)?;
+            let hp =
+                HostPort::parse(authority.as_str(), Some(80)).map_err(|_| ConnectError::NoHost)?;
             let stream = this.dialer.dial(&hp.host, hp.port).await?;
             this.counters
                 .edge(&hp.host, hp.port, Scheme::Http)

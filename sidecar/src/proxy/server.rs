@@ -130,7 +130,8 @@ fn allowed(nets: &[IpNet], ip: IpAddr) -> bool {
 
 /// A short, final answer to a client outside `--allow-from`.
 async fn refuse(mut stream: TcpStream) {
-    const BODY: &str = "whouses-sidecar: your address is not allowed to use this proxy (see --allow-from)\n";
+    const BODY: &str =
+        "whouses-sidecar: your address is not allowed to use this proxy (see --allow-from)\n";
     let resp = format!(
         "HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{BODY}",
         BODY.len()
@@ -148,7 +149,10 @@ mod tests {
 
     #[test]
     fn allow_from_matches_networks() {
-        let nets: Vec<IpNet> = vec!["127.0.0.1/32".parse().unwrap(), "10.0.0.0/8".parse().unwrap()];
+        let nets: Vec<IpNet> = vec![
+            "127.0.0.1/32".parse().unwrap(),
+            "10.0.0.0/8".parse().unwrap(),
+        ];
         assert!(allowed(&nets, "127.0.0.1".parse().unwrap()));
         assert!(allowed(&nets, "10.2.3.4".parse().unwrap()));
         assert!(!allowed(&nets, "127.0.0.2".parse().unwrap()));

@@ -173,11 +173,9 @@ where
                         stats.record_error(now_ms());
                     }
                     Ok(resp.map(|body| match body {
-                        Some(b) => Either::Left(CountingBody::new(
-                            b,
-                            Some(stats),
-                            Direction::Received,
-                        )),
+                        Some(b) => {
+                            Either::Left(CountingBody::new(b, Some(stats), Direction::Received))
+                        }
                         None => Either::Right(Full::default()),
                     }))
                 }

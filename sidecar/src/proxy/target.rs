@@ -21,12 +21,12 @@ pub struct Target {
 impl Target {
     pub fn of<B>(req: &Request<B>) -> Result<Target, ProxyError> {
         if req.method() == Method::CONNECT {
-            let authority = req.uri().authority().ok_or_else(|| {
-                ProxyError::BadRequest("CONNECT needs a host:port target".into())
-            })?;
-            let hp = HostPort::parse(authority.as_str(), None).map_err(|e| {
-                ProxyError::BadRequest(format!("CONNECT target {authority}: {e}"))
-            })?;
+            let authority = req
+                .uri()
+                .authority()
+                .ok_or_else(|| ProxyError::BadRequest("CONNECT needs a host:port target".into()))?;
+            let hp = HostPort::parse(authority.as_str(), None)
+                .map_err(|e| ProxyError::BadRequest(format!("CONNECT target {authority}: {e}")))?;
             return Ok(Target {
                 scheme: Scheme::for_connect_port(hp.port),
                 host: hp.host,
@@ -76,7 +76,10 @@ mod tests {
     #[test]
     fn absolute_form_fills_the_default_port_and_normalises() {
         let t = target("GET", "http://Old-LB.Internal./x?y").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.scheme, t.tunnel), ("old-lb.internal", 80, Scheme::Http, false));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.scheme, t.tunnel),
+            ("old-lb.internal", 80, Scheme::Http, false)
+        );
         let t = target("POST", "http://10.0.3.7:8080/").unwrap();
         assert_eq!((t.host.as_str(), t.port), ("10.0.3.7", 8080));
     }
@@ -84,7 +87,10 @@ mod tests {
     #[test]
     fn connect_keys_on_the_target() {
         let t = target("CONNECT", "api.example.com:443").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.scheme, t.tunnel), ("api.example.com", 443, Scheme::Https, true));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.scheme, t.tunnel),
+            ("api.example.com", 443, Scheme::Https, true)
+        );
         let t = target("CONNECT", "db.internal:5432").unwrap();
         assert_eq!(t.scheme, Scheme::Tcp);
     }
@@ -94,6 +100,9 @@ mod tests {
         let e = target("GET", "/index.html").unwrap_err();
         assert!(e.to_string().contains("forward proxy"), "{e}");
         assert_eq!(e.status(), 400);
-        assert!(target("GET", "https://x/").unwrap_err().to_string().contains("CONNECT"));
+        assert!(target("GET", "https://x/")
+            .unwrap_err()
+            .to_string()
+            .contains("CONNECT"));
     }
 }

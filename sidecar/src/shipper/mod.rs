@@ -35,8 +35,8 @@ use whouses_wire::{Edge, Report, Timestamp, MAX_EDGES_PER_REPORT, REPORT_VERSION
 pub mod spool;
 
 use crate::counters::{Counters, Key, Totals};
-use spool::Spool;
 use crate::Identity;
+use spool::Spool;
 
 /// First retry delay after a failed send; doubles per failure up to [`MAX_BACKOFF`].
 const BASE_BACKOFF: Duration = Duration::from_millis(500);
@@ -259,7 +259,10 @@ pub fn reports_url(base: &str) -> anyhow::Result<reqwest::Url> {
     Ok(url)
 }
 
-fn read_token(token: Option<&str>, file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+fn read_token(
+    token: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<Option<String>> {
     match (token, file) {
         (Some(_), Some(_)) => anyhow::bail!("give --token or --token-file, not both"),
         (Some(t), None) => Ok(Some(t.trim().to_string())),
@@ -388,8 +391,12 @@ impl Core {
             tracing::warn!(reason = why, batches = self.pending.len(), keys,
                 "Final flush not acknowledged; the spooled batches will be shipped on the next start.");
         } else {
-            tracing::error!(reason = why, batches = self.pending.len(), keys,
-                "Final flush not acknowledged and no --spool-dir is set; these counts are lost.");
+            tracing::error!(
+                reason = why,
+                batches = self.pending.len(),
+                keys,
+                "Final flush not acknowledged and no --spool-dir is set; these counts are lost."
+            );
         }
     }
 
@@ -585,7 +592,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("t");
         std::fs::write(&f, "secret\n").unwrap();
-        assert_eq!(read_token(None, Some(&f)).unwrap().as_deref(), Some("secret"));
+        assert_eq!(
+            read_token(None, Some(&f)).unwrap().as_deref(),
+            Some("secret")
+        );
         assert!(read_token(Some("a"), Some(&f)).is_err());
         std::fs::write(&f, "\n").unwrap();
         assert!(read_token(None, Some(&f)).is_err());

@@ -172,9 +172,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         spool.write(&report(5)).unwrap();
-        fs::write(dir.path().join("batch-00000000000000000009.json"), b"{\"vers").unwrap();
+        fs::write(
+            dir.path().join("batch-00000000000000000009.json"),
+            b"{\"vers",
+        )
+        .unwrap();
         let loaded = spool.load().unwrap();
         assert_eq!(loaded.len(), 1);
-        assert!(dir.path().join("batch-00000000000000000009.corrupt").exists());
+        assert!(dir
+            .path()
+            .join("batch-00000000000000000009.corrupt")
+            .exists());
     }
 }
