@@ -3,11 +3,12 @@
 //! batch until it is acknowledged.
 //!
 //! Exactly-once effect: the collector applies each `(instance, seq)` once, and a batch is
-//! never re-cut — its deltas are frozen when it is numbered. While a batch waits (collector
-//! down, slow, rejecting), new counts keep accumulating in the live counters, merged per
-//! key, so memory stays bounded by `--max-hosts` however long the outage lasts; the next
-//! batch then carries all of them. The proxy path never waits for any of this: it only
-//! does atomic adds that this task reads.
+//! never re-cut — its deltas are frozen when it is numbered. While batches wait (collector
+//! down, slow, rejecting), new batches are still cut every interval and queued behind
+//! them, up to 256 batches or `--max-hosts` keys in total; beyond that, new counts stay
+//! merged per key in the live counters, so memory stays bounded however long the outage
+//! lasts, and the next batch carries all of them. The proxy path never waits for any of
+//! this: it only does atomic adds that this task reads.
 //!
 //! With `--spool-dir` a batch is written to disk before it is first sent and removed once
 //! acknowledged, so a restart ships it; without it, a hard kill loses at most the counts
@@ -42,6 +43,12 @@ use spool::Spool;
 const BASE_BACKOFF: Duration = Duration::from_millis(500);
 /// Longest wait between retries, so recovery after an outage is quick.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Most batches queued unacknowledged (mostly heartbeats during a long outage).
+const MAX_PENDING_BATCHES: usize = 256;
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
+}
 
 /// Shipping health, for `/stats` (as `"shipping"`), `/readyz` and `/metrics`.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -315,40 +322,58 @@ enum SendError {
 impl Core {
     async fn run(mut self, mut stop: watch::Receiver<Option<Instant>>) {
         let interval = self.settings.flush_interval;
-        let mut next = if self.pending.is_empty() {
-            Instant::now() + interval
+        // Two clocks: batches are cut every interval (so with a spool, at most one
+        // interval of counts is ever only in memory), and sent as soon as they are cut,
+        // or on the retry backoff while the collector is failing.
+        let mut next_cut = Instant::now() + interval;
+        let mut next_send = if self.pending.is_empty() {
+            far_future()
         } else {
             Instant::now()
         };
         let mut failures: u32 = 0;
         loop {
             tokio::select! {
-                _ = tokio::time::sleep_until(next) => {}
+                _ = tokio::time::sleep_until(next_cut.min(next_send)) => {}
                 _ = stop.changed() => break,
             }
-            if self.pending.is_empty() {
-                self.cut_batch();
-            }
-            match self.send_pending().await {
-                Ok(()) => {
-                    failures = 0;
-                    next = if self.more {
-                        Instant::now()
-                    } else {
-                        Instant::now() + interval
-                    };
+            let now = Instant::now();
+            if now >= next_cut {
+                if self.can_cut() {
+                    self.cut_batch();
+                    if failures == 0 {
+                        next_send = now;
+                    }
                 }
-                Err(error) => {
-                    failures = failures.saturating_add(1);
-                    let wait = backoff(failures);
-                    tracing::warn!(%error, retry_in = ?wait, pending_batches = self.pending.len(),
-                        "Failed to ship counts; keeping the batch and retrying.");
-                    next = Instant::now() + wait;
+                next_cut = if self.more { now } else { now + interval };
+            }
+            if now >= next_send {
+                match self.send_pending().await {
+                    Ok(()) => {
+                        failures = 0;
+                        next_send = far_future();
+                    }
+                    Err(error) => {
+                        failures = failures.saturating_add(1);
+                        let wait = backoff(failures);
+                        tracing::warn!(%error, retry_in = ?wait, pending_batches = self.pending.len(),
+                            "Failed to ship counts; keeping the batch and retrying.");
+                        next_send = Instant::now() + wait;
+                    }
                 }
             }
         }
         let until = (*stop.borrow()).unwrap_or_else(Instant::now);
         self.final_flush(until).await;
+    }
+
+    /// Whether another batch may be queued behind unacknowledged ones. Beyond these
+    /// bounds new counts stay merged per key in the live counters (bounded by
+    /// `--max-hosts`) until the queue drains, so an outage of any length costs bounded
+    /// memory.
+    fn can_cut(&self) -> bool {
+        let keys: usize = self.pending.iter().map(|r| r.edges.len()).sum();
+        self.pending.len() < MAX_PENDING_BATCHES && keys < self.counters.max_hosts().max(1)
     }
 
     /// Ship every pending batch and then everything counted, until `until`.
