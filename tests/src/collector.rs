@@ -1,1 +1,194 @@
-//! Starting a real whouses-collector for tests (in progress).
+//! A real `whouses-collector` for tests, and the `whouses` CLI.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde_json::Value;
+use whouses_wire::Report;
+
+use crate::bins::{bin_path, free_addr, Proc};
+use crate::sidecar::client;
+use crate::wait;
+
+pub struct Builder {
+    db: Option<PathBuf>,
+    args: Vec<String>,
+}
+
+pub struct Collector {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub db: PathBuf,
+    args: Vec<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Collector {
+    pub fn builder() -> Builder {
+        Builder {
+            db: None,
+            args: Vec::new(),
+        }
+    }
+
+    /// A collector on a fresh SQLite file.
+    pub fn spawn() -> Collector {
+        Self::builder().spawn()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn get(&self, path_and_query: &str) -> reqwest::blocking::Response {
+        client()
+            .get(format!("{}{path_and_query}", self.url()))
+            .send()
+            .expect("collector request")
+    }
+
+    pub fn get_json(&self, path_and_query: &str) -> Value {
+        let r = self.get(path_and_query);
+        let status = r.status();
+        let v: Value = r.json().expect("collector answers JSON");
+        assert!(status.is_success(), "GET {path_and_query}: {status} {v}");
+        v
+    }
+
+    /// POST a report (with an optional token); returns status and JSON body.
+    pub fn post_report(&self, r: &Report, token: Option<&str>) -> (u16, Value) {
+        self.post_raw(serde_json::to_vec(r).expect("report encodes"), token)
+    }
+
+    pub fn post_raw(&self, body: Vec<u8>, token: Option<&str>) -> (u16, Value) {
+        let mut req = client()
+            .post(format!("{}/v1/reports", self.url()))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().expect("collector request");
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(Value::Null))
+    }
+
+    /// Total requests stored for callers of `host` (all services).
+    pub fn requests_to(&self, host: &str) -> u64 {
+        let v = self.get(&format!("/v1/callers?host={host}"));
+        if !v.status().is_success() {
+            return 0;
+        }
+        let v: Value = v.json().unwrap_or(Value::Null);
+        v["callers"]
+            .as_array()
+            .map(|cs| cs.iter().filter_map(|c| c["requests"].as_u64()).sum())
+            .unwrap_or(0)
+    }
+
+    /// Requests of one calling service to `host`.
+    pub fn requests_from(&self, host: &str, service: &str) -> u64 {
+        let v: Value = self
+            .get(&format!("/v1/callers?host={host}"))
+            .json()
+            .unwrap_or(Value::Null);
+        v["callers"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["service"] == service))
+            .and_then(|c| c["requests"].as_u64())
+            .unwrap_or(0)
+    }
+
+    pub fn sigterm(&self) {
+        self.proc.signal("TERM");
+    }
+
+    pub fn kill9(&mut self) {
+        self.proc.signal("KILL");
+        let _ = self.proc.wait_exit(Duration::from_secs(10));
+    }
+
+    pub fn stop(&mut self) {
+        self.proc.signal("TERM");
+        let _ = self.proc.wait_exit(Duration::from_secs(20));
+    }
+
+    /// Start again on the same address and database.
+    pub fn restart(&mut self) {
+        self.proc = start(&self.args, self.addr);
+    }
+}
+
+impl Builder {
+    pub fn db(mut self, path: &Path) -> Self {
+        self.db = Some(path.to_path_buf());
+        self
+    }
+
+    pub fn ingest_token(self, t: &str) -> Self {
+        self.arg("--ingest-token").arg(t)
+    }
+
+    pub fn read_token(self, t: &str) -> Self {
+        self.arg("--read-token").arg(t)
+    }
+
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.to_string());
+        self
+    }
+
+    pub fn spawn(self) -> Collector {
+        let (dir, db) = match self.db {
+            Some(p) => (None, p),
+            None => {
+                let d = tempfile::tempdir().expect("tempdir");
+                let p = d.path().join("whouses.db");
+                (Some(d), p)
+            }
+        };
+        let addr = free_addr("127.0.0.1");
+        let mut args = vec![
+            "--listen".to_string(),
+            addr.to_string(),
+            "--db".into(),
+            format!("sqlite://{}", db.display()),
+        ];
+        args.extend(self.args);
+        let proc = start(&args, addr);
+        Collector {
+            proc,
+            addr,
+            db,
+            args,
+            _dir: dir,
+        }
+    }
+}
+
+fn start(args: &[String], addr: SocketAddr) -> Proc {
+    let mut cmd = Command::new(bin_path("whouses-collector"));
+    cmd.args(args).env("RUST_LOG", "info");
+    let proc = Proc::spawn("collector", cmd);
+    wait::until("collector /healthz", Duration::from_secs(30), || {
+        client()
+            .get(format!("http://{addr}/healthz"))
+            .send()
+            .ok()
+            .filter(|r| r.status().is_success())
+            .map(|_| ())
+    });
+    proc
+}
+
+/// Run the `whouses` CLI.
+pub fn whouses(args: &[&str]) -> Output {
+    Command::new(bin_path("whouses"))
+        .args(args)
+        .env_remove("WHOUSES_URL")
+        .env_remove("WHOUSES_TOKEN")
+        .output()
+        .expect("running whouses")
+}
