@@ -2,7 +2,8 @@
 //! address, in its own thread and runtime, that counts the requests it answers, so a test
 //! can compare the counts reported through whouses with the requests that really arrived.
 //!
-//! Routes: `/bytes/N` answers N bytes (streamed in 64 KiB chunks), `/slow/MS` answers
+//! Routes: `/headers` echoes the request head, `/echo-size` the body size, `/bytes/N`
+//! answers N bytes (streamed in 64 KiB chunks), `/slow/MS` answers
 //! after MS milliseconds, `/status/CODE` answers with that status, anything else `ok\n`.
 
 use std::convert::Infallible;
@@ -108,6 +109,26 @@ impl Drop for Upstream {
 
 async fn answer(req: Request<Incoming>, counted: &AtomicU64) -> Response<Body> {
     let path = req.uri().path().to_string();
+    if path == "/headers" {
+        // The request head as received, one `name: value` per line.
+        let mut out = format!("{} {}\n", req.method(), req.uri());
+        for (k, v) in req.headers() {
+            out.push_str(&format!("{}: {}\n", k, v.to_str().unwrap_or("?")));
+        }
+        counted.fetch_add(1, Ordering::SeqCst);
+        return Response::new(Full::new(Bytes::from(out)).boxed());
+    }
+    if path == "/echo-size" {
+        // The number of body bytes received.
+        let n = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes().len())
+            .unwrap_or(0);
+        counted.fetch_add(1, Ordering::SeqCst);
+        return Response::new(Full::new(Bytes::from(format!("{n}\n"))).boxed());
+    }
     // Drain the request body so uploads complete before we answer.
     let _ = req.into_body().collect().await;
     counted.fetch_add(1, Ordering::SeqCst);
