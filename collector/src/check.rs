@@ -79,6 +79,15 @@ pub struct CheckResponse {
     pub evidence: Vec<CallerEvidence>,
 }
 
+/// How a service's sidecars have been reporting (over all its instances).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reporting {
+    /// The longest flush interval among its instances.
+    pub flush_interval_ms: u64,
+    /// The end of the latest period any of its instances reported on.
+    pub observed_until: Timestamp,
+}
+
 /// How long after a period ends its report may still be on its way: two flush intervals
 /// plus a little, so a healthy sidecar is never mistaken for a silent one.
 fn grace_ms(flush_interval_ms: u64) -> i64 {
@@ -92,7 +101,7 @@ pub fn decide(
     now: Timestamp,
     edges: &[EdgeRow],
     coverage: &[InstanceCoverage],
-    flush_interval_ms: &BTreeMap<(String, String), u64>,
+    reporting: &BTreeMap<(String, String), Reporting>,
     observed_since: Option<Timestamp>,
 ) -> CheckResponse {
     let window_start = Timestamp(now.0 - quiet_for_ms as i64);
@@ -115,7 +124,8 @@ pub fn decide(
         .map(|c| {
             let key = (c.service.clone(), c.environment.clone());
             let ivs = union.get(&key).map(Vec::as_slice).unwrap_or(&[]);
-            let grace = grace_ms(flush_interval_ms.get(&key).copied().unwrap_or(10_000));
+            let rep = reporting.get(&key);
+            let grace = grace_ms(rep.map_or(10_000, |r| r.flush_interval_ms));
             let need_until = Timestamp(now.0 - grace);
             let covered = ivs
                 .iter()
@@ -128,7 +138,7 @@ pub fn decide(
                 requests_in_window: if in_window > 0 { c.requests } else { 0 },
                 requests_total: c.requests,
                 last_seen: c.last_seen,
-                last_report: ivs.iter().map(|iv| iv.end).max(),
+                last_report: rep.map(|r| r.observed_until),
                 reporting_through_window: covered,
                 hosts: c.hosts,
                 service: c.service,
@@ -233,12 +243,16 @@ pub async fn check(
     services.dedup();
     let window_start = Timestamp(now.0 - quiet_for_ms as i64);
     let coverage = store.coverage(&services, window_start).await?;
-    let mut flush: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut reporting: BTreeMap<(String, String), Reporting> = BTreeMap::new();
     for i in store.instances().await? {
-        let f = flush
+        let r = reporting
             .entry((i.service.clone(), i.environment.clone()))
-            .or_insert(0);
-        *f = (*f).max(i.flush_interval_ms);
+            .or_insert(Reporting {
+                flush_interval_ms: 0,
+                observed_until: i.observed_until,
+            });
+        r.flush_interval_ms = r.flush_interval_ms.max(i.flush_interval_ms);
+        r.observed_until = r.observed_until.max(i.observed_until);
     }
     let observed_since = store.observed_since().await?;
     Ok(decide(
@@ -247,7 +261,7 @@ pub async fn check(
         now,
         &edges,
         &coverage,
-        &flush,
+        &reporting,
         observed_since,
     ))
 }
