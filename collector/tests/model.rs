@@ -1,0 +1,151 @@
+//! Property test: a random stream of reports — several instances, services and hosts,
+//! out-of-order arrivals and duplicates — stored in a real SQLite file gives the same
+//! answers as a naive in-memory model.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+use whouses_collector::query;
+use whouses_collector::store::{EdgeFilter, Store};
+use whouses_collector::targets::HostPattern;
+use whouses_wire::{Edge, Report, Scheme, Timestamp, REPORT_VERSION};
+
+const INSTANCES: [(&str, &str); 4] = [
+    ("svc-a-1", "svc-a"),
+    ("svc-a-2", "svc-a"),
+    ("svc-b-1", "svc-b"),
+    ("svc-c-1", "svc-c"),
+];
+const HOSTS: [(&str, u16); 4] = [
+    ("old.internal", 80),
+    ("old.internal", 443),
+    ("new.internal", 80),
+    ("db.internal", 5432),
+];
+
+#[derive(Debug, Clone)]
+struct Batch {
+    instance: usize,
+    seq: u64,
+    edges: Vec<(usize, u64, u64)>, // host index, requests, errors
+}
+
+fn batch() -> impl Strategy<Value = Batch> {
+    (
+        0..INSTANCES.len(),
+        1u64..12,
+        prop::collection::vec((0..HOSTS.len(), 0u64..50, 0u64..5), 0..4),
+    )
+        .prop_map(|(instance, seq, edges)| Batch {
+            instance,
+            seq,
+            edges,
+        })
+}
+
+fn to_report(b: &Batch, base: i64) -> Report {
+    let (instance, service) = INSTANCES[b.instance];
+    let start = base + b.seq as i64 * 10_000;
+    let mut seen = BTreeSet::new();
+    Report {
+        version: REPORT_VERSION,
+        service: service.into(),
+        environment: "prod".into(),
+        instance: instance.into(),
+        seq: b.seq,
+        started_at: Timestamp(base),
+        period_start: Timestamp(start),
+        period_end: Timestamp(start + 10_000),
+        flush_interval_ms: 10_000,
+        edges: b
+            .edges
+            .iter()
+            .filter(|(h, _, _)| seen.insert(*h)) // one entry per key per batch
+            .map(|&(h, requests, errors)| Edge {
+                host: HOSTS[h].0.into(),
+                port: HOSTS[h].1,
+                scheme: match HOSTS[h].1 {
+                    443 => Scheme::Https,
+                    80 => Scheme::Http,
+                    _ => Scheme::Tcp,
+                },
+                requests,
+                connections: 1,
+                errors,
+                bytes_sent: 0,
+                bytes_received: requests * 3,
+                first_seen: Timestamp(start + 1),
+                last_seen: Timestamp(start + 9_000),
+            })
+            .collect(),
+    }
+}
+
+type Model = BTreeMap<(String, String, u16), (u64, u64, u64)>; // (service, host, port) -> (req, err, bytes)
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn store_matches_a_naive_model(batches in prop::collection::vec(batch(), 1..40)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("m.db").display());
+        let base = Timestamp::now().0 - 3_600_000;
+        rt.block_on(async {
+            let store = Store::open(&url).await.unwrap();
+            let mut applied: BTreeSet<(usize, u64)> = BTreeSet::new();
+            let mut model: Model = BTreeMap::new();
+            // Every batch arrives once in random order, and some arrive again (retries).
+            for b in batches.iter().chain(batches.iter().step_by(3)) {
+                let r = to_report(b, base);
+                let first = applied.insert((b.instance, b.seq));
+                let out = store.ingest(&r, Timestamp::now()).await.unwrap();
+                // A batch with the same (instance, seq) but other content is a duplicate too.
+                prop_assert_eq!(matches!(out, whouses_collector::store::Ingested::Duplicate), !first);
+                if first {
+                    for e in &r.edges {
+                        if e.requests + e.errors + e.bytes_received + e.connections == 0 { continue; }
+                        let m = model.entry((r.service.clone(), e.host.clone(), e.port)).or_default();
+                        m.0 += e.requests;
+                        m.1 += e.errors;
+                        m.2 += e.bytes_received;
+                    }
+                }
+            }
+            // callers of each host:port, and of each host on any port.
+            for (host, port) in HOSTS {
+                let got = query::callers(&store, host, vec![HostPattern::HostPort(host.into(), port)], None, None).await.unwrap();
+                let mut want: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+                for ((svc, h, p), v) in &model {
+                    if h == host && *p == port { let w = want.entry(svc.clone()).or_default(); w.0 += v.0; w.1 += v.1; }
+                }
+                let got: BTreeMap<String, (u64, u64)> = got.callers.iter().map(|c| (c.service.clone(), (c.requests, c.errors))).collect();
+                prop_assert_eq!(got, want);
+            }
+            let any_port = query::callers(&store, "old.internal", vec![HostPattern::Host("old.internal".into())], None, None).await.unwrap();
+            let total: u64 = any_port.callers.iter().map(|c| c.requests).sum();
+            let want: u64 = model.iter().filter(|((_, h, _), _)| h == "old.internal").map(|(_, v)| v.0).sum();
+            prop_assert_eq!(total, want);
+            // callees of each service.
+            for svc in ["svc-a", "svc-b", "svc-c"] {
+                let got = query::callees(&store, svc, None, None).await.unwrap();
+                let got: BTreeMap<(String, u16), (u64, u64)> = got.callees.iter().map(|c| ((c.host.clone(), c.port), (c.requests, c.bytes_received))).collect();
+                let want: BTreeMap<(String, u16), (u64, u64)> = model.iter().filter(|((s, _, _), _)| s == svc).map(|((_, h, p), v)| ((h.clone(), *p), (v.0, v.2))).collect();
+                prop_assert_eq!(got, want);
+            }
+            // hosts: caller counts.
+            let hosts = query::hosts(&store, None, Timestamp::now()).await.unwrap();
+            for h in &hosts.hosts {
+                let want: BTreeSet<&String> = model.keys().filter(|(_, mh, mp)| *mh == h.host && *mp == h.port).map(|(s, _, _)| s).collect();
+                prop_assert_eq!(h.callers, want.len());
+            }
+            // `since` windows see the same totals when they cover everything.
+            let all = store.edges(&EdgeFilter { since: Some(Timestamp(base - 7_200_000)), ..Default::default() }).await.unwrap();
+            let sum: u64 = all.iter().map(|e| e.requests).sum();
+            prop_assert_eq!(sum, model.values().map(|v| v.0).sum::<u64>());
+            store.close().await;
+            Ok(())
+        })?;
+    }
+}
