@@ -122,60 +122,52 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         sidecar_tasks.push(task);
     }
 
-    // Traffic: each consumer calls the reference service through its sidecar.
-    let mut sent = 0u64;
-    for round in 0..5u64 {
-        for (i, ((service, repointed), proxy)) in CONSUMERS.iter().zip(&sidecars).enumerate() {
-            let host = if *repointed { NEW_HOST } else { OLD_HOST };
-            // A different, fixed number of calls per consumer makes the counts legible.
-            let calls = (i as u64 % 3) + 1;
-            for _ in 0..calls {
-                call(*proxy, host, &format!("/v1/reference/grades?round={round}"))
-                    .await
-                    .with_context(|| format!("{service} calling {host}"))?;
-                sent += 1;
-            }
-        }
-    }
+    // Act 1: each consumer calls the reference service through its sidecar; five of
+    // them still use the old name.
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    let sent = traffic(&sidecars, |repointed| repointed).await?;
     println!(
-        "  Sent {sent} calls through {} sidecars; waiting for the next flush …\n",
+        "  Act 1: {sent} calls through {} sidecars; waiting for the next flush …\n",
         sidecars.len()
     );
-
-    // Wait until the collector has every call (the sidecars flush every second).
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let total = total_requests(&client, &collector_url).await.unwrap_or(0);
-        if total >= sent {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the collector has {total} of {sent} calls after 20s; see the logs above"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-
+    wait_for_total(&client, &collector_url, sent).await?;
+    let url = collector_url.as_str();
     println!("$ whouses callers {OLD_HOST}");
-    crate::cli::run_args(["whouses", "--url", &collector_url, "callers", OLD_HOST]).await;
-    println!("\n$ whouses check {OLD_HOST} --quiet-for 10s");
+    crate::cli::run_args(["whouses", "--url", url, "callers", OLD_HOST]).await;
+    println!("\n$ whouses check {OLD_HOST} --quiet-for 3s");
     let code = crate::cli::run_args([
         "whouses",
         "--url",
-        &collector_url,
+        url,
         "check",
         OLD_HOST,
         "--quiet-for",
-        "10s",
+        "3s",
     ])
     .await;
-    println!(
-        "  (exit code {code}: a pipeline gating on it would refuse to stop the old instance)\n"
-    );
-    println!("$ whouses callers {NEW_HOST}");
-    crate::cli::run_args(["whouses", "--url", &collector_url, "callers", NEW_HOST]).await;
+    println!("  (exit code {code}: a pipeline gating on it refuses to stop the old instance)\n");
 
+    // Act 2: the five are repointed too. The sidecars keep reporting (heartbeats), so
+    // after a quiet period whouses can say the old name is unused — not merely unseen.
+    println!("  Act 2: the five are repointed; the old name goes quiet while every");
+    println!("  sidecar keeps reporting. Waiting out a 3-second quiet period …\n");
+    let sent2 = traffic(&sidecars, |_| true).await?;
+    wait_for_total(&client, &collector_url, sent + sent2).await?;
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    println!("$ whouses check {OLD_HOST} --quiet-for 3s");
+    let code = crate::cli::run_args([
+        "whouses",
+        "--url",
+        url,
+        "check",
+        OLD_HOST,
+        "--quiet-for",
+        "3s",
+    ])
+    .await;
+    println!("  (exit code {code}: safe to switch off — every past caller reported throughout)\n");
+    println!("$ whouses callers {NEW_HOST}");
+    crate::cli::run_args(["whouses", "--url", url, "callers", NEW_HOST]).await;
     println!("\n  Story told in {:.1}s.", started.elapsed().as_secs_f64());
     if args.once {
         let _ = stop_tx.send(true);
@@ -246,6 +238,45 @@ async fn start_sidecar(
         }
     });
     Ok((proxy_addr, task))
+}
+
+/// One round of calls from every consumer; `uses_new(repointed)` picks the name each
+/// calls. Returns how many calls were made.
+async fn traffic(sidecars: &[SocketAddr], uses_new: impl Fn(bool) -> bool) -> anyhow::Result<u64> {
+    let mut sent = 0u64;
+    for round in 0..5u64 {
+        for (i, ((service, repointed), proxy)) in CONSUMERS.iter().zip(sidecars).enumerate() {
+            let host = if uses_new(*repointed) {
+                NEW_HOST
+            } else {
+                OLD_HOST
+            };
+            // A different, fixed number of calls per consumer makes the counts legible.
+            for _ in 0..(i as u64 % 3) + 1 {
+                call(*proxy, host, &format!("/v1/reference/grades?round={round}"))
+                    .await
+                    .with_context(|| format!("{service} calling {host}"))?;
+                sent += 1;
+            }
+        }
+    }
+    Ok(sent)
+}
+
+/// Wait until the collector has stored `sent` calls in total (sidecars flush every second).
+async fn wait_for_total(client: &reqwest::Client, url: &str, sent: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let total = total_requests(client, url).await.unwrap_or(0);
+        if total >= sent {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the collector has {total} of {sent} calls after 20s; see the logs above"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// One call from a consumer through its sidecar.
