@@ -196,7 +196,8 @@ pub async fn hosts(
     now: Timestamp,
 ) -> Result<HostsResponse, StoreError> {
     let edges = store.edges(&EdgeFilter::default()).await?;
-    let mut by: BTreeMap<(String, u16), (HostSummary, Vec<(String, String)>)> = BTreeMap::new();
+    type Callers = Vec<(String, String)>;
+    let mut by: BTreeMap<(String, u16), (HostSummary, Callers)> = BTreeMap::new();
     for e in &edges {
         let (h, callers) = by.entry((e.host.clone(), e.port)).or_insert_with(|| {
             (

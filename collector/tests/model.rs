@@ -2,6 +2,8 @@
 //! out-of-order arrivals and duplicates — stored in a real SQLite file gives the same
 //! answers as a naive in-memory model.
 
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;

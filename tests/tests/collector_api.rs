@@ -1,5 +1,7 @@
 //! Issue 3: the real collector on a real SQLite file, and the real `whouses` CLI.
 
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
 use serde_json::{json, Value};
 use whouses_tests::bins::{free_addr, secs};
 use whouses_tests::collector::{whouses, Collector};

@@ -2,6 +2,8 @@
 //! Every test compares the collector's totals with the requests the upstream really
 //! answered.
 
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

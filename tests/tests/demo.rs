@@ -1,6 +1,8 @@
 //! `whouses demo` — the README's "run" command — tells its story in under 30 seconds and
 //! gets the answers right.
 
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 

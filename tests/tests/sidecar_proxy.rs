@@ -1,6 +1,8 @@
 //! Issue 2: the real `whouses-sidecar` between real clients (curl, Python urllib, reqwest)
 //! and real upstreams (hyper, a TLS server), counting exactly and failing cleanly.
 
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
