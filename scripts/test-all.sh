@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 log() { printf '\n== %s\n' "$*"; }
 
 need_apt=()
-for pair in curl:curl python3:python3 openssl:openssl unzip:unzip; do
+for pair in curl:curl python3:python3 openssl:openssl unzip:unzip dot:graphviz \
+    chromium:chromium chromedriver:chromium-driver npm:npm; do
   bin=${pair%%:*}; pkg=${pair##*:}
   command -v "$bin" >/dev/null 2>&1 || need_apt+=("$pkg")
 done

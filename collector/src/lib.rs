@@ -8,6 +8,8 @@
 //! * [`query`] — **where a query is answered**: callers, callees, hosts, services.
 //! * [`check`] — the safety gate: unused / in-use / unknown, with evidence.
 //! * [`targets`] — host patterns and named targets (`--targets`).
+//! * [`export`] — the traffic report (CSV, JSON, Markdown, DOT, HTML) and the SVG graph.
+//! * [`web`] — the web page at `/`.
 //! * [`cli`] — the `whouses` command.
 //! * [`demo`] — `whouses demo`, the whole loop in one process.
 //! * [`webhook`] — the Kubernetes sidecar-injection webhook (`whouses-webhook`).
@@ -28,10 +30,12 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod export;
 pub mod metrics;
 pub mod query;
 pub mod store;
 pub mod targets;
+pub mod web;
 pub mod webhook;
 
 pub use config::Config;

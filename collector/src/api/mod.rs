@@ -73,6 +73,8 @@ pub fn routes() -> Router<AppState> {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(crate::export::api::routes())
+        .merge(crate::web::routes())
         .fallback(|| async {
             ApiError::NotFound("no such route; see /v1/callers, /v1/check …".into())
         })
@@ -194,7 +196,11 @@ async fn ingest(
 }
 
 /// `since=30d` (a duration back from now) or an RFC 3339 time.
-fn parse_since(s: &AppState, v: Option<&str>, name: &str) -> Result<Option<Timestamp>, ApiError> {
+pub fn parse_since(
+    s: &AppState,
+    v: Option<&str>,
+    name: &str,
+) -> Result<Option<Timestamp>, ApiError> {
     let Some(v) = v else { return Ok(None) };
     if let Ok(d) = whouses_wire::parse_duration(v) {
         return Ok(Some(s.now().saturating_sub(d)));
@@ -206,7 +212,7 @@ fn parse_since(s: &AppState, v: Option<&str>, name: &str) -> Result<Option<Times
     })
 }
 
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+pub fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(t)| t)
         .map_err(|e| ApiError::BadRequest(format!("invalid query: {}", e.body_text())))
 }

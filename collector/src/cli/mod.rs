@@ -16,11 +16,16 @@ use output::{relative, Table};
 /// Exit code for usage errors, unreachable collectors and failed requests.
 pub const EXIT_ERROR: u8 = 2;
 
+/// Output format. Queries print `table`, `json` or `csv`; `export` writes `csv`, `json`,
+/// `markdown`, `dot` or `html`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Table,
     Json,
     Csv,
+    Markdown,
+    Dot,
+    Html,
 }
 
 /// Who still uses X? Ask a whouses collector.
@@ -38,15 +43,9 @@ pub struct Cli {
     /// Read token for the collector.
     #[arg(long, env = "WHOUSES_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
-    /// Output format.
-    #[arg(
-        long,
-        env = "WHOUSES_FORMAT",
-        value_enum,
-        default_value = "table",
-        global = true
-    )]
-    pub format: Format,
+    /// Output format: table, json or csv (export also: markdown, dot, html).
+    #[arg(long, env = "WHOUSES_FORMAT", value_enum, global = true)]
+    pub format: Option<Format>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -85,6 +84,22 @@ pub enum Command {
         #[arg(long)]
         quiet_for: String,
     },
+    /// The traffic report as csv, json, markdown, dot (Graphviz) or html.
+    Export {
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        environment: Option<String>,
+        /// Only callers of this host (host, host:port, *.suffix or a target name).
+        #[arg(long)]
+        host: Option<String>,
+        /// Only calls made by this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// Write to FILE instead of standard output.
+        #[arg(short = 'o', long = "output")]
+        output: Option<std::path::PathBuf>,
+    },
     /// The whole loop on loopback: collector, sidecars, upstreams, the story, the answer.
     Demo(crate::demo::DemoArgs),
 }
@@ -118,6 +133,49 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
     let api = Api::new(&cli.url, cli.token.clone())?;
     let now = whouses_wire::Timestamp::now();
+    if let Command::Export {
+        since,
+        environment,
+        host,
+        service,
+        output,
+    } = &cli.command
+    {
+        let format = match cli.format.unwrap_or(Format::Json) {
+            Format::Table => anyhow::bail!(
+                "export writes csv, json, markdown, dot or html (--format table is for queries)"
+            ),
+            Format::Json => "json",
+            Format::Csv => "csv",
+            Format::Markdown => "markdown",
+            Format::Dot => "dot",
+            Format::Html => "html",
+        };
+        let mut q = vec![("format", format.to_string())];
+        q.extend(since.clone().map(|v| ("since", v)));
+        q.extend(environment.clone().map(|v| ("environment", v)));
+        q.extend(host.clone().map(|v| ("host", v)));
+        q.extend(service.clone().map(|v| ("service", v)));
+        let body = api.get_bytes("/v1/export", &q).await?;
+        match output {
+            Some(path) => {
+                std::fs::write(path, &body)
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+                eprintln!("Wrote {} bytes to {}.", body.len(), path.display());
+            }
+            None => {
+                use std::io::Write as _;
+                std::io::stdout().write_all(&body)?;
+            }
+        }
+        return Ok(0);
+    }
+    let format = match cli.format.unwrap_or(Format::Table) {
+        f @ (Format::Table | Format::Json | Format::Csv) => f,
+        other => {
+            anyhow::bail!("--format {other:?} is for export; queries print table, json or csv")
+        }
+    };
     match &cli.command {
         Command::Callers {
             host,
@@ -148,7 +206,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     c.hosts.join(" "),
                 ]);
             }
-            emit(cli.format, &raw, &t, || {
+            emit(format, &raw, &t, || {
                 if r.callers.is_empty() {
                     format!("No recorded callers of {}.", r.host)
                 } else {
@@ -188,7 +246,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     relative(c.last_seen, now),
                 ]);
             }
-            emit(cli.format, &raw, &t, || {
+            emit(format, &raw, &t, || {
                 format!("{} calls {} upstream(s):", r.service, r.callees.len())
             })?;
             Ok(0)
@@ -220,7 +278,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     output::duration(h.quiet_for_ms),
                 ]);
             }
-            emit(cli.format, &raw, &t, || {
+            emit(format, &raw, &t, || {
                 format!("{} upstream(s):", r.hosts.len())
             })?;
             Ok(0)
@@ -243,7 +301,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     relative(s.last_report, now),
                 ]);
             }
-            emit(cli.format, &raw, &t, || {
+            emit(format, &raw, &t, || {
                 format!("{} service(s) reporting:", r.services.len())
             })?;
             Ok(0)
@@ -278,7 +336,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                         .unwrap_or_else(|| "never".into()),
                 ]);
             }
-            emit(cli.format, &raw, &t, || {
+            emit(format, &raw, &t, || {
                 format!(
                     "{}: {} — {}",
                     r.host,
@@ -288,7 +346,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             })?;
             Ok(r.verdict.exit_code())
         }
-        Command::Demo(_) => Ok(0),
+        Command::Demo(_) | Command::Export { .. } => Ok(0),
     }
 }
 
@@ -302,7 +360,7 @@ fn emit(
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(raw)?),
         Format::Csv => print!("{}", table.to_csv()?),
-        Format::Table => {
+        _ => {
             println!("{}", heading());
             if !table.is_empty() {
                 print!("{}", table.render());
@@ -334,12 +392,8 @@ impl Api {
         Ok(Api { base, token, http })
     }
 
-    /// GET a JSON endpoint; returns the raw JSON and its typed form.
-    pub async fn get<T: serde::de::DeserializeOwned>(
-        &self,
-        path: &str,
-        query: &[(&str, String)],
-    ) -> anyhow::Result<(serde_json::Value, T)> {
+    /// GET any endpoint; returns the body of a 2xx answer.
+    pub async fn get_bytes(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Vec<u8>> {
         let mut url = self.base.clone();
         let base_path = url.path().trim_end_matches('/').to_string();
         url.set_path(&format!("{base_path}{path}"));
@@ -363,6 +417,16 @@ impl Api {
                 .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
             anyhow::bail!("the collector answered {status}: {msg}");
         }
+        Ok(body.to_vec())
+    }
+
+    /// GET a JSON endpoint; returns the raw JSON and its typed form.
+    pub async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> anyhow::Result<(serde_json::Value, T)> {
+        let body = self.get_bytes(path, query).await?;
         let raw: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| anyhow::anyhow!("the collector sent invalid JSON: {e}"))?;
         let typed = serde_json::from_value(raw.clone())

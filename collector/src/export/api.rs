@@ -1,0 +1,114 @@
+//! `GET /v1/export` (the traffic report in any format) and `GET /v1/graph.svg` (the
+//! dependency graph of a neighbourhood, for the web page).
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+
+use super::{graph, render, Format, Meta};
+use crate::api::{authorize, parse_since, query, ApiError, AppState};
+use crate::store::EdgeFilter;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/export", get(export))
+        .route("/v1/graph.svg", get(graph_svg))
+}
+
+#[derive(Debug, Deserialize)]
+struct ExportQuery {
+    format: Option<String>,
+    since: Option<String>,
+    environment: Option<String>,
+    host: Option<String>,
+    service: Option<String>,
+    /// Graph only: most nodes per column.
+    max_nodes: Option<usize>,
+}
+
+async fn filter(s: &AppState, q: &ExportQuery) -> Result<(EdgeFilter, Meta), ApiError> {
+    let since = parse_since(s, q.since.as_deref(), "since")?;
+    let hosts = match q.host.as_deref().filter(|h| !h.is_empty()) {
+        Some(h) => Some(s.patterns(h)?),
+        None => None,
+    };
+    let service = q.service.clone().filter(|v| !v.is_empty());
+    let environment = q.environment.clone().filter(|v| !v.is_empty());
+    Ok((
+        EdgeFilter {
+            hosts,
+            service: service.clone(),
+            environment: environment.clone(),
+            since,
+        },
+        Meta {
+            generated_at: s.now(),
+            since,
+            environment,
+            host: q.host.clone().filter(|v| !v.is_empty()),
+            service,
+        },
+    ))
+}
+
+async fn export(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<ExportQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    authorize(&s.read_tokens, &headers, "read")?;
+    let q = query(q)?;
+    let format: Format = q
+        .format
+        .as_deref()
+        .unwrap_or("json")
+        .parse()
+        .map_err(ApiError::BadRequest)?;
+    let (f, meta) = filter(&s, &q).await?;
+    let rows = s.store.edges(&f).await?;
+    let body = render(format, &meta, &rows).map_err(|error| {
+        tracing::error!(%error, "Failed to render an export.");
+        ApiError::Internal
+    })?;
+    let disposition = format!("inline; filename=\"whouses-report.{}\"", format.extension());
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(format.content_type()),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_str(&disposition).map_err(|_| ApiError::Internal)?,
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+async fn graph_svg(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<ExportQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    authorize(&s.read_tokens, &headers, "read")?;
+    let q = query(q)?;
+    let (f, _) = filter(&s, &q).await?;
+    let rows = s.store.edges(&f).await?;
+    let opts = graph::Options {
+        max_per_side: q.max_nodes.unwrap_or(40).clamp(1, 500),
+    };
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("image/svg+xml"),
+        )],
+        graph::svg(&rows, &opts),
+    )
+        .into_response())
+}
