@@ -303,13 +303,24 @@ mod tests {
 
     fn run(edges: &[EdgeRow], coverage: &[InstanceCoverage], observed: i64) -> CheckResponse {
         let now = Timestamp(100 * H);
+        let mut reporting = BTreeMap::new();
+        for c in coverage {
+            let end = c.intervals.iter().map(|i| i.end).max().unwrap();
+            reporting.insert(
+                (c.service.clone(), c.environment.clone()),
+                Reporting {
+                    flush_interval_ms: 10_000,
+                    observed_until: end,
+                },
+            );
+        }
         decide(
             "old.internal",
             (10 * H) as u64,
             now,
             edges,
             coverage,
-            &BTreeMap::new(),
+            &reporting,
             Some(Timestamp(observed)),
         )
     }
@@ -363,6 +374,6 @@ mod tests {
     fn a_never_seen_host_is_unknown() {
         let r = run(&[], &[], 0);
         assert_eq!(r.verdict, Verdict::Unknown);
-        assert!(r.reason.contains("never been recorded"));
+        assert!(r.reason.contains("ever been recorded"), "{}", r.reason);
     }
 }
