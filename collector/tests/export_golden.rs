@@ -13,25 +13,44 @@ use whouses_wire::Timestamp;
 const T: i64 = 1_795_000_000_000; // 2026-11-18T…
 
 pub fn dataset() -> Vec<EdgeRow> {
-    let row = |service: &str, host: &str, port: u16, requests: u64, errors: u64, age_h: i64| EdgeRow {
-        service: service.into(),
-        environment: "prod".into(),
-        host: host.into(),
-        port,
-        scheme: if port == 443 { "https".into() } else { "http".into() },
-        requests,
-        connections: requests / 10 + 1,
-        errors,
-        bytes_sent: requests * 120,
-        bytes_received: requests * 2048,
-        first_seen: Timestamp(T - 30 * 24 * 3_600_000),
-        last_seen: Timestamp(T - age_h * 3_600_000),
-    };
+    let row =
+        |service: &str, host: &str, port: u16, requests: u64, errors: u64, age_h: i64| EdgeRow {
+            service: service.into(),
+            environment: "prod".into(),
+            host: host.into(),
+            port,
+            scheme: if port == 443 {
+                "https".into()
+            } else {
+                "http".into()
+            },
+            requests,
+            connections: requests / 10 + 1,
+            errors,
+            bytes_sent: requests * 120,
+            bytes_received: requests * 2048,
+            first_seen: Timestamp(T - 30 * 24 * 3_600_000),
+            last_seen: Timestamp(T - age_h * 3_600_000),
+        };
     vec![
-        row("tis-notification-generator", "tis-reference.internal", 443, 15_234, 12, 1),
+        row(
+            "tis-notification-generator",
+            "tis-reference.internal",
+            443,
+            15_234,
+            12,
+            1,
+        ),
         row("tis-concerns", "tis-reference.internal", 443, 877, 0, 2),
         row("tis-sync", "tis-reference.internal", 443, 31, 3, 200),
-        row("tis-trainee-ui", "reference.tis-lb.internal", 443, 99_120, 41, 0),
+        row(
+            "tis-trainee-ui",
+            "reference.tis-lb.internal",
+            443,
+            99_120,
+            41,
+            0,
+        ),
         row("tis-trainee-ui", "auth.internal", 80, 5_001, 0, 0),
         row("tis-\"quoted\" <svc>", "odd|host.internal", 8080, 1, 0, 5),
     ]
@@ -57,7 +76,10 @@ fn golden(format: Format) -> String {
     }
     let want = std::fs::read_to_string(&path)
         .unwrap_or_else(|_| panic!("{} missing; run with UPDATE_GOLDEN=1", path.display()));
-    assert_eq!(out, want, "{format:?} output changed; if intended, run with UPDATE_GOLDEN=1");
+    assert_eq!(
+        out, want,
+        "{format:?} output changed; if intended, run with UPDATE_GOLDEN=1"
+    );
     out
 }
 
@@ -65,7 +87,10 @@ fn golden(format: Format) -> String {
 fn csv_is_stable_and_parses_back_to_the_same_numbers() {
     let out = golden(Format::Csv);
     let mut r = csv::Reader::from_reader(out.as_bytes());
-    assert_eq!(r.headers().unwrap().iter().collect::<Vec<_>>(), CSV_COLUMNS.to_vec());
+    assert_eq!(
+        r.headers().unwrap().iter().collect::<Vec<_>>(),
+        CSV_COLUMNS.to_vec()
+    );
     let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
     let data = dataset();
     assert_eq!(rows.len(), data.len());
@@ -107,12 +132,22 @@ fn dot_is_stable_and_escapes_quotes() {
 #[test]
 fn html_is_stable_self_contained_and_well_formed() {
     let out = golden(Format::Html);
-    let opts = roxmltree::ParsingOptions { allow_dtd: true, ..Default::default() };
-    let doc = roxmltree::Document::parse_with_options(&out, opts).expect("the HTML report is well-formed XHTML");
-    let svg = doc.descendants().find(|n| n.has_tag_name("svg")).expect("an inline SVG graph");
+    let opts = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..Default::default()
+    };
+    let doc = roxmltree::Document::parse_with_options(&out, opts)
+        .expect("the HTML report is well-formed XHTML");
+    let svg = doc
+        .descendants()
+        .find(|n| n.has_tag_name("svg"))
+        .expect("an inline SVG graph");
     assert!(svg.descendants().filter(|n| n.has_tag_name("path")).count() >= dataset().len());
-    assert!(!out.contains("<script") && !out.contains("http://") || out.matches("http://www.w3.org").count() == out.matches("http://").count(),
-        "no external resources");
+    assert!(
+        !out.contains("<script") && !out.contains("http://")
+            || out.matches("http://www.w3.org").count() == out.matches("http://").count(),
+        "no external resources"
+    );
     assert!(!out.contains("src=") && !out.contains("@import") && !out.contains("url("));
     assert!(out.contains("tis-&quot;quoted&quot; &lt;svc&gt;"));
 }

@@ -1,0 +1,374 @@
+//! Issue 5: the traffic report in every format through the real CLI and API, and the web
+//! page driven in a real headless Chromium (Debian's chromium + chromium-driver).
+
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+use whouses_tests::bins::{free_addr, secs, Proc};
+use whouses_tests::collector::{whouses, Collector};
+use whouses_tests::wait;
+use whouses_wire::{Edge, Report, Scheme, Timestamp, REPORT_VERSION};
+
+fn seed(c: &Collector, token: Option<&str>) {
+    let t = Timestamp::now().0;
+    let edge = |host: &str, port: u16, requests: u64| Edge {
+        host: host.into(),
+        port,
+        scheme: if port == 443 {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        },
+        requests,
+        connections: 1,
+        errors: requests / 100,
+        bytes_sent: requests,
+        bytes_received: requests * 10,
+        first_seen: Timestamp(t - 3_600_000),
+        last_seen: Timestamp(t - 60_000),
+    };
+    let services = [
+        (
+            "tis-notification-generator",
+            vec![edge("tis-reference.internal", 443, 1500)],
+        ),
+        (
+            "tis-concerns",
+            vec![
+                edge("tis-reference.internal", 443, 300),
+                edge("auth.internal", 80, 20),
+            ],
+        ),
+        (
+            "tis-trainee-ui",
+            vec![edge("reference.tis-lb.internal", 443, 9000)],
+        ),
+    ];
+    for (i, (service, edges)) in services.into_iter().enumerate() {
+        let r = Report {
+            version: REPORT_VERSION,
+            service: service.into(),
+            environment: "prod".into(),
+            instance: format!("{service}-{i}"),
+            seq: 1,
+            started_at: Timestamp(t - 7_200_000),
+            period_start: Timestamp(t - 7_200_000),
+            period_end: Timestamp(t - 1_000),
+            flush_interval_ms: 10_000,
+            edges,
+        };
+        let (s, v) = c.post_report(&r, token);
+        assert_eq!(s, 200, "{v}");
+    }
+}
+
+#[test]
+fn every_export_format_through_the_cli() {
+    let c = Collector::spawn();
+    seed(&c, None);
+    let dir = tempfile::tempdir().unwrap();
+    let export = |format: &str, extra: &[&str]| -> String {
+        let file = dir.path().join(format!("report.{format}"));
+        let mut args = vec![
+            "--url",
+            c.url().leak() as &str,
+            "--format",
+            format,
+            "export",
+            "-o",
+            file.to_str().unwrap().to_string().leak(),
+        ];
+        args.extend_from_slice(extra);
+        let out = whouses(&args);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        std::fs::read_to_string(&file).unwrap()
+    };
+    // CSV parses back to the numbers that went in.
+    let csv_text = export("csv", &[]);
+    let mut r = csv::Reader::from_reader(csv_text.as_bytes());
+    let mut got: Vec<(String, String, u64)> = r
+        .records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            (
+                rec[0].to_string(),
+                rec[2].to_string(),
+                rec[5].parse().unwrap(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("tis-concerns".into(), "auth.internal".into(), 20),
+            ("tis-concerns".into(), "tis-reference.internal".into(), 300),
+            (
+                "tis-notification-generator".into(),
+                "tis-reference.internal".into(),
+                1500
+            ),
+            (
+                "tis-trainee-ui".into(),
+                "reference.tis-lb.internal".into(),
+                9000
+            ),
+        ]
+    );
+    // Narrowed to one host.
+    let only = export("csv", &["--host", "tis-reference.internal"]);
+    assert_eq!(only.lines().count(), 3, "{only}");
+    // JSON.
+    let v: Value = serde_json::from_str(&export("json", &["--service", "tis-concerns"])).unwrap();
+    assert_eq!(v["edges"].as_array().unwrap().len(), 2);
+    // Markdown.
+    let md = export("markdown", &["--since", "1d"]);
+    assert!(md.contains("| tis-reference.internal:443 |"), "{md}");
+    // DOT parses with Graphviz.
+    let dot_src = export("dot", &[]);
+    let mut dot = Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("Graphviz `dot` is needed (scripts/test-all.sh installs the graphviz package)");
+    use std::io::Write as _;
+    dot.stdin
+        .take()
+        .unwrap()
+        .write_all(dot_src.as_bytes())
+        .unwrap();
+    let out = dot.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "dot rejected the export: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // (Graphviz writes "-" as "&#45;" in SVG text.)
+    assert!(String::from_utf8_lossy(&out.stdout).contains("notification"));
+    // HTML: well-formed, self-contained, with the inline graph.
+    let html = export("html", &[]);
+    let opts = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..Default::default()
+    };
+    let doc = roxmltree::Document::parse_with_options(&html, opts).expect("well-formed HTML");
+    assert!(doc.descendants().any(|n| n.has_tag_name("svg")));
+    assert!(!html.contains("<script") && !html.contains("<link"));
+    // Bad format: exit 2 with a reason.
+    let out = whouses(&["--url", &c.url(), "--format", "table", "export"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("export writes"));
+    let r = c.get("/v1/export?format=pdf");
+    assert_eq!(r.status(), 400);
+    assert!(r.text().unwrap().contains("unknown format"));
+}
+
+/// A WebDriver session with chromedriver driving Debian's headless Chromium.
+struct Browser {
+    _driver: Proc,
+    base: String,
+    session: String,
+    http: reqwest::blocking::Client,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn start() -> Browser {
+        for bin in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
+            assert!(std::path::Path::new(bin).exists(),
+                "{bin} is missing: install Debian's chromium and chromium-driver (scripts/test-all.sh does)");
+        }
+        let addr = free_addr("127.0.0.1");
+        let mut cmd = Command::new("/usr/bin/chromedriver");
+        cmd.arg(format!("--port={}", addr.port()));
+        let driver = Proc::spawn("chromedriver", cmd);
+        wait::port_open(addr, secs(20));
+        let profile = tempfile::tempdir().unwrap();
+        let http = reqwest::blocking::Client::builder()
+            .no_proxy()
+            .timeout(secs(60))
+            .build()
+            .unwrap();
+        let base = format!("http://{addr}");
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                         "--window-size=1280,900",
+                         format!("--user-data-dir={}", profile.path().display())]
+            }
+        }}});
+        let v: Value = http
+            .post(format!("{base}/session"))
+            .json(&caps)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let session = v["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {v}"))
+            .to_string();
+        Browser {
+            _driver: driver,
+            base,
+            session,
+            http,
+            _profile: profile,
+        }
+    }
+
+    fn cmd(&self, method: &str, path: &str, body: Value) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let req = match method {
+            "GET" => self.http.get(url),
+            _ => self.http.post(url).json(&body),
+        };
+        let v: Value = req.send().unwrap().json().unwrap();
+        assert!(v["value"].get("error").is_none(), "webdriver {path}: {v}");
+        v["value"].clone()
+    }
+
+    fn goto(&self, url: &str) {
+        self.cmd("POST", "/url", json!({"url": url}));
+    }
+
+    fn find(&self, css: &str) -> String {
+        let v = self.cmd(
+            "POST",
+            "/element",
+            json!({"using": "css selector", "value": css}),
+        );
+        v.as_object()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    fn js(&self, script: &str) -> Value {
+        self.cmd(
+            "POST",
+            "/execute/sync",
+            json!({"script": script, "args": []}),
+        )
+    }
+
+    fn wait_text(&self, css: &str, needle: &str) -> String {
+        let mut last = String::new();
+        let found = (0..200).any(|_| {
+            last = self
+                .js(&format!(
+                    "const e = document.querySelector({css:?}); return e ? e.innerText : '';"
+                ))
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            if last.contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            false
+        });
+        assert!(found, "{css} never showed {needle:?}; last text: {last:?}");
+        last
+    }
+
+    fn screenshot(&self, name: &str) -> std::path::PathBuf {
+        let b64 = self.cmd("GET", "/screenshot", Value::Null);
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(b64.as_str().unwrap())
+            .unwrap();
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 5_000,
+            "screenshot {name} is not a real PNG"
+        );
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/browser");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, png).unwrap();
+        path
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self
+            .http
+            .delete(format!("{}/session/{}", self.base, self.session))
+            .send();
+    }
+}
+
+#[test]
+fn the_web_page_answers_who_uses_in_a_real_browser() {
+    let c = Collector::builder().read_token("r3ad").spawn();
+    seed(&c, None);
+    let b = Browser::start();
+    b.goto(&c.url());
+    // The page itself is open; the data needs the read token, like the API.
+    let host = b.find("#host");
+    b.cmd(
+        "POST",
+        &format!("/element/{host}/value"),
+        json!({"text": "tis-reference.internal"}),
+    );
+    let button = b.find("#search-button");
+    b.cmd("POST", &format!("/element/{button}/click"), json!({}));
+    b.wait_text("#error", "401");
+    let token = b.find("#token");
+    b.cmd(
+        "POST",
+        &format!("/element/{token}/value"),
+        json!({"text": "r3ad"}),
+    );
+    b.cmd("POST", &format!("/element/{button}/click"), json!({}));
+    let callers = b.wait_text("#callers", "tis-notification-generator");
+    assert!(callers.contains("tis-concerns"), "{callers}");
+    assert!(
+        callers.contains("1500") && callers.contains("300"),
+        "{callers}"
+    );
+    assert!(!callers.contains("tis-trainee-ui"), "{callers}");
+    assert!(
+        callers.contains("minute ago") || callers.contains("minutes ago"),
+        "relative times: {callers}"
+    );
+    let verdict = b.wait_text("#verdict", "IN-USE");
+    assert!(verdict.contains("tis-notification-generator"), "{verdict}");
+    b.screenshot("search.png");
+
+    for (tab, view, needle) in [
+        ("#tab-hosts", "#hosts", "reference.tis-lb.internal"),
+        ("#tab-services", "#services", "tis-trainee-ui"),
+    ] {
+        let t = b.find(tab);
+        b.cmd("POST", &format!("/element/{t}/click"), json!({}));
+        b.wait_text(view, needle);
+    }
+    let services = b.wait_text("#services", "reporting");
+    assert!(services.contains("tis-concerns"));
+
+    let t = b.find("#tab-graph");
+    b.cmd("POST", &format!("/element/{t}/click"), json!({}));
+    let graph = b.wait_text("#graph", "tis-concerns (prod)");
+    assert!(graph.contains("tis-reference.internal:443"), "{graph}");
+    let paths = b.js("return document.querySelectorAll('#graph svg path').length;");
+    assert_eq!(
+        paths.as_u64(),
+        Some(2),
+        "the neighbourhood of the searched host: two edges"
+    );
+    b.screenshot("graph.png");
+}
