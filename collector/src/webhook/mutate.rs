@@ -22,14 +22,26 @@ pub const ADMIN_PORT: u16 = 15020;
 #[derive(Debug, Clone, clap::Args)]
 pub struct InjectConfig {
     /// Sidecar image.
-    #[arg(long, env = "WHOUSES_SIDECAR_IMAGE", default_value = "ghcr.io/whouses/whouses:latest")]
+    #[arg(
+        long,
+        env = "WHOUSES_SIDECAR_IMAGE",
+        default_value = "ghcr.io/whouses/whouses:latest"
+    )]
     pub sidecar_image: String,
     /// Collector URL the sidecars ship to.
-    #[arg(long, env = "WHOUSES_COLLECTOR_URL", default_value = "http://whouses-collector:7070")]
+    #[arg(
+        long,
+        env = "WHOUSES_COLLECTOR_URL",
+        default_value = "http://whouses-collector:7070"
+    )]
     pub collector_url: String,
     /// Secret (in the pod's namespace) holding the ingest token under key `ingest-token`;
     /// optional, so pods start even where it is missing.
-    #[arg(long, env = "WHOUSES_TOKEN_SECRET", default_value = "whouses-ingest-token")]
+    #[arg(
+        long,
+        env = "WHOUSES_TOKEN_SECRET",
+        default_value = "whouses-ingest-token"
+    )]
     pub token_secret: String,
     /// Environment name when the pod has no `whouses.io/environment` annotation
     /// (default: the pod's namespace).
@@ -77,10 +89,18 @@ pub enum ReviewError {
 /// Answer one AdmissionReview (the request body) with an AdmissionReview response.
 /// `namespace_selected`: the request came through the namespace-label webhook, so pods
 /// are injected unless they opt out with `whouses.io/inject: "false"`.
-pub fn review(body: &[u8], cfg: &InjectConfig, namespace_selected: bool) -> Result<Value, ReviewError> {
-    let review: Value = serde_json::from_slice(body).map_err(|e| ReviewError::Json(e.to_string()))?;
+pub fn review(
+    body: &[u8],
+    cfg: &InjectConfig,
+    namespace_selected: bool,
+) -> Result<Value, ReviewError> {
+    let review: Value =
+        serde_json::from_slice(body).map_err(|e| ReviewError::Json(e.to_string()))?;
     let request = review.get("request").ok_or(ReviewError::NotAReview)?;
-    let uid = request.get("uid").and_then(Value::as_str).ok_or(ReviewError::NotAReview)?;
+    let uid = request
+        .get("uid")
+        .and_then(Value::as_str)
+        .ok_or(ReviewError::NotAReview)?;
     let api_version = review
         .get("apiVersion")
         .and_then(Value::as_str)
@@ -97,7 +117,10 @@ pub fn review(body: &[u8], cfg: &InjectConfig, namespace_selected: bool) -> Resu
             response["patchType"] = json!("JSONPatch");
             response["patch"] = json!(base64::engine::general_purpose::STANDARD.encode(bytes));
             if !warnings.is_empty() {
-                response["warnings"] = json!(warnings.iter().map(|w| format!("whouses: {w}")).collect::<Vec<_>>());
+                response["warnings"] = json!(warnings
+                    .iter()
+                    .map(|w| format!("whouses: {w}"))
+                    .collect::<Vec<_>>());
             }
         }
     }
@@ -114,21 +137,33 @@ enum Decision {
     Skip,
     /// Allowed unchanged, with a reason.
     Warn(String),
-    Patch { patch: Vec<Value>, warnings: Vec<String> },
+    Patch {
+        patch: Vec<Value>,
+        warnings: Vec<String>,
+    },
 }
 
 fn decide(request: &Value, cfg: &InjectConfig, namespace_selected: bool) -> Decision {
-    let kind = request.pointer("/kind/kind").and_then(Value::as_str).unwrap_or("");
+    let kind = request
+        .pointer("/kind/kind")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if kind != "Pod" {
         return Decision::Warn(format!("expected a Pod, got {kind:?}"));
     }
-    if request.get("operation").and_then(Value::as_str).is_some_and(|o| o != "CREATE") {
+    if request
+        .get("operation")
+        .and_then(Value::as_str)
+        .is_some_and(|o| o != "CREATE")
+    {
         return Decision::Skip;
     }
     let Some(pod) = request.get("object").filter(|o| o.is_object()) else {
         return Decision::Warn("the review carries no pod object".into());
     };
-    let label = pod.pointer(&format!("/metadata/labels/{}", escape(INJECT_LABEL))).and_then(Value::as_str);
+    let label = pod
+        .pointer(&format!("/metadata/labels/{}", escape(INJECT_LABEL)))
+        .and_then(Value::as_str);
     let wanted = match label {
         Some("true") => true,
         Some("false") => false,
@@ -150,7 +185,10 @@ fn decide(request: &Value, cfg: &InjectConfig, namespace_selected: bool) -> Deci
         .unwrap_or("default");
     let service = service_name(pod);
     let environment = pod
-        .pointer(&format!("/metadata/annotations/{}", escape(ENVIRONMENT_ANNOTATION)))
+        .pointer(&format!(
+            "/metadata/annotations/{}",
+            escape(ENVIRONMENT_ANNOTATION)
+        ))
         .and_then(Value::as_str)
         .map(str::to_string)
         .or_else(|| cfg.default_environment.clone())
@@ -159,13 +197,21 @@ fn decide(request: &Value, cfg: &InjectConfig, namespace_selected: bool) -> Deci
     let mut patch = Vec::new();
     let mut warnings = Vec::new();
     let sidecar = sidecar_container(cfg, &service, &environment);
-    if pod.pointer("/spec/initContainers").and_then(Value::as_array).is_some() {
+    if pod
+        .pointer("/spec/initContainers")
+        .and_then(Value::as_array)
+        .is_some()
+    {
         // First, so the app's own init containers can already reach the network.
         patch.push(json!({"op": "add", "path": "/spec/initContainers/0", "value": sidecar}));
     } else {
         patch.push(json!({"op": "add", "path": "/spec/initContainers", "value": [sidecar]}));
     }
-    if pod.pointer("/metadata/annotations").and_then(Value::as_object).is_some() {
+    if pod
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .is_some()
+    {
         patch.push(json!({"op": "add", "path": format!("/metadata/annotations/{}", escape(INJECTED_ANNOTATION)), "value": "true"}));
     } else {
         patch.push(json!({"op": "add", "path": "/metadata/annotations", "value": {INJECTED_ANNOTATION: "true"}}));
@@ -195,21 +241,37 @@ fn decide(request: &Value, cfg: &InjectConfig, namespace_selected: bool) -> Deci
 
 /// Already injected: our annotation or our container is present.
 fn is_injected(pod: &Value) -> bool {
-    if pod.pointer(&format!("/metadata/annotations/{}", escape(INJECTED_ANNOTATION))).is_some() {
+    if pod
+        .pointer(&format!(
+            "/metadata/annotations/{}",
+            escape(INJECTED_ANNOTATION)
+        ))
+        .is_some()
+    {
         return true;
     }
-    ["/spec/initContainers", "/spec/containers"].iter().any(|p| {
-        pod.pointer(p)
-            .and_then(Value::as_array)
-            .is_some_and(|cs| cs.iter().any(|c| c.get("name").and_then(Value::as_str) == Some(SIDECAR_NAME)))
-    })
+    ["/spec/initContainers", "/spec/containers"]
+        .iter()
+        .any(|p| {
+            pod.pointer(p).and_then(Value::as_array).is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.get("name").and_then(Value::as_str) == Some(SIDECAR_NAME))
+            })
+        })
 }
 
 /// The caller's name: an explicit annotation, the standard labels, else the workload's
 /// name derived from the pod's generateName (`billing-7d9f8b6c4-` → `billing`).
 pub fn service_name(pod: &Value) -> String {
-    let get = |p: &str| pod.pointer(p).and_then(Value::as_str).filter(|s| !s.is_empty());
-    if let Some(s) = get(&format!("/metadata/annotations/{}", escape(SERVICE_ANNOTATION))) {
+    let get = |p: &str| {
+        pod.pointer(p)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    if let Some(s) = get(&format!(
+        "/metadata/annotations/{}",
+        escape(SERVICE_ANNOTATION)
+    )) {
         return sanitize(s);
     }
     for l in ["app.kubernetes.io/name", "app"] {
@@ -220,17 +282,29 @@ pub fn service_name(pod: &Value) -> String {
     if let Some(g) = get("/metadata/generateName") {
         let mut parts: Vec<&str> = g.trim_end_matches('-').split('-').collect();
         // Drop ReplicaSet / Job hash segments (short alphanumerics with a digit).
-        while parts.len() > 1 && parts.last().is_some_and(|p| p.len() <= 10 && p.chars().any(|c| c.is_ascii_digit())) {
+        while parts.len() > 1
+            && parts
+                .last()
+                .is_some_and(|p| p.len() <= 10 && p.chars().any(|c| c.is_ascii_digit()))
+        {
             parts.pop();
         }
         return sanitize(&parts.join("-"));
     }
-    get("/metadata/name").map(sanitize).unwrap_or_else(|| "unknown".into())
+    get("/metadata/name")
+        .map(sanitize)
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn sanitize(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(128)
         .collect()
 }
@@ -242,11 +316,23 @@ pub fn escape(token: &str) -> String {
 
 fn no_proxy_list(cfg: &InjectConfig) -> Vec<String> {
     // Only loopback and the API server: in-cluster calls are exactly what we count.
-    let mut v: Vec<String> = ["localhost", "127.0.0.1", "::1", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    v.extend(cfg.no_proxy.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from));
+    let mut v: Vec<String> = [
+        "localhost",
+        "127.0.0.1",
+        "::1",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.extend(
+        cfg.no_proxy
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from),
+    );
     v
 }
 
@@ -256,7 +342,11 @@ pub fn proxy_env(cfg: &InjectConfig) -> Vec<(&'static str, String)> {
     let no_proxy = no_proxy_list(cfg).join(",");
     let java_non_proxy = no_proxy_list(cfg)
         .iter()
-        .map(|h| h.strip_prefix('.').map(|d| format!("*.{d}")).unwrap_or_else(|| h.clone()))
+        .map(|h| {
+            h.strip_prefix('.')
+                .map(|d| format!("*.{d}"))
+                .unwrap_or_else(|| h.clone())
+        })
         .collect::<Vec<_>>()
         .join("|");
     let java = format!(
@@ -316,10 +406,22 @@ mod tests {
 
     #[test]
     fn service_names_come_from_labels_then_generate_name() {
-        assert_eq!(service_name(&json!({"metadata": {"labels": {"app.kubernetes.io/name": "billing"}}})), "billing");
-        assert_eq!(service_name(&json!({"metadata": {"labels": {"app": "orders"}}})), "orders");
-        assert_eq!(service_name(&json!({"metadata": {"generateName": "tis-sync-7d9f8b6c4-"}})), "tis-sync");
-        assert_eq!(service_name(&json!({"metadata": {"generateName": "nightly-job-28475610-"}})), "nightly-job");
+        assert_eq!(
+            service_name(&json!({"metadata": {"labels": {"app.kubernetes.io/name": "billing"}}})),
+            "billing"
+        );
+        assert_eq!(
+            service_name(&json!({"metadata": {"labels": {"app": "orders"}}})),
+            "orders"
+        );
+        assert_eq!(
+            service_name(&json!({"metadata": {"generateName": "tis-sync-7d9f8b6c4-"}})),
+            "tis-sync"
+        );
+        assert_eq!(
+            service_name(&json!({"metadata": {"generateName": "nightly-job-28475610-"}})),
+            "nightly-job"
+        );
         assert_eq!(service_name(&json!({"metadata": {}})), "unknown");
     }
 
@@ -331,18 +433,35 @@ mod tests {
 
     #[test]
     fn no_proxy_keeps_in_cluster_calls_proxied() {
-        let env = proxy_env(&InjectConfig { no_proxy: "metadata.internal".into(), ..Default::default() });
+        let env = proxy_env(&InjectConfig {
+            no_proxy: "metadata.internal".into(),
+            ..Default::default()
+        });
         let no_proxy = &env.iter().find(|(k, _)| *k == "NO_PROXY").unwrap().1;
-        assert!(no_proxy.contains("kubernetes.default.svc") && no_proxy.ends_with("metadata.internal"));
-        for wide in [".svc.cluster.local", ".cluster.local", "cluster.local", ".svc", "svc"] {
-            assert!(!no_proxy.split(',').any(|e| e == wide), "{wide} in {no_proxy}");
+        assert!(
+            no_proxy.contains("kubernetes.default.svc") && no_proxy.ends_with("metadata.internal")
+        );
+        for wide in [
+            ".svc.cluster.local",
+            ".cluster.local",
+            "cluster.local",
+            ".svc",
+            "svc",
+        ] {
+            assert!(
+                !no_proxy.split(',').any(|e| e == wide),
+                "{wide} in {no_proxy}"
+            );
         }
     }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         let cfg = InjectConfig::default();
-        assert!(matches!(review(b"{not json", &cfg, false), Err(ReviewError::Json(_))));
+        assert!(matches!(
+            review(b"{not json", &cfg, false),
+            Err(ReviewError::Json(_))
+        ));
         assert_eq!(review(b"{}", &cfg, false), Err(ReviewError::NotAReview));
         assert_eq!(review(b"[]", &cfg, false), Err(ReviewError::NotAReview));
     }

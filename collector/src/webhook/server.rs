@@ -86,7 +86,11 @@ async fn mutate_handler(
         Ok(v) => Json(v).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "Rejected a malformed admission review.");
-            (StatusCode::BAD_REQUEST, Json(serde_json::json!({"error": e.to_string()}))).into_response()
+            (
+                StatusCode::BAD_REQUEST,
+                Json(serde_json::json!({"error": e.to_string()})),
+            )
+                .into_response()
         }
     }
 }
@@ -105,13 +109,15 @@ fn mtime(p: &Path) -> Option<SystemTime> {
 
 fn load(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
     let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(
-        std::fs::File::open(cert).with_context(|| format!("cannot open --tls-cert {}", cert.display()))?,
+        std::fs::File::open(cert)
+            .with_context(|| format!("cannot open --tls-cert {}", cert.display()))?,
     ))
     .collect::<Result<Vec<_>, _>>()
     .with_context(|| format!("invalid PEM in {}", cert.display()))?;
     anyhow::ensure!(!certs.is_empty(), "no certificate in {}", cert.display());
     let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
-        std::fs::File::open(key).with_context(|| format!("cannot open --tls-key {}", key.display()))?,
+        std::fs::File::open(key)
+            .with_context(|| format!("cannot open --tls-key {}", key.display()))?,
     ))
     .with_context(|| format!("invalid PEM in {}", key.display()))?
     .with_context(|| format!("no private key in {}", key.display()))?;
@@ -128,7 +134,12 @@ fn load(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
 impl Tls {
     fn new(cert: PathBuf, key: PathBuf) -> anyhow::Result<Tls> {
         let acceptor = load(&cert, &key)?;
-        Ok(Tls { loaded: mtime(&cert), cert, key, acceptor })
+        Ok(Tls {
+            loaded: mtime(&cert),
+            cert,
+            key,
+            acceptor,
+        })
     }
 
     fn current(&mut self) -> TlsAcceptor {
@@ -140,7 +151,9 @@ impl Tls {
                     self.acceptor = a;
                     self.loaded = now;
                 }
-                Err(error) => tracing::warn!(error = %format!("{error:#}"), "Keeping the previous certificate; the new one does not load."),
+                Err(error) => {
+                    tracing::warn!(error = %format!("{error:#}"), "Keeping the previous certificate; the new one does not load.")
+                }
             }
         }
         self.acceptor.clone()
@@ -172,7 +185,9 @@ pub async fn run(
         let acceptor = tls.current();
         let svc = TowerToHyperService::new(app.clone());
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                .await
+            {
                 Ok(Ok(s)) => s,
                 Ok(Err(error)) => {
                     tracing::debug!(%error, %peer, "TLS handshake failed.");
@@ -180,9 +195,12 @@ pub async fn run(
                 }
                 Err(_) => return,
             };
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), svc);
-            if let Err(error) = tokio::time::timeout(Duration::from_secs(60), conn).await.unwrap_or(Ok(())) {
+            let conn =
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc);
+            if let Err(error) = tokio::time::timeout(Duration::from_secs(60), conn)
+                .await
+                .unwrap_or(Ok(()))
+            {
                 tracing::debug!(%error, %peer, "Webhook connection ended with an error.");
             }
         });
