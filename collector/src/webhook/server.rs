@@ -1,5 +1,5 @@
-//! The webhook's HTTPS server: `/mutate` (pod label selected), `/mutate?namespace=true`
-//! (namespace label selected), `/healthz`. TLS by rustls; the certificate files are
+//! The webhook's HTTPS server: `/mutate` (pod label selected), `/mutate/namespace`
+//! (namespace label selected: inject unless the pod opts out), `/healthz`. TLS by rustls; the certificate files are
 //! re-read when they change (cert-manager rotates them in place).
 
 use std::future::Future;
@@ -59,6 +59,7 @@ struct MutateQuery {
 pub fn router(inject: InjectConfig, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/mutate", post(mutate_handler))
+        .route("/mutate/namespace", post(mutate_namespace_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(AppState {
             inject: Arc::new(inject),
@@ -66,11 +67,21 @@ pub fn router(inject: InjectConfig, max_body_bytes: usize) -> Router {
         })
 }
 
+/// The namespace-selector webhook entry: inject unless the pod opts out.
+async fn mutate_namespace_handler(State(s): State<AppState>, body: Body) -> Response {
+    answer(&s, body, true).await
+}
+
 async fn mutate_handler(
     State(s): State<AppState>,
     q: Result<Query<MutateQuery>, axum::extract::rejection::QueryRejection>,
     body: Body,
 ) -> Response {
+    let namespace = q.ok().and_then(|Query(q)| q.namespace).unwrap_or(false);
+    answer(&s, body, namespace).await
+}
+
+async fn answer(s: &AppState, body: Body, namespace: bool) -> Response {
     let bytes = match axum::body::to_bytes(body, s.max_body_bytes).await {
         Ok(b) => b,
         Err(_) => {
@@ -81,7 +92,6 @@ async fn mutate_handler(
                 .into_response()
         }
     };
-    let namespace = q.ok().and_then(|Query(q)| q.namespace).unwrap_or(false);
     match mutate::review(&bytes, &s.inject, namespace) {
         Ok(v) => Json(v).into_response(),
         Err(e) => {

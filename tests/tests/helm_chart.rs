@@ -1,0 +1,193 @@
+//! Issue 6: the Helm chart lints, renders for several value sets, and every rendered
+//! manifest validates against the Kubernetes schemas (kubernetes-validate, offline).
+//! Tools come from `tests/helm/install-tools.sh` (run by scripts/test-all.sh).
+
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn tool(rel: &str) -> PathBuf {
+    let p = root().join(rel);
+    assert!(
+        p.exists(),
+        "{} is missing: run tests/helm/install-tools.sh (scripts/test-all.sh does)",
+        p.display()
+    );
+    p
+}
+
+fn helm(args: &[&str]) -> Output {
+    Command::new(tool("target/tools/helm"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap()
+}
+
+fn render(name: &str, sets: &[&str]) -> String {
+    let mut args = vec![
+        "template",
+        "whouses",
+        "helm/whouses",
+        "--namespace",
+        "whouses",
+    ];
+    for s in sets {
+        args.push("--set");
+        args.push(s);
+    }
+    let out = helm(&args);
+    assert!(
+        out.status.success(),
+        "{name}: helm template failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    validate(name, &yaml);
+    yaml
+}
+
+fn validate(name: &str, yaml: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let file: &Path = &dir.path().join(format!("{name}.yaml"));
+    std::fs::write(file, yaml).unwrap();
+    let out = Command::new(tool("target/tools/venv/bin/kubernetes-validate"))
+        .args(["--strict", "-k", "1.31.0"])
+        .arg(file)
+        .output()
+        .unwrap();
+    let report =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{name}: manifests do not validate:\n{report}"
+    );
+    assert!(!report.contains("ERROR"), "{name}:\n{report}");
+}
+
+fn kinds(yaml: &str) -> Vec<String> {
+    yaml.lines()
+        .filter_map(|l| l.strip_prefix("kind: "))
+        .map(|k| k.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn the_chart_lints() {
+    let out = helm(&["lint", "--strict", "helm/whouses"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn defaults_render_a_collector_with_storage_tokens_probes_and_the_webhook() {
+    let y = render("defaults", &[]);
+    let k = kinds(&y);
+    for want in [
+        "ServiceAccount",
+        "Secret",
+        "PersistentVolumeClaim",
+        "Deployment",
+        "Service",
+        "MutatingWebhookConfiguration",
+    ] {
+        assert!(k.iter().any(|x| x == want), "{want} missing from {k:?}");
+    }
+    assert!(y.contains("path: /healthz") && y.contains("path: /readyz"));
+    assert!(
+        y.contains("readOnlyRootFilesystem: true") && y.contains("allowPrivilegeEscalation: false")
+    );
+    assert!(y.contains("runAsNonRoot: true") && y.contains("- ALL"));
+    assert!(y.contains("failurePolicy: Ignore"));
+    assert!(y.contains("value: \"sqlite:///data/whouses.db\""));
+    assert!(
+        y.contains("caBundle: "),
+        "helm-generated TLS fills the CA bundle"
+    );
+    // Generated tokens are real.
+    assert!(y.contains("ingest-token: ") && y.contains("read-token: "));
+}
+
+#[test]
+fn external_database_webhook_off_ingress_and_cert_manager_render_and_validate() {
+    let y = render(
+        "external-db",
+        &[
+            "externalDatabase.enabled=true",
+            "externalDatabase.existingSecret=whouses-db",
+            "collector.replicas=2",
+        ],
+    );
+    assert!(!kinds(&y).contains(&"PersistentVolumeClaim".to_string()));
+    assert!(y.contains("name: whouses-db") && y.contains("key: url"));
+    assert!(!y.contains("type: Recreate"));
+
+    let y = render("webhook-off", &["webhook.enabled=false"]);
+    assert!(!kinds(&y).contains(&"MutatingWebhookConfiguration".to_string()));
+    assert!(!y.contains("whouses-webhook"));
+
+    let y = render(
+        "ingress",
+        &[
+            "ingress.enabled=true",
+            "ingress.host=whouses.example.com",
+            "ingress.tlsSecret=whouses-tls",
+        ],
+    );
+    assert!(kinds(&y).contains(&"Ingress".to_string()));
+    assert!(y.contains("whouses.example.com"));
+
+    let y = render(
+        "cert-manager",
+        &[
+            "webhook.tls=cert-manager",
+            "serviceMonitor.enabled=true",
+            "collector.targets=[targets.ref]\nhosts = [\"a.internal\"]",
+        ],
+    );
+    let k = kinds(&y);
+    for want in ["Certificate", "Issuer", "ServiceMonitor", "ConfigMap"] {
+        assert!(k.iter().any(|x| x == want), "{want} missing from {k:?}");
+    }
+    assert!(y.contains("cert-manager.io/inject-ca-from: whouses/whouses-webhook"));
+}
+
+#[test]
+fn invalid_combinations_fail_with_a_message() {
+    for (sets, msg) in [
+        (
+            vec!["collector.replicas=2"],
+            "needs externalDatabase.enabled",
+        ),
+        (
+            vec!["externalDatabase.enabled=true"],
+            "needs externalDatabase.existingSecret",
+        ),
+        (
+            vec!["ingress.enabled=true"],
+            "ingress.enabled needs ingress.host",
+        ),
+        (vec!["collector.logFormat=xml"], "logFormat"),
+        (vec!["webhook.tls=vault"], "tls"),
+        (vec!["nosuchvalue=1"], "nosuchvalue"),
+    ] {
+        let mut args = vec!["template", "whouses", "helm/whouses"];
+        for s in &sets {
+            args.push("--set");
+            args.push(s);
+        }
+        let out = helm(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{sets:?} should fail");
+        assert!(err.contains(msg), "{sets:?}: {err}");
+    }
+}
