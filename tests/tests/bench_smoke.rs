@@ -1,0 +1,34 @@
+//! The benchmarks cannot rot: `bench/run.sh --smoke` (every proxy side by side, tiny load,
+//! debug build, then the collector fleet benchmark at toy size) must run to the end and
+//! produce its tables. No assertions on speed — that is what the real run is for.
+
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+#[test]
+fn bench_smoke_runs_and_produces_the_tables() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    for tool in ["wrk", "nginx", "haproxy"] {
+        assert!(
+            Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().unwrap().status.success(),
+            "{tool} is missing: scripts/test-all.sh installs the benchmark peers"
+        );
+    }
+    let out = Command::new(root.join("bench/run.sh"))
+        .arg("--smoke")
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    for row in ["| direct |", "| whouses-sidecar |", "| haproxy |", "| nginx |"] {
+        assert!(stdout.contains(row), "{row} missing:\n{stdout}");
+    }
+    let sidecar_row = stdout.lines().find(|l| l.starts_with("| whouses-sidecar |")).unwrap();
+    let rps: f64 = sidecar_row.split('|').nth(2).unwrap().trim().parse().unwrap();
+    assert!(rps > 0.0, "the sidecar served no requests: {sidecar_row}");
+    assert!(stdout.contains("sustained ingest") && stdout.contains("`check` p50 / p99"), "{stdout}");
+    assert!(root.join("target/bench/results.md").exists());
+}
