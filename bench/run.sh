@@ -26,7 +26,7 @@ if [ $SMOKE = 1 ]; then DUR=1; BIG=50; fi
 RESULTS=$OUT/results.md
 WORK=$(mktemp -d /tmp/whouses-bench.XXXXXX)
 PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null; done; sleep 0.3; rm -rf "$WORK"; }
+cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null; done; sleep 0.3; for p in "${PIDS[@]:-}"; do kill -9 "$p" 2>/dev/null; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 log() { printf '== %s\n' "$*" >&2; }
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -84,7 +84,7 @@ http { access_log off; keepalive_requests 1000000; keepalive_timeout 60;
   server { listen 127.0.0.1:$UPS ssl; ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem; root $WORK/up; } }
 CONF
 have nginx || { log "nginx is missing: nothing to measure against"; exit 1; }
-nginx -c "$WORK/up.conf" -p "$WORK" & PIDS+=($!)
+nginx -c "$WORK/up.conf" -p "$WORK" >/dev/null 2>&1 & PIDS+=($!)
 wait_port "$UP" || { log "upstream did not start"; cat "$WORK/up.err"; exit 1; }
 URL=http://127.0.0.1:$UP/index.html
 
@@ -92,7 +92,7 @@ URL=http://127.0.0.1:$UP/index.html
 declare -A PPID_ PADDR KIND
 SC=$(port); SCA=$(port)
 "$BIN/whouses-sidecar" --service bench --listen 127.0.0.1:$SC --admin-listen 127.0.0.1:$SCA \
-  --threads "$THREADS" --max-connections 4096 2>"$WORK/sidecar.log" & PIDS+=($!)
+  --threads "$THREADS" --max-connections 4096 >/dev/null 2>"$WORK/sidecar.log" & PIDS+=($!)
 PPID_[whouses-sidecar]=$!; PADDR[whouses-sidecar]=127.0.0.1:$SC; KIND[whouses-sidecar]=forward
 if have haproxy; then
   HP=$(port)
@@ -112,7 +112,7 @@ frontend f
 backend b
   server up 127.0.0.1:$UP
 CONF
-  haproxy -db -f "$WORK/haproxy.cfg" 2>"$WORK/haproxy.log" & PIDS+=($!)
+  haproxy -db -f "$WORK/haproxy.cfg" >/dev/null 2>"$WORK/haproxy.log" & PIDS+=($!)
   PPID_[haproxy]=$!; PADDR[haproxy]=127.0.0.1:$HP; KIND[haproxy]=reverse
 fi
 NG=$(port)
@@ -122,7 +122,7 @@ events { worker_connections 4096; }
 http { access_log off; upstream u { server 127.0.0.1:$UP; keepalive 64; }
   server { listen 127.0.0.1:$NG; location / { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 CONF
-nginx -c "$WORK/fwd.conf" -p "$WORK" & PIDS+=($!)
+nginx -c "$WORK/fwd.conf" -p "$WORK" >/dev/null 2>&1 & PIDS+=($!)
 PPID_[nginx]=$!; PADDR[nginx]=127.0.0.1:$NG; KIND[nginx]=forward
 if have squid; then
   SQ=$(port)
@@ -141,8 +141,9 @@ cache_log $WORK/squid/cache.log
 pid_filename $WORK/squid/squid.pid
 coredump_dir $WORK/squid
 workers 1
+shutdown_lifetime 0 seconds
 CONF
-  squid -N -f "$WORK/squid.conf" 2>"$WORK/squid.err" & PIDS+=($!)
+  squid -N -f "$WORK/squid.conf" >/dev/null 2>"$WORK/squid.err" & PIDS+=($!)
   PPID_[squid]=$!; PADDR[squid]=127.0.0.1:$SQ; KIND[squid]=forward
 fi
 if have tinyproxy; then
@@ -158,7 +159,7 @@ DisableViaHeader Yes
 User nobody
 Group nogroup
 CONF
-  tinyproxy -d -c "$WORK/tinyproxy.conf" 2>"$WORK/tinyproxy.err" & PIDS+=($!)
+  tinyproxy -d -c "$WORK/tinyproxy.conf" >/dev/null 2>"$WORK/tinyproxy.err" & PIDS+=($!)
   PPID_[tinyproxy]=$!; PADDR[tinyproxy]=127.0.0.1:$TP; KIND[tinyproxy]=forward
 fi
 for p in "${!PADDR[@]}"; do wait_port "${PADDR[$p]##*:}" || log "$p did not start"; done
