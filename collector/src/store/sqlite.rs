@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, oneshot, Mutex};
 use whouses_wire::{Report, Timestamp};
 
 use super::{
@@ -23,10 +23,22 @@ const SEEN_KEEP_MS: i64 = 30 * 24 * HOUR_MS;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// Most edges per multi-row statement (12 parameters each, well under SQLite's limit).
+const ROWS_PER_STATEMENT: usize = 400;
+/// Most batches committed together.
+const MAX_GROUP: usize = 256;
+
+struct Job {
+    report: Report,
+    received: Timestamp,
+    reply: oneshot::Sender<Result<Ingested, StoreError>>,
+}
+
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
     write: Arc<Mutex<()>>,
+    ingest_tx: mpsc::Sender<Job>,
 }
 
 impl SqliteStore {
@@ -43,15 +55,41 @@ impl SqliteStore {
             .connect_with(opts)
             .await?;
         MIGRATOR.run(&pool).await?;
+        let write = Arc::new(Mutex::new(()));
+        let (ingest_tx, rx) = mpsc::channel(1024);
+        tokio::spawn(writer(pool.clone(), write.clone(), rx));
         Ok(SqliteStore {
             pool,
-            write: Arc::new(Mutex::new(())),
+            write,
+            ingest_tx,
         })
     }
 
+    /// Store one batch. Concurrent batches are group-committed by the writer task: one
+    /// transaction (and one fsync) for everything waiting, each batch in a savepoint of
+    /// its own so a failing batch never takes the others down. The answer comes only
+    /// after the commit.
     pub async fn ingest(&self, r: &Report, received: Timestamp) -> Result<Ingested, StoreError> {
-        let _writer = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let (reply, rx) = oneshot::channel();
+        self.ingest_tx
+            .send(Job {
+                report: r.clone(),
+                received,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Invalid("the store is closed".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Invalid("the store writer stopped".into()))?
+    }
+
+    /// Apply one batch inside the writer's open transaction (a savepoint of its own).
+    async fn ingest_one(
+        tx: &mut sqlx::SqliteConnection,
+        r: &Report,
+        received: Timestamp,
+    ) -> Result<Ingested, StoreError> {
+        let tx = &mut *tx;
         let seq = i64::try_from(r.seq)
             .map_err(|_| StoreError::Invalid("seq does not fit a signed 64-bit integer".into()))?;
 
@@ -138,52 +176,72 @@ impl SqliteStore {
                 .await?;
         }
 
-        let mut stored = 0;
-        for e in &r.edges {
-            if e.requests == 0
-                && e.connections == 0
-                && e.errors == 0
-                && e.bytes_sent == 0
-                && e.bytes_received == 0
-            {
-                continue;
-            }
-            let id: i64 = sqlx::query_scalar(
+        let live: Vec<&whouses_wire::Edge> = r
+            .edges
+            .iter()
+            .filter(|e| {
+                e.requests + e.connections + e.errors > 0 || e.bytes_sent + e.bytes_received > 0
+            })
+            .collect();
+        // Many rows per statement: one round trip per few hundred edges, not two per edge.
+        for chunk in live.chunks(ROWS_PER_STATEMENT) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO edges (host, port, scheme, service, environment, requests, connections,
-                     errors, bytes_sent, bytes_received, first_seen, last_seen)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-                 ON CONFLICT (host, port, scheme, service, environment) DO UPDATE SET
+                     errors, bytes_sent, bytes_received, first_seen, last_seen) ",
+            );
+            q.push_values(chunk, |mut b, e| {
+                b.push_bind(&e.host)
+                    .push_bind(e.port as i64)
+                    .push_bind(e.scheme.as_str())
+                    .push_bind(&r.service)
+                    .push_bind(&r.environment)
+                    .push_bind(e.requests as i64)
+                    .push_bind(e.connections as i64)
+                    .push_bind(e.errors as i64)
+                    .push_bind(e.bytes_sent as i64)
+                    .push_bind(e.bytes_received as i64)
+                    .push_bind(e.first_seen.0)
+                    .push_bind(e.last_seen.0);
+            });
+            q.push(
+                " ON CONFLICT (host, port, scheme, service, environment) DO UPDATE SET
                      requests = edges.requests + excluded.requests,
                      connections = edges.connections + excluded.connections,
                      errors = edges.errors + excluded.errors,
                      bytes_sent = edges.bytes_sent + excluded.bytes_sent,
                      bytes_received = edges.bytes_received + excluded.bytes_received,
                      first_seen = MIN(edges.first_seen, excluded.first_seen),
-                     last_seen = MAX(edges.last_seen, excluded.last_seen)
-                 RETURNING id",
-            )
-            .bind(&e.host)
-            .bind(e.port as i64)
-            .bind(e.scheme.as_str())
-            .bind(&r.service)
-            .bind(&r.environment)
-            .bind(e.requests as i64)
-            .bind(e.connections as i64)
-            .bind(e.errors as i64)
-            .bind(e.bytes_sent as i64)
-            .bind(e.bytes_received as i64)
-            .bind(e.first_seen.0)
-            .bind(e.last_seen.0)
-            .fetch_one(&mut *tx)
-            .await?;
+                     last_seen = MAX(edges.last_seen, excluded.last_seen)",
+            );
+            q.build().execute(&mut *tx).await?;
+
             // The delta happened within the batch's period, so its first call in this
-            // bucket is no earlier than the period start.
-            let first_in_period = e.first_seen.0.max(r.period_start.0).min(e.last_seen.0);
-            sqlx::query(
+            // hour bucket is no earlier than the period start.
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO edge_hours (edge_id, hour, requests, connections, errors, bytes_sent,
                      bytes_received, first_seen, last_seen)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                 ON CONFLICT (edge_id, hour) DO UPDATE SET
+                 SELECT e.id, v.column4, v.column5, v.column6, v.column7, v.column8, v.column9,
+                     v.column10, v.column11 FROM (",
+            );
+            q.push_values(chunk, |mut b, e| {
+                b.push_bind(&e.host)
+                    .push_bind(e.port as i64)
+                    .push_bind(e.scheme.as_str())
+                    .push_bind(e.last_seen.0.div_euclid(HOUR_MS))
+                    .push_bind(e.requests as i64)
+                    .push_bind(e.connections as i64)
+                    .push_bind(e.errors as i64)
+                    .push_bind(e.bytes_sent as i64)
+                    .push_bind(e.bytes_received as i64)
+                    .push_bind(e.first_seen.0.max(r.period_start.0).min(e.last_seen.0))
+                    .push_bind(e.last_seen.0);
+            });
+            q.push(") AS v JOIN edges e ON e.host = v.column1 AND e.port = v.column2 AND e.scheme = v.column3 AND e.service = ")
+                .push_bind(&r.service)
+                .push(" AND e.environment = ")
+                .push_bind(&r.environment)
+                .push(
+                    " WHERE true ON CONFLICT (edge_id, hour) DO UPDATE SET
                      requests = edge_hours.requests + excluded.requests,
                      connections = edge_hours.connections + excluded.connections,
                      errors = edge_hours.errors + excluded.errors,
@@ -191,22 +249,10 @@ impl SqliteStore {
                      bytes_received = edge_hours.bytes_received + excluded.bytes_received,
                      first_seen = MIN(edge_hours.first_seen, excluded.first_seen),
                      last_seen = MAX(edge_hours.last_seen, excluded.last_seen)",
-            )
-            .bind(id)
-            .bind(e.last_seen.0.div_euclid(HOUR_MS))
-            .bind(e.requests as i64)
-            .bind(e.connections as i64)
-            .bind(e.errors as i64)
-            .bind(e.bytes_sent as i64)
-            .bind(e.bytes_received as i64)
-            .bind(first_in_period)
-            .bind(e.last_seen.0)
-            .execute(&mut *tx)
-            .await?;
-            stored += 1;
+                );
+            q.build().execute(&mut *tx).await?;
         }
-        tx.commit().await?;
-        Ok(Ingested::Stored { edges: stored })
+        Ok(Ingested::Stored { edges: live.len() })
     }
 
     pub async fn edges(&self, f: &EdgeFilter) -> Result<Vec<EdgeRow>, StoreError> {
@@ -410,6 +456,61 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// The single writer: takes every batch waiting, applies each in a savepoint, commits
+/// once, then answers them all.
+async fn writer(pool: SqlitePool, write: Arc<Mutex<()>>, mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let _guard = write.lock().await;
+        let results = commit_group(&pool, &jobs).await;
+        match results {
+            Ok(results) => {
+                for (job, result) in jobs.into_iter().zip(results) {
+                    let _ = job.reply.send(result);
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for job in jobs {
+                    let _ = job
+                        .reply
+                        .send(Err(StoreError::Invalid(format!("commit failed: {msg}"))));
+                }
+            }
+        }
+    }
+}
+
+async fn commit_group(
+    pool: &SqlitePool,
+    jobs: &[Job],
+) -> Result<Vec<Result<Ingested, StoreError>>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let mut results = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        sqlx::query("SAVEPOINT batch").execute(&mut *tx).await?;
+        match SqliteStore::ingest_one(&mut tx, &job.report, job.received).await {
+            Ok(done @ Ingested::Stored { .. }) => {
+                sqlx::query("RELEASE batch").execute(&mut *tx).await?;
+                results.push(Ok(done));
+            }
+            other => {
+                sqlx::query("ROLLBACK TO batch").execute(&mut *tx).await?;
+                sqlx::query("RELEASE batch").execute(&mut *tx).await?;
+                results.push(other);
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(results)
 }
 
 fn escape_like(s: &str) -> String {
