@@ -244,7 +244,7 @@ pub async fn check(
     let window_start = Timestamp(now.0 - quiet_for_ms as i64);
     let coverage = store.coverage(&services, window_start).await?;
     let mut reporting: BTreeMap<(String, String), Reporting> = BTreeMap::new();
-    for i in store.instances().await? {
+    for i in &coverage {
         let r = reporting
             .entry((i.service.clone(), i.environment.clone()))
             .or_insert(Reporting {
@@ -294,6 +294,8 @@ mod tests {
             instance: format!("{service}-1"),
             service: service.into(),
             environment: "prod".into(),
+            flush_interval_ms: 10_000,
+            observed_until: Timestamp(end),
             intervals: vec![Interval {
                 start: Timestamp(start),
                 end: Timestamp(end),

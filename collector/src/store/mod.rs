@@ -79,6 +79,11 @@ pub struct InstanceCoverage {
     pub instance: String,
     pub service: String,
     pub environment: String,
+    /// How often this instance reports.
+    pub flush_interval_ms: u64,
+    /// End of the last period it reported on.
+    pub observed_until: Timestamp,
+    /// Its observation intervals ending after the time asked for.
     pub intervals: Vec<Interval>,
 }
 
@@ -143,8 +148,8 @@ impl Store {
         }
     }
 
-    /// Observation intervals of every instance of these `(service, environment)` pairs
-    /// that end after `after`.
+    /// Every instance of these `(service, environment)` pairs, with its observation
+    /// intervals that end after `after`.
     pub async fn coverage(
         &self,
         services: &[(String, String)],

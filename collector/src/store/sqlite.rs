@@ -362,31 +362,39 @@ impl SqliteStore {
         after: Timestamp,
     ) -> Result<Vec<InstanceCoverage>, StoreError> {
         let mut out: Vec<InstanceCoverage> = Vec::new();
-        for (service, environment) in services {
-            let rows = sqlx::query(
-                r#"SELECT i.instance, c.start, c."end"
-                   FROM instances i JOIN coverage c ON c.instance = i.instance
-                   WHERE i.service = $1 AND i.environment = $2 AND c."end" >= $3
-                   ORDER BY i.instance, c.start"#,
+        // One statement per few hundred services (not one per service): a popular host
+        // has hundreds of callers.
+        for chunk in services.chunks(ROWS_PER_STATEMENT) {
+            let mut q: QueryBuilder<Sqlite> =
+                QueryBuilder::new("WITH wanted(service, environment) AS (");
+            q.push_values(chunk, |mut b, (svc, env)| {
+                b.push_bind(svc).push_bind(env);
+            });
+            q.push(
+                r#") SELECT i.instance, i.service, i.environment, i.flush_interval_ms,
+                        i.observed_until, c.start, c."end"
+                   FROM wanted w
+                   JOIN instances i ON i.service = w.service AND i.environment = w.environment
+                   LEFT JOIN coverage c ON c.instance = i.instance AND c."end" >= "#,
             )
-            .bind(service)
-            .bind(environment)
-            .bind(after.0)
-            .fetch_all(&self.pool)
-            .await?;
+            .push_bind(after.0)
+            .push(" ORDER BY i.instance, c.start");
+            let rows = q.build().fetch_all(&self.pool).await?;
             for row in rows {
                 let instance: String = row.get(0);
-                let iv = Interval {
-                    start: Timestamp(row.get(1)),
-                    end: Timestamp(row.get(2)),
-                };
+                let iv = row.get::<Option<i64>, _>(5).map(|start| Interval {
+                    start: Timestamp(start),
+                    end: Timestamp(row.get(6)),
+                });
                 match out.last_mut() {
-                    Some(c) if c.instance == instance => c.intervals.push(iv),
+                    Some(c) if c.instance == instance => c.intervals.extend(iv),
                     _ => out.push(InstanceCoverage {
                         instance,
-                        service: service.clone(),
-                        environment: environment.clone(),
-                        intervals: vec![iv],
+                        service: row.get(1),
+                        environment: row.get(2),
+                        flush_interval_ms: row.get::<i64, _>(3) as u64,
+                        observed_until: Timestamp(row.get(4)),
+                        intervals: iv.into_iter().collect(),
                     }),
                 }
             }
