@@ -12,11 +12,16 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     init_tracing(config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.threads as usize)
-        .enable_all()
-        .build()
-    {
+    // One worker: a single-threaded event loop (no work stealing, no cross-thread
+    // wake-ups), like HAProxy's nbthread 1. More: the multi-threaded scheduler.
+    let mut builder = if config.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(config.threads as usize);
+        b
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("whouses-sidecar: cannot start the runtime: {e}");

@@ -12,7 +12,12 @@ fn bench_smoke_runs_and_produces_the_tables() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     for tool in ["wrk", "nginx", "haproxy"] {
         assert!(
-            Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().unwrap().status.success(),
+            Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .unwrap()
+                .status
+                .success(),
             "{tool} is missing: scripts/test-all.sh installs the benchmark peers"
         );
     }
@@ -22,13 +27,34 @@ fn bench_smoke_runs_and_produces_the_tables() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    for row in ["| direct |", "| whouses-sidecar |", "| haproxy |", "| nginx |"] {
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for row in [
+        "| direct |",
+        "| whouses-sidecar |",
+        "| haproxy |",
+        "| nginx |",
+    ] {
         assert!(stdout.contains(row), "{row} missing:\n{stdout}");
     }
-    let sidecar_row = stdout.lines().find(|l| l.starts_with("| whouses-sidecar |")).unwrap();
-    let rps: f64 = sidecar_row.split('|').nth(2).unwrap().trim().parse().unwrap();
+    let sidecar_row = stdout
+        .lines()
+        .find(|l| l.starts_with("| whouses-sidecar |"))
+        .unwrap();
+    let rps: f64 = sidecar_row
+        .split('|')
+        .nth(2)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert!(rps > 0.0, "the sidecar served no requests: {sidecar_row}");
-    assert!(stdout.contains("sustained ingest") && stdout.contains("`check` p50 / p99"), "{stdout}");
+    assert!(
+        stdout.contains("sustained ingest") && stdout.contains("`check` p50 / p99"),
+        "{stdout}"
+    );
     assert!(root.join("target/bench/results.md").exists());
 }

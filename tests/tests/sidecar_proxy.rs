@@ -49,7 +49,8 @@ fn works(s: &Sidecar, up: &Upstream) {
 #[test]
 fn curl_plain_http_is_byte_identical_and_counted() {
     let up = Upstream::start("127.0.0.1");
-    let s = Sidecar::builder("web").spawn();
+    // One worker thread: the single-threaded event loop.
+    let s = Sidecar::builder("web").args(&["--threads", "1"]).spawn();
     let url = format!("http://{}/bytes/300000", up.addr());
     let (_, direct, _) = curl(&[&url]);
     let (code, proxied, err) = curl(&["-x", &s.proxy_url(), &url]);

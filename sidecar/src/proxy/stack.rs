@@ -162,7 +162,10 @@ where
             stats.record_request(now_ms());
         }
         let mut req = req.map(|b| CountingBody::new(b, Some(stats.clone()), Direction::Sent));
-        req.extensions_mut().insert(stats.clone());
+        if tunnel {
+            // The tunnel counts its bytes on the same key.
+            req.extensions_mut().insert(stats.clone());
+        }
         let fut = self.inner.call(req);
         Box::pin(async move {
             match fut.await {
