@@ -60,6 +60,11 @@ pub struct Config {
     #[arg(long, env = "WHOUSES_RETENTION", default_value = "400d")]
     pub retention: DurationArg,
 
+    /// How long hourly buckets are kept before they are folded into daily ones (`since`
+    /// windows reaching further back count whole UTC days).
+    #[arg(long, env = "WHOUSES_HOURLY_FOR", default_value = "14d")]
+    pub hourly_for: DurationArg,
+
     /// Largest accepted report body; larger gets 413.
     #[arg(long, env = "WHOUSES_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,

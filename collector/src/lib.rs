@@ -75,7 +75,7 @@ pub async fn run(
     let state = state(&config).await?;
     let store = state.store.clone();
     let retention = config.retention.0;
-    let pruner = tokio::spawn(prune_loop(store.clone(), retention));
+    let pruner = tokio::spawn(upkeep_loop(store.clone(), retention, config.hourly_for.0));
     if state.ingest_tokens.is_empty() {
         tracing::warn!("No --ingest-token: anyone who can reach this port can submit counts.");
     }
@@ -92,11 +92,18 @@ pub async fn run(
     Ok(())
 }
 
-async fn prune_loop(store: store::Store, retention: Duration) {
+/// Hourly upkeep: fold old hourly buckets into daily ones, then apply the retention.
+async fn upkeep_loop(store: store::Store, retention: Duration, hourly_for: Duration) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tick.tick().await;
-        let cutoff = Timestamp::now().saturating_sub(retention);
+        let now = Timestamp::now();
+        match store.rollup(now.saturating_sub(hourly_for)).await {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(rows, "Folded hourly buckets into daily ones."),
+            Err(error) => tracing::warn!(%error, "Failed to fold hourly buckets."),
+        }
+        let cutoff = now.saturating_sub(retention);
         match store.prune(cutoff).await {
             Ok(0) => {}
             Ok(rows) => tracing::info!(rows, %cutoff, "Pruned data older than the retention."),

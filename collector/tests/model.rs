@@ -47,7 +47,9 @@ fn batch() -> impl Strategy<Value = Batch> {
 
 fn to_report(b: &Batch, base: i64) -> Report {
     let (instance, service) = INSTANCES[b.instance];
-    let start = base + b.seq as i64 * 10_000;
+    // Batches 20 minutes apart: a stream spans several hours, so arrivals out of order
+    // land in older hours than an edge's newest one.
+    let start = base + b.seq as i64 * PERIOD_MS;
     let mut seen = BTreeSet::new();
     Report {
         version: REPORT_VERSION,
@@ -57,8 +59,8 @@ fn to_report(b: &Batch, base: i64) -> Report {
         seq: b.seq,
         started_at: Timestamp(base),
         period_start: Timestamp(start),
-        period_end: Timestamp(start + 10_000),
-        flush_interval_ms: 10_000,
+        period_end: Timestamp(start + PERIOD_MS),
+        flush_interval_ms: PERIOD_MS as u64,
         edges: b
             .edges
             .iter()
@@ -83,6 +85,12 @@ fn to_report(b: &Batch, base: i64) -> Report {
     }
 }
 
+const PERIOD_MS: i64 = 1_200_000;
+const HOUR_MS: i64 = 3_600_000;
+
+/// (service, host, port, hour) -> requests
+type HourModel = BTreeMap<(String, String, u16, i64), u64>;
+
 type Model = BTreeMap<(String, String, u16), (u64, u64, u64)>; // (service, host, port) -> (req, err, bytes)
 
 proptest! {
@@ -93,11 +101,12 @@ proptest! {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("m.db").display());
-        let base = Timestamp::now().0 - 3_600_000;
+        let base = Timestamp::now().0 - 6 * HOUR_MS;
         rt.block_on(async {
             let store = Store::open(&url).await.unwrap();
             let mut applied: BTreeSet<(usize, u64)> = BTreeSet::new();
             let mut model: Model = BTreeMap::new();
+            let mut hours: HourModel = BTreeMap::new();
             // Every batch arrives once in random order, and some arrive again (retries).
             for b in batches.iter().chain(batches.iter().step_by(3)) {
                 let r = to_report(b, base);
@@ -112,6 +121,7 @@ proptest! {
                         m.0 += e.requests;
                         m.1 += e.errors;
                         m.2 += e.bytes_received;
+                        *hours.entry((r.service.clone(), e.host.clone(), e.port, e.last_seen.0.div_euclid(HOUR_MS))).or_default() += e.requests;
                     }
                 }
             }
@@ -146,6 +156,20 @@ proptest! {
             let all = store.edges(&EdgeFilter { since: Some(Timestamp(base - 7_200_000)), ..Default::default() }).await.unwrap();
             let sum: u64 = all.iter().map(|e| e.requests).sum();
             prop_assert_eq!(sum, model.values().map(|v| v.0).sum::<u64>());
+            // …and each hour boundary sees exactly the hours from it on, per edge.
+            for hour in base.div_euclid(HOUR_MS)..=(base + 13 * PERIOD_MS).div_euclid(HOUR_MS) {
+                let got: BTreeMap<(String, String, u16), u64> = store
+                    .edges(&EdgeFilter { since: Some(Timestamp(hour * HOUR_MS)), ..Default::default() })
+                    .await.unwrap().into_iter()
+                    .map(|e| ((e.service, e.host, e.port), e.requests))
+                    .filter(|(_, n)| *n > 0)
+                    .collect();
+                let mut want: BTreeMap<(String, String, u16), u64> = BTreeMap::new();
+                for ((svc, h, p, hr), n) in &hours {
+                    if *hr >= hour && *n > 0 { *want.entry((svc.clone(), h.clone(), *p)).or_default() += n; }
+                }
+                prop_assert_eq!(got, want, "since hour {}", hour - base.div_euclid(HOUR_MS));
+            }
             store.close().await;
             Ok(())
         })?;

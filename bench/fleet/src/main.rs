@@ -34,9 +34,13 @@ struct Args {
     /// Distinct upstreams each service calls.
     #[arg(long, default_value_t = 30)]
     hosts_per_service: usize,
-    /// Concurrent report POSTs.
-    #[arg(long, default_value_t = 8)]
+    /// Concurrent report POSTs (a fleet's sidecars post independently: many at once).
+    #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Live rounds after the history: every service sends one 10-second batch per round,
+    /// as running sidecars do. This is the sustained ingest rate.
+    #[arg(long, default_value_t = 20)]
+    live_rounds: u64,
     /// Timed queries per kind for callers and check.
     #[arg(long, default_value_t = 300)]
     queries: usize,
@@ -131,6 +135,23 @@ fn report(f: &Fleet, s: usize, day: i64, base: i64, rng: &mut StdRng) -> Report 
     }
 }
 
+/// A running sidecar's 10-second batch: the same edges, a tenth of a day's traffic spread
+/// over ten seconds, in the hour before now.
+fn live_report(f: &Fleet, s: usize, days: i64, round: u64, base: i64, rng: &mut StdRng) -> Report {
+    let mut r = report(f, s, 0, base, rng);
+    let start = Timestamp::now().0 - 3_600_000 + round as i64 * 10_000;
+    r.seq = days as u64 + 1 + round;
+    r.period_start = Timestamp(start);
+    r.period_end = Timestamp(start + 10_000);
+    r.flush_interval_ms = 10_000;
+    for e in &mut r.edges {
+        e.requests = e.requests / 8_640 + 1;
+        e.first_seen = Timestamp(start + 100);
+        e.last_seen = Timestamp(start + 9_900);
+    }
+    r
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -190,7 +211,7 @@ async fn main() -> anyhow::Result<()> {
         .stdout(Stdio::null())
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
-    let _collector = Collector(child);
+    let mut collector = Collector(child);
     let http = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(120))
@@ -208,6 +229,35 @@ async fn main() -> anyhow::Result<()> {
     let fleet = generate(&a, &mut rng);
     let base = Timestamp::now().0 - (a.days + 1) * DAY;
     eprintln!("Ingesting {} days × {} services …", a.days, a.services);
+    let post_all = |reports: Vec<Vec<u8>>| {
+        let http = http.clone();
+        let url = format!("{url}/v1/reports");
+        let concurrency = a.concurrency;
+        async move {
+            let t = Instant::now();
+            let results: Vec<anyhow::Result<()>> = stream::iter(reports)
+                .map(|body| {
+                    let http = http.clone();
+                    let url = url.clone();
+                    async move {
+                        let r = http
+                            .post(url)
+                            .header("content-type", "application/json")
+                            .body(body)
+                            .send()
+                            .await?;
+                        anyhow::ensure!(r.status().is_success(), "ingest answered {}", r.status());
+                        Ok(())
+                    }
+                })
+                .buffer_unordered(concurrency)
+                .collect()
+                .await;
+            let took = t.elapsed();
+            results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+            Ok::<Duration, anyhow::Error>(took)
+        }
+    };
     let mut edge_days = 0u64;
     let mut ingest_time = Duration::ZERO;
     for day in 0..a.days {
@@ -218,37 +268,23 @@ async fn main() -> anyhow::Result<()> {
                 serde_json::to_vec(&r).expect("reports encode")
             })
             .collect();
-        let t = Instant::now();
-        let results: Vec<anyhow::Result<()>> = stream::iter(reports)
-            .map(|body| {
-                let http = http.clone();
-                let url = format!("{url}/v1/reports");
-                async move {
-                    let r = http
-                        .post(url)
-                        .header("content-type", "application/json")
-                        .body(body)
-                        .send()
-                        .await?;
-                    anyhow::ensure!(r.status().is_success(), "ingest answered {}", r.status());
-                    Ok(())
-                }
-            })
-            .buffer_unordered(a.concurrency)
-            .collect()
-            .await;
-        ingest_time += t.elapsed();
-        for r in results {
-            r?;
-        }
+        ingest_time += post_all(reports).await?;
     }
+    eprintln!("Live: {} rounds of 10-second batches …", a.live_rounds);
+    let mut live_edges = 0u64;
+    let mut live_time = Duration::ZERO;
+    for round in 0..a.live_rounds {
+        let reports: Vec<Vec<u8>> = (0..a.services)
+            .map(|s| live_report(&fleet, s, a.days, round, base, &mut rng))
+            .map(|r| {
+                live_edges += r.edges.len() as u64;
+                serde_json::to_vec(&r).expect("reports encode")
+            })
+            .collect();
+        live_time += post_all(reports).await?;
+    }
+    let live_per_s = live_edges as f64 / live_time.as_secs_f64().max(1e-9);
     let edges_per_s = edge_days as f64 / ingest_time.as_secs_f64();
-    let db_bytes: u64 = ["", "-wal"]
-        .iter()
-        .filter_map(|s| std::fs::metadata(format!("{}{s}", db.display())).ok())
-        .map(|m| m.len())
-        .sum();
-
     let query = |path: String| {
         let http = http.clone();
         let url = format!("{url}{path}");
@@ -287,6 +323,21 @@ async fn main() -> anyhow::Result<()> {
         lat.push((kind, samples));
     }
 
+    // Stop the collector (SIGTERM: it finishes, checkpoints the WAL into the file and
+    // removes it), then weigh the database.
+    let _ = Command::new("kill")
+        .args(["-TERM", &collector.0.id().to_string()])
+        .status();
+    let t = Instant::now();
+    while collector.0.try_wait()?.is_none() && t.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let db_bytes: u64 = ["", "-wal"]
+        .iter()
+        .filter_map(|s| std::fs::metadata(format!("{}{s}", db.display())).ok())
+        .map(|m| m.len())
+        .sum();
+
     let mut table = String::new();
     table.push_str(&format!(
         "Fleet: {} services, {} hosts, {} days, {} edge-days ingested (SQLite, {} concurrent POSTs)\n\n",
@@ -294,7 +345,14 @@ async fn main() -> anyhow::Result<()> {
     ));
     table.push_str("| measure | value |\n|---|---:|\n");
     table.push_str(&format!(
-        "| sustained ingest | {:.0} edges/s ({:.1} s) |\n",
+        "| sustained ingest, live (10-second batches of every service, {} rounds) | {:.0} edges/s ({} edges in {:.1} s) |\n",
+        a.live_rounds,
+        live_per_s,
+        live_edges,
+        live_time.as_secs_f64()
+    ));
+    table.push_str(&format!(
+        "| history load (one daily batch per service and day) | {:.0} edges/s ({:.1} s) |\n",
         edges_per_s,
         ingest_time.as_secs_f64()
     ));

@@ -7,7 +7,8 @@
 //! Data model:
 //! * `edges` — one row per `(service, environment, host, port, scheme)` with totals and
 //!   first/last seen: answers "who calls X" without touching history.
-//! * `edge_hours` — hourly buckets per edge, for `since` windows; pruned by retention.
+//! * `edge_hours` — hourly buckets per edge, for `since` windows; after `--hourly-for`
+//!   they are folded into `edge_days` (daily buckets); both pruned by retention.
 //! * `instances` — per sidecar instance: first/last report, last seq.
 //! * `coverage` — per instance, merged intervals the instance was observing (from each
 //!   batch's `period_start..period_end`, heartbeats included): what `check` needs to say
@@ -21,6 +22,7 @@ use whouses_wire::{Report, Timestamp};
 use crate::targets::HostPattern;
 
 pub mod sqlite;
+mod sqlite_writer;
 
 /// Which edges a query wants.
 #[derive(Debug, Clone, Default)]
@@ -101,6 +103,8 @@ pub enum Ingested {
 pub enum StoreError {
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database URL {0:?}: use sqlite://PATH (postgres:// is planned)")]
@@ -171,6 +175,14 @@ impl Store {
     pub async fn prune(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
         match self {
             Store::Sqlite(s) => s.prune(cutoff).await,
+        }
+    }
+
+    /// Fold hourly buckets of the UTC days that ended before `before` into daily buckets;
+    /// returns hourly rows folded.
+    pub async fn rollup(&self, before: Timestamp) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.rollup(before).await,
         }
     }
 
