@@ -90,6 +90,27 @@ pub struct Reporting {
 
 /// How long after a period ends its report may still be on its way: two flush intervals
 /// plus a little, so a healthy sidecar is never mistaken for a silent one.
+/// Names for a one-line reason: the first [`REASON_NAMES`], then how many more (the
+/// evidence lists them all).
+fn name_some<S: AsRef<str>>(names: &[S]) -> String {
+    let mut out = names
+        .iter()
+        .take(REASON_NAMES)
+        .map(AsRef::as_ref)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > REASON_NAMES {
+        out.push_str(&format!(
+            " and {} more (see the evidence)",
+            names.len() - REASON_NAMES
+        ));
+    }
+    out
+}
+
+/// Most names a reason line spells out.
+const REASON_NAMES: usize = 10;
+
 fn grace_ms(flush_interval_ms: u64) -> i64 {
     (2 * flush_interval_ms as i64) + 5_000
 }
@@ -163,7 +184,7 @@ pub fn decide(
         let names: Vec<&str> = callers.iter().map(|c| c.service.as_str()).collect();
         (
             Verdict::InUse,
-            format!("called within the last {quiet} by {}", names.join(", ")),
+            format!("called within the last {quiet} by {}", name_some(&names)),
             callers,
         )
     } else if observed_since.is_none_or(|t| t > window_start) {
@@ -203,7 +224,7 @@ pub fn decide(
                 Verdict::Unknown,
                 format!(
                     "no calls for {quiet}, but these past callers did not report through the whole period, so they may still call it: {}",
-                    names.join(", ")
+                    name_some(&names)
                 ),
                 Vec::new(),
             )
@@ -325,6 +346,16 @@ mod tests {
             &reporting,
             Some(Timestamp(observed)),
         )
+    }
+
+    #[test]
+    fn a_reason_names_ten_callers_then_counts_the_rest() {
+        let names: Vec<String> = (0..25).map(|i| format!("svc-{i}")).collect();
+        let line = name_some(&names);
+        assert!(line.starts_with("svc-0, svc-1,"), "{line}");
+        assert!(line.contains("svc-9 and 15 more"), "{line}");
+        assert!(!line.contains("svc-10"), "{line}");
+        assert_eq!(name_some(&names[..2]), "svc-0, svc-1");
     }
 
     #[test]

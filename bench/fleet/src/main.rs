@@ -38,8 +38,9 @@ struct Args {
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
     /// Live rounds after the history: every service sends one 10-second batch per round,
-    /// as running sidecars do. This is the sustained ingest rate.
-    #[arg(long, default_value_t = 20)]
+    /// as running sidecars do (60 rounds: ten minutes of fleet time, which starts a new
+    /// hour bucket for every edge once). This is the sustained ingest rate.
+    #[arg(long, default_value_t = 60)]
     live_rounds: u64,
     /// Timed queries per kind for callers and check.
     #[arg(long, default_value_t = 300)]
@@ -176,6 +177,7 @@ impl Drop for Collector {
 async fn main() -> anyhow::Result<()> {
     let mut a = Args::parse();
     if a.smoke {
+        a.live_rounds = 3;
         a.services = 20;
         a.hosts = 200;
         a.days = 3;
