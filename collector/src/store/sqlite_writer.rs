@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 use whouses_wire::{Report, Timestamp};
 
@@ -35,6 +35,49 @@ const EDGE_CACHE_ENTRIES: usize = 250_000;
 const MAX_GROUP: usize = 256;
 /// Jobs waiting for the writer before senders wait too (back-pressure on ingest).
 const QUEUE: usize = 1024;
+
+/// `ON CONFLICT` clause of a bucket upsert: add the new counts to the bucket's.
+macro_rules! add_to_bucket {
+    ($table:literal, $key:literal) => {
+        concat!(
+            " ON CONFLICT (edge_id, ",
+            $key,
+            ") DO UPDATE SET
+                 requests = ",
+            $table,
+            ".requests + excluded.requests,
+                 connections = ",
+            $table,
+            ".connections + excluded.connections,
+                 errors = ",
+            $table,
+            ".errors + excluded.errors,
+                 bytes_sent = ",
+            $table,
+            ".bytes_sent + excluded.bytes_sent,
+                 bytes_received = ",
+            $table,
+            ".bytes_received + excluded.bytes_received,
+                 first_seen = MIN(",
+            $table,
+            ".first_seen, excluded.first_seen),
+                 last_seen = MAX(",
+            $table,
+            ".last_seen, excluded.last_seen)"
+        )
+    };
+}
+
+/// `SET` terms adding a delta to an edge's totals: `?2`–`?6` the counts, `?7`/`?8` the
+/// first and last call (`?1` is the row id).
+macro_rules! add_to_totals {
+    () => {
+        "requests = requests + ?2, connections = connections + ?3,
+         errors = errors + ?4, bytes_sent = bytes_sent + ?5,
+         bytes_received = bytes_received + ?6,
+         first_seen = MIN(first_seen, ?7), last_seen = MAX(last_seen, ?8)"
+    };
+}
 
 pub(super) enum Job {
     Ingest {
@@ -228,6 +271,22 @@ struct Delta {
     bucket_first_seen: i64,
 }
 
+impl Delta {
+    /// Parameters `?1`–`?8` of [`add_to_totals`]: the row id, then the delta.
+    fn totals(&self, id: i64) -> [i64; 8] {
+        [
+            id,
+            self.requests,
+            self.connections,
+            self.errors,
+            self.bytes_sent,
+            self.bytes_received,
+            self.first_seen,
+            self.last_seen,
+        ]
+    }
+}
+
 /// Apply one batch inside the open transaction.
 fn ingest_one(
     tx: &Connection,
@@ -389,92 +448,57 @@ fn ingest_one(
             }
             // The current hour: one update of the edge's own row.
             Some((id, Some(cur))) if cur == hour => {
-                tx.prepare_cached(
-                    "UPDATE edges SET
-                         requests = requests + ?2, connections = connections + ?3,
-                         errors = errors + ?4, bytes_sent = bytes_sent + ?5,
-                         bytes_received = bytes_received + ?6,
-                         first_seen = MIN(first_seen, ?7), last_seen = MAX(last_seen, ?8),
+                tx.prepare_cached(concat!(
+                    "UPDATE edges SET ",
+                    add_to_totals!(),
+                    ",
                          cur_requests = cur_requests + ?2, cur_connections = cur_connections + ?3,
                          cur_errors = cur_errors + ?4, cur_bytes_sent = cur_bytes_sent + ?5,
                          cur_bytes_received = cur_bytes_received + ?6,
                          cur_first_seen = MIN(cur_first_seen, ?9),
                          cur_last_seen = MAX(cur_last_seen, ?8)
-                     WHERE id = ?1",
-                )?
-                .execute(params![
-                    id,
-                    d.requests,
-                    d.connections,
-                    d.errors,
-                    d.bytes_sent,
-                    d.bytes_received,
-                    d.first_seen,
-                    d.last_seen,
-                    d.bucket_first_seen,
-                ])?;
+                     WHERE id = ?1"
+                ))?
+                .execute(params_from_iter(
+                    d.totals(id).into_iter().chain([d.bucket_first_seen]),
+                ))?;
                 (id, Some(hour))
             }
             // A newer hour: the current bucket moves to edge_hours, this delta becomes it.
             Some((id, cur)) if cur.is_none_or(|c| hour > c) => {
                 if cur.is_some() {
-                    tx.prepare_cached(
+                    tx.prepare_cached(concat!(
                         "INSERT INTO edge_hours (edge_id, hour, requests, connections, errors,
                              bytes_sent, bytes_received, first_seen, last_seen)
                          SELECT id, cur_hour, cur_requests, cur_connections, cur_errors,
                              cur_bytes_sent, cur_bytes_received, cur_first_seen, cur_last_seen
-                         FROM edges WHERE id = ?1
-                         ON CONFLICT (edge_id, hour) DO UPDATE SET
-                             requests = edge_hours.requests + excluded.requests,
-                             connections = edge_hours.connections + excluded.connections,
-                             errors = edge_hours.errors + excluded.errors,
-                             bytes_sent = edge_hours.bytes_sent + excluded.bytes_sent,
-                             bytes_received = edge_hours.bytes_received + excluded.bytes_received,
-                             first_seen = MIN(edge_hours.first_seen, excluded.first_seen),
-                             last_seen = MAX(edge_hours.last_seen, excluded.last_seen)",
-                    )?
+                         FROM edges WHERE id = ?1",
+                        add_to_bucket!("edge_hours", "hour")
+                    ))?
                     .execute(params![id])?;
                 }
-                tx.prepare_cached(
-                    "UPDATE edges SET
-                         requests = requests + ?2, connections = connections + ?3,
-                         errors = errors + ?4, bytes_sent = bytes_sent + ?5,
-                         bytes_received = bytes_received + ?6,
-                         first_seen = MIN(first_seen, ?7), last_seen = MAX(last_seen, ?8),
+                tx.prepare_cached(concat!(
+                    "UPDATE edges SET ",
+                    add_to_totals!(),
+                    ",
                          cur_hour = ?10, cur_requests = ?2, cur_connections = ?3,
                          cur_errors = ?4, cur_bytes_sent = ?5, cur_bytes_received = ?6,
                          cur_first_seen = ?9, cur_last_seen = ?8
-                     WHERE id = ?1",
-                )?
-                .execute(params![
-                    id,
-                    d.requests,
-                    d.connections,
-                    d.errors,
-                    d.bytes_sent,
-                    d.bytes_received,
-                    d.first_seen,
-                    d.last_seen,
-                    d.bucket_first_seen,
-                    hour,
-                ])?;
+                     WHERE id = ?1"
+                ))?
+                .execute(params_from_iter(
+                    d.totals(id).into_iter().chain([d.bucket_first_seen, hour]),
+                ))?;
                 (id, Some(hour))
             }
             // A late batch for an older hour: straight into its hourly bucket.
             Some((id, cur)) => {
-                tx.prepare_cached(
+                tx.prepare_cached(concat!(
                     "INSERT INTO edge_hours (edge_id, hour, requests, connections, errors,
                          bytes_sent, bytes_received, first_seen, last_seen)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                     ON CONFLICT (edge_id, hour) DO UPDATE SET
-                         requests = edge_hours.requests + excluded.requests,
-                         connections = edge_hours.connections + excluded.connections,
-                         errors = edge_hours.errors + excluded.errors,
-                         bytes_sent = edge_hours.bytes_sent + excluded.bytes_sent,
-                         bytes_received = edge_hours.bytes_received + excluded.bytes_received,
-                         first_seen = MIN(edge_hours.first_seen, excluded.first_seen),
-                         last_seen = MAX(edge_hours.last_seen, excluded.last_seen)",
-                )?
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    add_to_bucket!("edge_hours", "hour")
+                ))?
                 .execute(params![
                     id,
                     hour,
@@ -486,24 +510,12 @@ fn ingest_one(
                     d.bucket_first_seen,
                     d.last_seen,
                 ])?;
-                tx.prepare_cached(
-                    "UPDATE edges SET
-                         requests = requests + ?2, connections = connections + ?3,
-                         errors = errors + ?4, bytes_sent = bytes_sent + ?5,
-                         bytes_received = bytes_received + ?6,
-                         first_seen = MIN(first_seen, ?7), last_seen = MAX(last_seen, ?8)
-                     WHERE id = ?1",
-                )?
-                .execute(params![
-                    id,
-                    d.requests,
-                    d.connections,
-                    d.errors,
-                    d.bytes_sent,
-                    d.bytes_received,
-                    d.first_seen,
-                    d.last_seen,
-                ])?;
+                tx.prepare_cached(concat!(
+                    "UPDATE edges SET ",
+                    add_to_totals!(),
+                    " WHERE id = ?1"
+                ))?
+                .execute(params_from_iter(d.totals(id)))?;
                 (id, cur)
             }
         };
@@ -567,19 +579,14 @@ fn rollup_one_day(conn: &mut Connection, before: Timestamp) -> Result<u64, Store
     let day = oldest.div_euclid(24);
     let (from, to) = (day * 24, day * 24 + 24);
     tx.execute(
-        "INSERT INTO edge_days (edge_id, day, requests, connections, errors, bytes_sent,
+        concat!(
+            "INSERT INTO edge_days (edge_id, day, requests, connections, errors, bytes_sent,
              bytes_received, first_seen, last_seen)
          SELECT edge_id, ?3, SUM(requests), SUM(connections), SUM(errors), SUM(bytes_sent),
              SUM(bytes_received), MIN(first_seen), MAX(last_seen)
-         FROM edge_hours WHERE hour >= ?1 AND hour < ?2 GROUP BY edge_id
-         ON CONFLICT (edge_id, day) DO UPDATE SET
-             requests = edge_days.requests + excluded.requests,
-             connections = edge_days.connections + excluded.connections,
-             errors = edge_days.errors + excluded.errors,
-             bytes_sent = edge_days.bytes_sent + excluded.bytes_sent,
-             bytes_received = edge_days.bytes_received + excluded.bytes_received,
-             first_seen = MIN(edge_days.first_seen, excluded.first_seen),
-             last_seen = MAX(edge_days.last_seen, excluded.last_seen)",
+         FROM edge_hours WHERE hour >= ?1 AND hour < ?2 GROUP BY edge_id",
+            add_to_bucket!("edge_days", "day")
+        ),
         params![from, to, day],
     )?;
     let folded = tx.execute(
