@@ -191,3 +191,84 @@ fn invalid_combinations_fail_with_a_message() {
         assert!(err.contains(msg), "{sets:?}: {err}");
     }
 }
+
+/// The named template, as a team that adds the sidecar by hand uses it: their chart lists
+/// whouses as a dependency and includes `whouses.sidecar` in its own Deployment. The
+/// render must validate and carry the sidecar with the subchart's image and collector.
+#[test]
+fn the_named_sidecar_template_renders_in_a_parent_chart() {
+    let dir = tempfile::tempdir().unwrap();
+    let chart = dir.path().join("billing");
+    std::fs::create_dir_all(chart.join("templates")).unwrap();
+    let whouses = root().join("helm/whouses").canonicalize().unwrap();
+    std::fs::write(
+        chart.join("Chart.yaml"),
+        format!(
+            "apiVersion: v2\nname: billing\nversion: 1.0.0\ndependencies:\n  - name: whouses\n    version: 0.1.0\n    repository: file://{}\n",
+            whouses.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        chart.join("templates/deployment.yaml"),
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: billing
+spec:
+  selector:
+    matchLabels: {app: billing}
+  template:
+    metadata:
+      labels: {app: billing}
+    spec:
+      initContainers:
+        {{- include "whouses.sidecar" (dict "root" $ "service" "billing" "environment" "prod") | nindent 8 }}
+      containers:
+        - name: app
+          image: example/billing:1
+          env:
+            - {name: HTTP_PROXY, value: "http://127.0.0.1:15001"}
+            - {name: HTTPS_PROXY, value: "http://127.0.0.1:15001"}
+"#,
+    )
+    .unwrap();
+    let chart_arg = chart.to_str().unwrap();
+    let out = helm(&["dependency", "update", chart_arg]);
+    assert!(
+        out.status.success(),
+        "helm dependency update: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = helm(&[
+        "template",
+        "shop",
+        chart_arg,
+        "--namespace",
+        "payments",
+        "--set",
+        "whouses.sidecar.flushInterval=15s",
+    ]);
+    assert!(
+        out.status.success(),
+        "helm template of a parent chart: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    validate("parent-chart", &yaml);
+    let deployment = yaml
+        .split("\n---")
+        .find(|doc| doc.contains("name: billing") && doc.contains("kind: Deployment"))
+        .unwrap_or_else(|| panic!("no billing Deployment in:\n{yaml}"));
+    for want in [
+        "- name: whouses-sidecar",
+        "image: ghcr.io/whouses/whouses:0.1.0",
+        "restartPolicy: Always",
+        "value: \"billing\"",
+        "value: \"prod\"",
+        "value: \"http://shop-whouses-collector.payments.svc:7070\"",
+        "value: \"15s\"",
+    ] {
+        assert!(deployment.contains(want), "{want} missing:\n{deployment}");
+    }
+}

@@ -40,15 +40,21 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 {{/*
-The sidecar container, for teams that add it by hand instead of using injection:
+The sidecar container, for teams that add it by hand instead of using injection. From a
+chart that lists whouses as a dependency (or from this chart):
   initContainers:
     {{- include "whouses.sidecar" (dict "root" $ "service" "billing" "environment" "prod") | nindent 4 }}
-and set HTTP_PROXY/HTTPS_PROXY=http://127.0.0.1:15001 on the app containers.
+and set HTTP_PROXY/HTTPS_PROXY=http://127.0.0.1:15001 on the app containers. From a
+parent chart, the image, collector address and settings come from the whouses subchart.
 */}}
 {{- define "whouses.sidecar" -}}
+{{- $root := .root -}}
+{{- if and $root.Subcharts (hasKey $root.Subcharts "whouses") -}}
+{{- $root = index $root.Subcharts "whouses" -}}
+{{- end -}}
 - name: whouses-sidecar
-  image: {{ include "whouses.image" .root }}
-  imagePullPolicy: {{ .root.Values.image.pullPolicy }}
+  image: {{ include "whouses.image" $root }}
+  imagePullPolicy: {{ $root.Values.image.pullPolicy }}
   command: ["/usr/local/bin/whouses-sidecar"]
   restartPolicy: Always
   args: ["--listen", "127.0.0.1:15001", "--admin-listen", "0.0.0.0:15020"]
@@ -62,13 +68,13 @@ and set HTTP_PROXY/HTTPS_PROXY=http://127.0.0.1:15001 on the app containers.
         fieldRef:
           fieldPath: metadata.name
     - name: WHOUSES_COLLECTOR_URL
-      value: {{ include "whouses.collectorUrl" .root | quote }}
+      value: {{ include "whouses.collectorUrl" $root | quote }}
     - name: WHOUSES_FLUSH_INTERVAL
-      value: {{ .root.Values.sidecar.flushInterval | quote }}
+      value: {{ $root.Values.sidecar.flushInterval | quote }}
     - name: WHOUSES_TOKEN
       valueFrom:
         secretKeyRef:
-          name: {{ .root.Values.webhook.tokenSecretName }}
+          name: {{ $root.Values.webhook.tokenSecretName }}
           key: ingest-token
           optional: true
   ports:
@@ -84,12 +90,12 @@ and set HTTP_PROXY/HTTPS_PROXY=http://127.0.0.1:15001 on the app containers.
     httpGet: {path: /healthz, port: 15020}
   resources:
     requests:
-      cpu: {{ .root.Values.sidecar.cpuRequest }}
-      memory: {{ .root.Values.sidecar.memoryRequest }}
+      cpu: {{ $root.Values.sidecar.cpuRequest }}
+      memory: {{ $root.Values.sidecar.memoryRequest }}
     limits:
-      memory: {{ .root.Values.sidecar.memoryLimit }}
+      memory: {{ $root.Values.sidecar.memoryLimit }}
   securityContext:
     runAsNonRoot: true
     runAsUser: 65532
-    {{- toYaml .root.Values.securityContext | nindent 4 }}
+    {{- toYaml $root.Values.securityContext | nindent 4 }}
 {{- end -}}
