@@ -15,6 +15,7 @@ use crate::counters::Counters;
 pub struct ProxyMetrics {
     pub accepted: Counter,
     pub refused: Counter,
+    pub not_http: Counter,
     pub open: Gauge,
 }
 
@@ -31,6 +32,11 @@ impl ProxyMetrics {
             "client_connections_refused",
             "Client connections refused by --allow-from",
             m.refused.clone(),
+        );
+        r.register(
+            "client_connections_not_http",
+            "Client connections that did not start with an HTTP request (e.g. TLS sent to the plain proxy port)",
+            m.not_http.clone(),
         );
         r.register(
             "client_connections_open",

@@ -327,7 +327,36 @@ fn bad_input_gets_its_error_and_the_next_request_works() {
 
     let r = raw(s.proxy, b"\x00\x01garbage\r\n\r\n", secs(5));
     assert!(r.starts_with("HTTP/1.1 400"), "garbage: {r:?}");
+    assert!(r.contains("not an HTTP request"), "garbage: {r:?}");
     works(&s, &up);
+
+    // An app whose proxy URL says https:// starts TLS with us: say so.
+    let r = raw(
+        s.proxy,
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+        secs(5),
+    );
+    assert!(
+        r.starts_with("HTTP/1.1 400"),
+        "TLS to the proxy port: {r:?}"
+    );
+    assert!(r.contains("TLS") && r.contains("http://"), "TLS: {r:?}");
+    works(&s, &up);
+
+    // A request line hyper cannot parse still gets its 400.
+    let r = raw(s.proxy, b"GET\x01 / HTTP/9\r\n\r\n", secs(5));
+    assert!(r.starts_with("HTTP/1.1 400"), "bad request line: {r:?}");
+    works(&s, &up);
+    let metrics = whouses_tests::sidecar::client()
+        .get(s.admin_url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("whouses_sidecar_client_connections_not_http_total 2"),
+        "{metrics}"
+    );
 
     let big = format!(
         "GET http://{}/ HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",

@@ -74,25 +74,43 @@ pub async fn serve(
         }
         let _ = stream.set_nodelay(true);
         metrics.accepted.inc();
-        let svc = TowerToHyperService::new(stack(shared.clone()));
-        let conn = http
-            .serve_connection(TokioIo::new(stream), svc)
-            .with_upgrades();
+        let http = http.clone();
+        let shared = shared.clone();
         let guard = connections.track();
         let open = metrics.open.clone();
-        open.inc();
+        let not_http = metrics.not_http.clone();
         let mut stop = graceful_rx.clone();
+        let first_byte_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            open.inc();
+            // A connection that does not start like an HTTP request gets a 400 with a
+            // reason, not hyper's bare one: most often an app whose proxy URL says
+            // https:// and which starts TLS with us.
+            match sniff(&stream, first_byte_timeout).await {
+                Sniff::Http => {
+                    let svc = TowerToHyperService::new(stack(shared));
+                    let conn = http
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades();
+                    tokio::pin!(conn);
+                    let result = tokio::select! {
+                        r = conn.as_mut() => r,
+                        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+                            conn.as_mut().graceful_shutdown();
+                            conn.await
+                        }
+                    };
+                    if let Err(error) = result {
+                        tracing::debug!(%error, client = %peer, "Client connection ended with an error.");
+                    }
                 }
-            };
-            if let Err(error) = result {
-                tracing::debug!(%error, client = %peer, "Client connection ended with an error.");
+                Sniff::NotHttp(first) => {
+                    not_http.inc();
+                    let reason = not_http_reason(first);
+                    tracing::debug!(client = %peer, byte = first, "A client connection did not start with an HTTP request.");
+                    reply_and_close(stream, "400 Bad Request", &reason).await;
+                }
+                Sniff::Gone => {}
             }
             open.dec();
             drop(slot);
@@ -124,17 +142,62 @@ pub async fn serve(
     }
 }
 
+enum Sniff {
+    /// The first byte can start a request line (a method token).
+    Http,
+    /// It cannot; the byte.
+    NotHttp(u8),
+    /// Closed, or nothing within the header-read timeout.
+    Gone,
+}
+
+/// Look at the first byte without consuming it.
+async fn sniff(stream: &TcpStream, timeout: Duration) -> Sniff {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
+        Ok(Ok(1)) if is_token_byte(first[0]) => Sniff::Http,
+        Ok(Ok(1)) => Sniff::NotHttp(first[0]),
+        _ => Sniff::Gone,
+    }
+}
+
+/// RFC 9110 `tchar`: what a method name is made of.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn not_http_reason(first: u8) -> String {
+    if first == 0x16 {
+        "whouses-sidecar: this port is a plain-HTTP proxy and the client started a TLS \
+         handshake. Set the proxy URL to http://, not https:// \
+         (HTTPS_PROXY=http://127.0.0.1:PORT): HTTPS still goes through it, as a CONNECT tunnel.\n"
+            .to_string()
+    } else {
+        format!(
+            "whouses-sidecar: not an HTTP request (it starts with byte 0x{first:02x}); this port is an HTTP forward proxy.\n"
+        )
+    }
+}
+
 fn allowed(nets: &[IpNet], ip: IpAddr) -> bool {
     nets.iter().any(|n| n.contains(&ip))
 }
 
 /// A short, final answer to a client outside `--allow-from`.
-async fn refuse(mut stream: TcpStream) {
-    const BODY: &str =
-        "whouses-sidecar: your address is not allowed to use this proxy (see --allow-from)\n";
+async fn refuse(stream: TcpStream) {
+    reply_and_close(
+        stream,
+        "403 Forbidden",
+        "whouses-sidecar: your address is not allowed to use this proxy (see --allow-from)\n",
+    )
+    .await;
+}
+
+/// Write one response with a plain-text reason and close, within two seconds.
+async fn reply_and_close(mut stream: TcpStream, status: &str, reason: &str) {
     let resp = format!(
-        "HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{BODY}",
-        BODY.len()
+        "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reason}",
+        reason.len()
     );
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         let _ = stream.write_all(resp.as_bytes()).await;
@@ -146,6 +209,17 @@ async fn refuse(mut stream: TcpStream) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_lines_start_with_a_token_byte_and_tls_does_not() {
+        for b in b"GET CONNECT POST" {
+            assert!(is_token_byte(*b) || *b == b' ');
+        }
+        assert!(!is_token_byte(0x16));
+        assert!(!is_token_byte(0x00));
+        assert!(not_http_reason(0x16).contains("TLS"));
+        assert!(not_http_reason(0x00).contains("0x00"));
+    }
 
     #[test]
     fn allow_from_matches_networks() {
