@@ -18,8 +18,6 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
@@ -65,17 +63,15 @@ pub async fn run(
     let proxy_metrics = metrics::ProxyMetrics::register(&mut registry, counters.clone());
 
     let dialer = proxy::connect::Dialer::new(&config.resolve, config.connect_timeout.0);
-    let client = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(config.idle_timeout.0)
-        .pool_timer(TokioTimer::new())
-        .build(proxy::connect::Connector {
-            dialer: dialer.clone(),
-            counters: counters.clone(),
-        });
+    let pool = Arc::new(proxy::upstream::Pool::new(
+        dialer.clone(),
+        counters.clone(),
+        config.idle_timeout.0,
+    ));
     let slots = Arc::new(Semaphore::new(config.max_connections as usize));
     let shared = Arc::new(proxy::stack::Shared {
         counters: counters.clone(),
-        client,
+        pool,
         tunnels: proxy::tunnel::Tunnels {
             dialer,
             tracker: Default::default(),

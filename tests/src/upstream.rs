@@ -4,7 +4,9 @@
 //!
 //! Routes: `/headers` echoes the request head, `/echo-size` the body size, `/bytes/N`
 //! answers N bytes (streamed in 64 KiB chunks), `/slow/MS` answers
-//! after MS milliseconds, `/status/CODE` answers with that status, anything else `ok\n`.
+//! after MS milliseconds, `/status/CODE` answers with that status, `/close` answers and
+//! closes the connection, anything else `ok\n`. It also counts the TCP connections it
+//! accepted.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,6 +27,7 @@ type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 pub struct Upstream {
     addr: SocketAddr,
     requests: Arc<AtomicU64>,
+    connections: Arc<AtomicU64>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -44,6 +47,8 @@ impl Upstream {
             .local_addr()
             .expect("bound listener has an address");
         let requests = Arc::new(AtomicU64::new(0));
+        let connections = Arc::new(AtomicU64::new(0));
+        let accepted_count = connections.clone();
         let (stop, mut stop_rx) = oneshot::channel::<()>();
         let counted = requests.clone();
         let thread = std::thread::spawn(move || {
@@ -59,6 +64,7 @@ impl Upstream {
                         _ = &mut stop_rx => break,
                         accepted = listener.accept() => {
                             let Ok((stream, _)) = accepted else { continue };
+                            accepted_count.fetch_add(1, Ordering::SeqCst);
                             let counted = counted.clone();
                             tokio::spawn(async move {
                                 let svc = hyper::service::service_fn(move |req| {
@@ -77,6 +83,7 @@ impl Upstream {
         Upstream {
             addr,
             requests,
+            connections,
             stop: Some(stop),
             thread: Some(thread),
         }
@@ -88,6 +95,11 @@ impl Upstream {
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// Requests answered so far.
@@ -159,6 +171,14 @@ async fn answer(req: Request<Incoming>, counted: &AtomicU64) -> Response<Body> {
             StatusCode::from_u16(code as u16).unwrap_or(StatusCode::BAD_REQUEST),
             "status\n",
         ),
+        (Some("close"), None) => {
+            let mut r = text(StatusCode::OK, "closing\n");
+            r.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+            r
+        }
         _ => text(StatusCode::OK, "ok\n"),
     }
 }

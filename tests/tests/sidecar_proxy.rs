@@ -524,3 +524,63 @@ fn a_flood_of_distinct_hosts_folds_into_other() {
         "RSS grew from {before} KiB to {after} KiB"
     );
 }
+
+/// Upstream connections: an app connection keeps one for all its requests, a closed app
+/// connection leaves it to the next one (curl opens a new connection per run), and an
+/// upstream connection the upstream closed is replaced, not reused.
+#[test]
+fn upstream_connections_are_reused_across_app_connections_and_replaced_when_closed() {
+    let up = Upstream::start("127.0.0.1");
+    let s = Sidecar::builder("reuse").spawn();
+    let url = format!("http://{}/", up.addr());
+    // An app connection's upstream connection goes back to the pool once the sidecar
+    // has seen the app close: a moment between runs.
+    let settle = || std::thread::sleep(Duration::from_millis(100));
+    for _ in 0..5 {
+        let (code, body, err) = curl(&["-x", &s.proxy_url(), &url]);
+        assert_eq!(code, Some(0), "{err}");
+        assert_eq!(body, b"ok\n");
+        settle();
+    }
+    assert_eq!(up.requests(), 5);
+    assert_eq!(
+        up.connections(),
+        1,
+        "five app connections, one upstream connection"
+    );
+
+    // One app connection, many requests (reqwest keeps its connection alive).
+    let c = whouses_tests::sidecar::proxied_client(&s.proxy_url());
+    for _ in 0..20 {
+        assert_eq!(c.get(&url).send().unwrap().text().unwrap(), "ok\n");
+    }
+    drop(c);
+    settle();
+    assert_eq!(up.connections(), 1);
+
+    // The upstream closes its side after this answer; the next request gets a new
+    // connection and succeeds.
+    let (code, body, err) = curl(&["-x", &s.proxy_url(), &format!("{url}close")]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(body, b"closing\n");
+    settle();
+    for _ in 0..3 {
+        let (code, body, err) = curl(&["-x", &s.proxy_url(), &url]);
+        assert_eq!(code, Some(0), "{err}");
+        assert_eq!(body, b"ok\n");
+        settle();
+    }
+    assert_eq!(up.requests(), 5 + 20 + 1 + 3);
+    assert_eq!(up.connections(), 2);
+    // The sidecar counts the connections it opened on the key, as the upstream saw them.
+    assert_eq!(
+        s.count("127.0.0.1", up.port(), "http", "connections"),
+        2,
+        "{}",
+        s.stats()
+    );
+    assert_eq!(
+        s.count("127.0.0.1", up.port(), "http", "requests"),
+        5 + 20 + 1 + 3
+    );
+}

@@ -1,22 +1,15 @@
-//! Dialing upstreams: `--resolve` overrides, DNS, a connect timeout, TCP_NODELAY, and a
-//! connection count per key for every new upstream connection the pool opens.
+//! Dialing upstreams: `--resolve` overrides, DNS, a connect timeout, TCP_NODELAY; shared
+//! by forwarded requests ([`super::upstream`]) and `CONNECT` tunnels.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Uri;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use whouses_wire::{HostPort, Scheme, Timestamp};
 
 use crate::config::ResolveRule;
-use crate::counters::Counters;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -104,39 +97,5 @@ impl Dialer {
                 timeout: self.timeout,
             }),
         }
-    }
-}
-
-/// The connector of the pooled HTTP client: dials with [`Dialer`] and counts each new
-/// upstream connection on its key.
-#[derive(Debug, Clone)]
-pub struct Connector {
-    pub dialer: Dialer,
-    pub counters: Arc<Counters>,
-}
-
-impl tower::Service<Uri> for Connector {
-    type Response = TokioIo<TcpStream>;
-    type Error = ConnectError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ConnectError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            // Same normalisation as the count's key, so `--resolve` and the connection
-            // count see the name the caller dialed.
-            let authority = uri.authority().ok_or(ConnectError::NoHost)?;
-            let hp =
-                HostPort::parse(authority.as_str(), Some(80)).map_err(|_| ConnectError::NoHost)?;
-            let stream = this.dialer.dial(&hp.host, hp.port).await?;
-            this.counters
-                .edge(&hp.host, hp.port, Scheme::Http)
-                .record_connection(Timestamp::now().as_millis());
-            Ok(TokioIo::new(stream))
-        })
     }
 }

@@ -47,24 +47,6 @@ impl ProxyError {
     pub fn is_upstream(&self) -> bool {
         !matches!(self, ProxyError::BadRequest(_))
     }
-
-    /// Classify an error of the pooled HTTP client.
-    pub fn from_client(e: &hyper_util::client::legacy::Error, target: &str) -> ProxyError {
-        let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
-        while let Some(inner) = src {
-            if let Some(c) = inner.downcast_ref::<ConnectError>() {
-                return match c {
-                    ConnectError::Timeout { .. } => ProxyError::Timeout(c.to_string()),
-                    _ => ProxyError::Unreachable(c.to_string()),
-                };
-            }
-            src = inner.source();
-        }
-        ProxyError::Upstream {
-            target: target.to_string(),
-            reason: chain(e),
-        }
-    }
 }
 
 /// The chain of an error's sources on one line, for reasons and logs.

@@ -1,17 +1,16 @@
-//! Forwarding an absolute-form HTTP request through the pooled keep-alive client, with
-//! hop-by-hop headers removed both ways (RFC 9110 §7.6.1). Bodies stream through.
+//! Forwarding an absolute-form HTTP request upstream (the app connection's keep-alive
+//! upstream connection, [`super::upstream`]), with hop-by-hop headers removed both ways
+//! (RFC 9110 §7.6.1). Bodies stream through.
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
 
 use super::body::CountingBody;
-use super::connect::Connector;
 use super::error::ProxyError;
 use super::target::Target;
-
-pub type UpstreamClient = Client<Connector, CountingBody<Incoming>>;
+use super::upstream::Affinity;
 
 /// Headers that describe one hop, never forwarded.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -47,7 +46,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 pub async fn send(
-    client: &UpstreamClient,
+    upstream: &Affinity,
     mut req: Request<CountingBody<Incoming>>,
     target: &Target,
 ) -> Result<Response<Incoming>, ProxyError> {
@@ -56,10 +55,25 @@ pub async fn send(
     // reading its body; the upstream sees a plain request.
     req.headers_mut().remove(header::EXPECT);
     *req.version_mut() = Version::HTTP_11;
-    let mut resp = client
-        .request(req)
-        .await
-        .map_err(|e| ProxyError::from_client(&e, &format!("{}:{}", target.host, target.port)))?;
+    // Absolute-form to origin-form (RFC 9112 §3.2.1): the authority goes to `Host` if the
+    // app did not send one.
+    let authority = req.uri().authority().cloned();
+    if !req.headers().contains_key(header::HOST) {
+        if let Some(a) = &authority {
+            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                req.headers_mut().insert(header::HOST, v);
+            }
+        }
+    }
+    let path = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    *req.uri_mut() = Uri::from(path);
+    let mut resp = upstream
+        .send((target.host.clone(), target.port), req)
+        .await?;
     strip_hop_by_hop(resp.headers_mut());
     Ok(resp)
 }

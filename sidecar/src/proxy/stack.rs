@@ -16,9 +16,10 @@ use whouses_wire::Timestamp;
 
 use super::body::{CountingBody, Direction};
 use super::error::ProxyError;
-use super::forward::{self, UpstreamClient};
+use super::forward;
 use super::target::Target;
 use super::tunnel::Tunnels;
+use super::upstream::{Affinity, Pool};
 use crate::counters::{Counters, EdgeStats};
 
 /// What the app receives: the upstream's streamed body (counted), or a short body of our
@@ -30,7 +31,8 @@ type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 /// Everything the request path shares across connections.
 pub struct Shared {
     pub counters: Arc<Counters>,
-    pub client: UpstreamClient,
+    /// Idle upstream connections, for app connections that have none of their own.
+    pub pool: Arc<Pool>,
     pub tunnels: Tunnels,
 }
 
@@ -52,8 +54,12 @@ pub fn stack(shared: Arc<Shared>) -> Respond<Route<Count<Upstream>>> {
                 counters: counters.clone(),
             }
         })
-        // 0. Reach the upstream: the pooled keep-alive client, or a CONNECT tunnel.
-        .service(Upstream { shared })
+        // 0. Reach the upstream: this app connection's keep-alive upstream connection,
+        //    or a CONNECT tunnel.
+        .service(Upstream {
+            affinity: Arc::new(Affinity::new(shared.pool.clone())),
+            shared,
+        })
 }
 
 fn now_ms() -> i64 {
@@ -197,6 +203,8 @@ where
 #[derive(Clone)]
 pub struct Upstream {
     shared: Arc<Shared>,
+    /// Shared by the clones of this service for one app connection.
+    affinity: Arc<Affinity>,
 }
 
 impl Service<Request<CountingBody<Incoming>>> for Upstream {
@@ -210,6 +218,7 @@ impl Service<Request<CountingBody<Incoming>>> for Upstream {
 
     fn call(&mut self, req: Request<CountingBody<Incoming>>) -> Self::Future {
         let shared = self.shared.clone();
+        let affinity = self.affinity.clone();
         Box::pin(async move {
             let target = req
                 .extensions()
@@ -225,7 +234,7 @@ impl Service<Request<CountingBody<Incoming>>> for Upstream {
                 let resp = shared.tunnels.open(req, &target, stats).await?;
                 Ok(resp.map(|()| None))
             } else {
-                let resp = forward::send(&shared.client, req, &target).await?;
+                let resp = forward::send(&affinity, req, &target).await?;
                 Ok(resp.map(Some))
             }
         })
