@@ -68,6 +68,7 @@ pub async fn run(
         counters.clone(),
         config.idle_timeout.0,
     ));
+    pool.sweep_idle();
     let slots = Arc::new(Semaphore::new(config.max_connections as usize));
     let shared = Arc::new(proxy::stack::Shared {
         counters: counters.clone(),

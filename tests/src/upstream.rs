@@ -28,6 +28,7 @@ pub struct Upstream {
     addr: SocketAddr,
     requests: Arc<AtomicU64>,
     connections: Arc<AtomicU64>,
+    open: Arc<AtomicU64>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -49,6 +50,8 @@ impl Upstream {
         let requests = Arc::new(AtomicU64::new(0));
         let connections = Arc::new(AtomicU64::new(0));
         let accepted_count = connections.clone();
+        let open = Arc::new(AtomicU64::new(0));
+        let open_count = open.clone();
         let (stop, mut stop_rx) = oneshot::channel::<()>();
         let counted = requests.clone();
         let thread = std::thread::spawn(move || {
@@ -66,6 +69,8 @@ impl Upstream {
                             let Ok((stream, _)) = accepted else { continue };
                             accepted_count.fetch_add(1, Ordering::SeqCst);
                             let counted = counted.clone();
+                            let open = open_count.clone();
+                            open.fetch_add(1, Ordering::SeqCst);
                             tokio::spawn(async move {
                                 let svc = hyper::service::service_fn(move |req| {
                                     let counted = counted.clone();
@@ -74,6 +79,7 @@ impl Upstream {
                                 let _ = hyper::server::conn::http1::Builder::new()
                                     .serve_connection(TokioIo::new(stream), svc)
                                     .await;
+                                open.fetch_sub(1, Ordering::SeqCst);
                             });
                         }
                     }
@@ -84,6 +90,7 @@ impl Upstream {
             addr,
             requests,
             connections,
+            open,
             stop: Some(stop),
             thread: Some(thread),
         }
@@ -100,6 +107,11 @@ impl Upstream {
     /// TCP connections accepted so far.
     pub fn connections(&self) -> u64 {
         self.connections.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections open now.
+    pub fn open_connections(&self) -> u64 {
+        self.open.load(Ordering::SeqCst)
     }
 
     /// Requests answered so far.

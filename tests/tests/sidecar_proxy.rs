@@ -584,3 +584,24 @@ fn upstream_connections_are_reused_across_app_connections_and_replaced_when_clos
         5 + 20 + 1 + 3
     );
 }
+
+/// `--idle-timeout`: an upstream connection left idle in the pool is closed after it,
+/// without waiting for more traffic to that upstream.
+#[test]
+fn idle_upstream_connections_are_closed_after_the_idle_timeout() {
+    let up = Upstream::start("127.0.0.1");
+    let s = Sidecar::builder("idle")
+        .args(&["--idle-timeout", "1s"])
+        .spawn();
+    let (code, body, err) = curl(&["-x", &s.proxy_url(), &format!("http://{}/", up.addr())]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(body, b"ok\n");
+    wait::until_eq("the pooled upstream connection", secs(5), 1, || {
+        up.open_connections()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(up.open_connections(), 1, "kept for the next app connection");
+    wait::until_eq("the idle upstream connection to close", secs(5), 0, || {
+        up.open_connections()
+    });
+}

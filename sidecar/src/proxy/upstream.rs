@@ -46,6 +46,17 @@ struct Idle {
     total: usize,
 }
 
+impl Idle {
+    /// Forget connections that closed or idled out (dropping one closes it).
+    fn drop_stale(&mut self, timeout: Duration) {
+        for list in self.by_target.values_mut() {
+            list.retain(|(s, since)| !s.is_closed() && since.elapsed() < timeout);
+        }
+        self.by_target.retain(|_, l| !l.is_empty());
+        self.total = self.by_target.values().map(Vec::len).sum();
+    }
+}
+
 impl Pool {
     pub fn new(dialer: Dialer, counters: Arc<Counters>, idle_timeout: Duration) -> Pool {
         let mut http = http1::Builder::new();
@@ -58,6 +69,23 @@ impl Pool {
             counters,
             http,
         }
+    }
+
+    /// Close idle connections past the idle timeout, every half timeout, for as long as
+    /// the pool exists.
+    pub fn sweep_idle(self: &Arc<Self>) {
+        let pool = Arc::downgrade(self);
+        let every = (self.idle_timeout / 2).max(Duration::from_millis(100));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(pool) = pool.upgrade() else { return };
+                let mut idle = pool.idle.lock().unwrap_or_else(PoisonError::into_inner);
+                idle.drop_stale(pool.idle_timeout);
+            }
+        });
     }
 
     /// A live idle connection to `key`, newest first.
@@ -87,12 +115,7 @@ impl Pool {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if idle.total >= MAX_IDLE {
             // Make room from connections that closed or idled out; else drop this one.
-            let timeout = self.idle_timeout;
-            for list in idle.by_target.values_mut() {
-                list.retain(|(s, since)| !s.is_closed() && since.elapsed() < timeout);
-            }
-            idle.by_target.retain(|_, l| !l.is_empty());
-            idle.total = idle.by_target.values().map(Vec::len).sum();
+            idle.drop_stale(self.idle_timeout);
             if idle.total >= MAX_IDLE {
                 return;
             }
