@@ -198,7 +198,7 @@ run_oha() { # target kind url
 
 have wrk || { log "wrk is missing (apt install wrk)"; exit 1; }
 ORDER=(direct whouses-sidecar haproxy nginx squid tinyproxy)
-declare -A RPS P50 P99 CPU RSS RSS1K F50 F90 F99 CRPS C50
+declare -A RPS P50 P99 CPU RSS RSS1K F50 F90 F99 CRPS C50 CF50 CF99
 for name in "${ORDER[@]}"; do
   if [ "$name" = direct ]; then target=""; kind=direct; pid=""; else
     [ -n "${PADDR[$name]:-}" ] || continue
@@ -234,6 +234,10 @@ if have oha; then
     read -r crps c50 < <(oha -z "${DUR}s" -c 32 --no-tui --insecure --output-format json "${px[@]}" "$SURL" 2>/dev/null \
       | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.0f %.3f" % (d["summary"]["requestsPerSec"], d["latencyPercentiles"]["p50"]*1000))' 2>/dev/null || echo "- -")
     CRPS[$name]=$crps; C50[$name]=$c50
+    log "CONNECT at 2,000 req/s: $name"
+    read -r cf50 cf99 < <(oha -z "${DUR}s" -q 2000 --latency-correction -c 32 --no-tui --insecure --output-format json "${px[@]}" "$SURL" 2>/dev/null \
+      | python3 -c 'import json,sys; d=json.load(sys.stdin); p=d["latencyPercentiles"]; print("%.3f %.3f" % (p["p50"]*1000, p["p99"]*1000))' 2>/dev/null || echo "- -")
+    CF50[$name]=$cf50; CF99[$name]=$cf99
   done
 fi
 
@@ -255,13 +259,17 @@ added() { python3 -c "a,b='$1','$2'; print('%+.3f' % (float(a)-float(b)) if a no
   done
   if [ -n "${CRPS[*]:-}" ]; then
     echo
-    echo "HTTPS through CONNECT (ECDSA P-256 upstream, oha -c 32, closed loop):"
+    echo "HTTPS through CONNECT (ECDSA P-256 upstream; oha -c 32 closed loop, then oha -q 2000 --latency-correction -c 32):"
     echo
-    echo "| path | req/s | added p50 ms vs direct |"
-    echo "|---|---:|---:|"
+    echo "| path | req/s | vs squid | closed-loop added p50 ms | fixed-rate added p50 / p99 ms |"
+    echo "|---|---:|---:|---:|---|"
     for name in direct whouses-sidecar squid tinyproxy; do
       [ -n "${CRPS[$name]:-}" ] || continue
-      echo "| $name | ${CRPS[$name]} | $( [ $name = direct ] && echo - || added "${C50[$name]}" "${C50[direct]}") |"
+      if [ $name = direct ]; then a50=-; fr=-; else
+        a50=$(added "${C50[$name]}" "${C50[direct]}")
+        fr="$(added "${CF50[$name]:-}" "${CF50[direct]:-}") / $(added "${CF99[$name]:-}" "${CF99[direct]:-}")"
+      fi
+      echo "| $name | ${CRPS[$name]} | $(ratio "${CRPS[$name]}" "${CRPS[squid]:-}") | $a50 | $fr |"
     done
   else
     echo; echo "(oha not installed: fixed-rate and CONNECT runs skipped)"
