@@ -108,6 +108,20 @@ fn name_some<S: AsRef<str>>(names: &[S]) -> String {
     out
 }
 
+/// A quiet period for a sentence: "30 days", "1 day 12h", "6h 30m" (humantime's
+/// "30days", with the day count set apart).
+fn spell_duration(ms: u64) -> String {
+    humantime::format_duration(std::time::Duration::from_millis(ms))
+        .to_string()
+        .split(' ')
+        .map(|part| match part.find("day") {
+            Some(i) if i > 0 => format!("{} {}", &part[..i], &part[i..]),
+            _ => part.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Most names a reason line spells out.
 const REASON_NAMES: usize = 10;
 
@@ -168,7 +182,7 @@ pub fn decide(
         })
         .collect();
 
-    let quiet = humantime::format_duration(std::time::Duration::from_millis(quiet_for_ms));
+    let quiet = spell_duration(quiet_for_ms);
     let (verdict, reason, callers) = if edges.is_empty() {
         (
             Verdict::Unknown,
@@ -346,6 +360,14 @@ mod tests {
             &reporting,
             Some(Timestamp(observed)),
         )
+    }
+
+    #[test]
+    fn quiet_periods_read_as_words() {
+        let day = 86_400_000;
+        assert_eq!(spell_duration(30 * day), "30 days");
+        assert_eq!(spell_duration(day + 12 * 3_600_000), "1 day 12h");
+        assert_eq!(spell_duration(6 * 3_600_000 + 30 * 60_000), "6h 30m");
     }
 
     #[test]
