@@ -88,8 +88,6 @@ pub struct Reporting {
     pub observed_until: Timestamp,
 }
 
-/// How long after a period ends its report may still be on its way: two flush intervals
-/// plus a little, so a healthy sidecar is never mistaken for a silent one.
 /// Names for a one-line reason: the first [`REASON_NAMES`], then how many more (the
 /// evidence lists them all).
 fn name_some<S: AsRef<str>>(names: &[S]) -> String {
@@ -125,6 +123,8 @@ fn spell_duration(ms: u64) -> String {
 /// Most names a reason line spells out.
 const REASON_NAMES: usize = 10;
 
+/// How long after a period ends its report may still be on its way: two flush intervals
+/// plus a little, so a healthy sidecar is never mistaken for a silent one.
 fn grace_ms(flush_interval_ms: u64) -> i64 {
     (2 * flush_interval_ms as i64) + 5_000
 }

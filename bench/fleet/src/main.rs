@@ -136,8 +136,8 @@ fn report(f: &Fleet, s: usize, day: i64, base: i64, rng: &mut StdRng) -> Report 
     }
 }
 
-/// A running sidecar's 10-second batch: the same edges, a tenth of a day's traffic spread
-/// over ten seconds, in the hour before now.
+/// A running sidecar's 10-second batch: the same edges, each with ten seconds' share of
+/// its daily traffic, in the hour before now.
 fn live_report(f: &Fleet, s: usize, days: i64, round: u64, base: i64, rng: &mut StdRng) -> Report {
     let mut r = report(f, s, 0, base, rng);
     let start = Timestamp::now().0 - 3_600_000 + round as i64 * 10_000;

@@ -139,10 +139,9 @@ impl SqliteStore {
         if let Some(hosts) = &f.hosts {
             // No constant-false first term (`0 = 1 OR …`): it stops SQLite from using the
             // host index, and every lookup becomes a scan of all edges.
+            q.push(" AND (");
             if hosts.is_empty() {
-                q.push(" AND 0 = 1");
-            } else {
-                q.push(" AND (");
+                q.push("0 = 1");
             }
             for (i, p) in hosts.iter().enumerate() {
                 if i > 0 {
@@ -168,9 +167,7 @@ impl SqliteStore {
                     }
                 }
             }
-            if !hosts.is_empty() {
-                q.push(")");
-            }
+            q.push(")");
         }
         if let Some(s) = &f.service {
             q.push(" AND e.service = ").push_bind(s.clone());

@@ -26,7 +26,7 @@ const SEEN_KEEP_MS: i64 = 30 * 24 * HOUR_MS;
 /// Page cache of the writing connection.
 const WRITER_CACHE_KIB: i64 = 64 * 1024;
 /// Largest part of the database file read through a memory mapping.
-pub(super) const MMAP_BYTES: i64 = 1 << 30;
+const MMAP_BYTES: i64 = 1 << 30;
 /// WAL pages between automatic checkpoints (4 KiB pages: 64 MiB).
 const WAL_CHECKPOINT_PAGES: i64 = 16 * 1024;
 /// Most edges the writer remembers the row id of (about 150 bytes each).
@@ -204,7 +204,11 @@ fn commit_group(
                 results.push(Ok(done));
             }
             other => {
-                cache.clear();
+                // A duplicate wrote nothing; a failed batch may have written edges that
+                // the rollback takes back, so the cache may now be wrong.
+                if other.is_err() {
+                    cache.clear();
+                }
                 tx.execute_batch("ROLLBACK TO batch; RELEASE batch")?;
                 results.push(other);
             }

@@ -92,6 +92,7 @@ impl Pool {
     fn take(&self, key: &Key) -> Option<Sender> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let list = idle.by_target.get_mut(key)?;
+        let before = list.len();
         let mut found = None;
         while let Some((s, since)) = list.pop() {
             if !s.is_closed() && since.elapsed() < self.idle_timeout {
@@ -99,11 +100,11 @@ impl Pool {
                 break;
             }
         }
-        let left = list.len();
-        if left == 0 {
+        let taken = before - list.len();
+        if list.is_empty() {
             idle.by_target.remove(key);
         }
-        idle.total = idle.by_target.values().map(Vec::len).sum();
+        idle.total -= taken;
         found
     }
 
@@ -168,18 +169,18 @@ impl Affinity {
 
     /// This connection's upstream connection to `key`, or a pooled one. A connection to
     /// another target goes to the pool.
-    fn take(&self, key: &Key) -> Option<(Sender, bool)> {
+    fn take(&self, key: &Key) -> Option<Sender> {
         let held = self
             .current
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         match held {
-            Some((k, s)) if &k == key && !s.is_closed() => return Some((s, true)),
+            Some((k, s)) if &k == key && !s.is_closed() => return Some(s),
             Some((k, s)) => self.pool.put(k, s),
             None => {}
         }
-        self.pool.take(key).map(|s| (s, true))
+        self.pool.take(key)
     }
 
     fn keep(&self, key: Key, s: Sender) {
@@ -208,7 +209,7 @@ impl Affinity {
         let mut reused = self.take(&key);
         loop {
             let (mut sender, was_reused) = match reused.take() {
-                Some(r) => r,
+                Some(s) => (s, true),
                 None => (self.pool.connect(&key).await?, false),
             };
             if sender.ready().await.is_err() {
