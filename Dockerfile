@@ -7,8 +7,7 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked \
-      -p whouses-sidecar -p whouses-collector \
-      --bin whouses-sidecar --bin whouses-collector --bin whouses --bin whouses-webhook \
+      -p whouses-sidecar -p whouses-collector -p whouses-cli -p whouses-webhook --bins \
  && mkdir /out \
  && cp target/release/whouses-sidecar target/release/whouses-collector \
        target/release/whouses target/release/whouses-webhook /out/

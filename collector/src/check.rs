@@ -2,90 +2,42 @@
 //!
 //! * `in-use` — someone called it within the quiet period.
 //! * `unused` — nobody called it within the quiet period, the collector has been
-//!   observing for at least that long, **and** every service that ever called it kept an
-//!   instance reporting through the whole period (heartbeats count): their silence about
-//!   the host is evidence, not blindness.
+//!   observing for at least that long, every service that ever called it kept an
+//!   instance reporting through the whole period (heartbeats count: their silence about
+//!   the host is evidence, not blindness), and no sidecar folded calls into `(other)`
+//!   meanwhile (a folded call could have been to this host).
 //! * `unknown` — anything less: the host was never seen (a typo must not read as "safe"),
-//!   the collector is too new, or a past caller's sidecars went quiet during the period.
+//!   the collector is too new, a past caller's sidecars went quiet, or calls were folded.
+//!
+//! [`decide`] is a pure function of the evidence (table-tested below); [`check`] only
+//! gathers it from the store.
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-use whouses_wire::Timestamp;
+use whouses_wire::api::{CallerEvidence, CheckResponse, EdgeRow, FoldEvidence, Verdict};
+use whouses_wire::{counts, Timestamp, OTHER_HOST};
 
 use crate::query::callers_of;
-use crate::store::{
-    merge_interval, EdgeFilter, EdgeRow, InstanceCoverage, Interval, Store, StoreError,
-};
+use crate::store::{merge_interval, EdgeFilter, InstanceCoverage, Interval, Store, StoreError};
 use crate::targets::HostPattern;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Verdict {
-    Unused,
-    InUse,
-    Unknown,
-}
-
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Unused => "unused",
-            Verdict::InUse => "in-use",
-            Verdict::Unknown => "unknown",
-        }
-    }
-
-    /// The CLI's exit code for this verdict.
-    pub fn exit_code(self) -> u8 {
-        match self {
-            Verdict::Unused => 0,
-            Verdict::InUse => 1,
-            Verdict::Unknown => 3,
-        }
-    }
-}
-
-/// What we know about one past or present caller.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CallerEvidence {
-    pub service: String,
-    pub environment: String,
-    /// Calls within the quiet period.
-    pub requests_in_window: u64,
-    pub requests_total: u64,
-    pub last_seen: Timestamp,
-    /// Until when this service's sidecars have reported (end of their latest period).
-    pub last_report: Option<Timestamp>,
-    /// Whether its sidecars reported through the whole quiet period.
-    pub reporting_through_window: bool,
-    pub hosts: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CheckResponse {
-    pub host: String,
-    pub verdict: Verdict,
-    /// One sentence saying why.
-    pub reason: String,
+/// Everything [`decide`] looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct Evidence<'a> {
+    pub host: &'a str,
     pub quiet_for_ms: u64,
-    pub window_start: Timestamp,
     pub now: Timestamp,
-    /// When the collector started observing (its first report).
+    /// The host's edges over the whole retained history.
+    pub edges: &'a [EdgeRow],
+    /// The host's edges counted since the window start (hour granularity).
+    pub in_window: &'a [EdgeRow],
+    /// `(other)` rows of every service since the window start: calls folded at
+    /// `--max-hosts`, which may include calls to the host.
+    pub folded: &'a [EdgeRow],
+    /// Coverage of every instance of the past callers.
+    pub coverage: &'a [InstanceCoverage],
+    /// When the collector's earliest coverage starts.
     pub observed_since: Option<Timestamp>,
-    /// Callers within the quiet period (for `in-use`).
-    pub callers: Vec<CallerEvidence>,
-    /// Every service that ever called the host, with its reporting coverage.
-    pub evidence: Vec<CallerEvidence>,
-}
-
-/// How a service's sidecars have been reporting (over all its instances).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reporting {
-    /// The longest flush interval among its instances.
-    pub flush_interval_ms: u64,
-    /// The end of the latest period any of its instances reported on.
-    pub observed_until: Timestamp,
 }
 
 /// Names for a one-line reason: the first [`REASON_NAMES`], then how many more (the
@@ -126,53 +78,94 @@ const REASON_NAMES: usize = 10;
 /// How long after a period ends its report may still be on its way: two flush intervals
 /// plus a little, so a healthy sidecar is never mistaken for a silent one.
 fn grace_ms(flush_interval_ms: u64) -> i64 {
-    (2 * flush_interval_ms as i64) + 5_000
+    i64::try_from(flush_interval_ms)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(2)
+        .saturating_add(5_000)
 }
 
-/// Decide, from the rows the store gave us. Pure, so tests can control time.
-pub fn decide(
-    host: &str,
-    quiet_for_ms: u64,
-    now: Timestamp,
-    edges: &[EdgeRow],
-    coverage: &[InstanceCoverage],
-    reporting: &BTreeMap<(String, String), Reporting>,
-    observed_since: Option<Timestamp>,
-) -> CheckResponse {
-    let window_start = Timestamp(now.0 - quiet_for_ms as i64);
-    let mut union: BTreeMap<(String, String), Vec<Interval>> = BTreeMap::new();
+/// How a service's sidecars have been reporting (over all its instances).
+#[derive(Debug, Clone, Default)]
+struct Reporting {
+    /// The longest flush interval among its instances.
+    flush_interval_ms: u64,
+    /// The end of the latest period any of its instances reported on.
+    observed_until: Timestamp,
+    /// The union of its instances' observation intervals.
+    intervals: Vec<Interval>,
+}
+
+fn reporting(coverage: &[InstanceCoverage]) -> BTreeMap<(&str, &str), Reporting> {
+    let mut by: BTreeMap<(&str, &str), Reporting> = BTreeMap::new();
     for c in coverage {
-        let u = union
-            .entry((c.service.clone(), c.environment.clone()))
-            .or_default();
+        let r = by.entry((&c.service, &c.environment)).or_default();
+        r.flush_interval_ms = r.flush_interval_ms.max(c.flush_interval_ms);
+        r.observed_until = r.observed_until.max(c.observed_until);
         for iv in &c.intervals {
-            merge_interval(u, *iv);
+            merge_interval(&mut r.intervals, *iv);
         }
     }
-    let recent: Vec<EdgeRow> = edges
-        .iter()
-        .filter(|e| e.last_seen >= window_start)
-        .cloned()
-        .collect();
-    let evidence: Vec<CallerEvidence> = callers_of(edges)
+    by
+}
+
+/// Who folded calls into `(other)` within the window, busiest first.
+fn folds(folded: &[EdgeRow], past_callers: &[CallerEvidence]) -> Vec<FoldEvidence> {
+    let mut by: BTreeMap<(&str, &str), FoldEvidence> = BTreeMap::new();
+    for r in folded.iter().filter(|r| r.host == OTHER_HOST) {
+        let f = by
+            .entry((&r.service, &r.environment))
+            .or_insert_with(|| FoldEvidence {
+                service: r.service.clone(),
+                environment: r.environment.clone(),
+                calls: 0,
+                last_seen: r.counts.last_seen,
+                past_caller: past_callers
+                    .iter()
+                    .any(|c| c.service == r.service && c.environment == r.environment),
+            });
+        f.calls = counts::add(f.calls, r.counts.calls());
+        f.last_seen = f.last_seen.max(r.counts.last_seen);
+    }
+    let mut v: Vec<FoldEvidence> = by.into_values().filter(|f| f.calls > 0).collect();
+    v.sort_by(|a, b| {
+        b.past_caller
+            .cmp(&a.past_caller)
+            .then(b.calls.cmp(&a.calls))
+            .then(a.service.cmp(&b.service))
+    });
+    v
+}
+
+/// Decide, from the evidence alone. Pure, so tests control time and every rule has a
+/// table test.
+pub fn decide(ev: &Evidence<'_>) -> CheckResponse {
+    let now = ev.now;
+    let window_start = now.minus_ms(i64::try_from(ev.quiet_for_ms).unwrap_or(i64::MAX));
+    let reporting = reporting(ev.coverage);
+    let in_window = callers_of(ev.in_window);
+    let evidence: Vec<CallerEvidence> = callers_of(ev.edges)
         .into_iter()
         .map(|c| {
-            let key = (c.service.clone(), c.environment.clone());
-            let ivs = union.get(&key).map(Vec::as_slice).unwrap_or(&[]);
-            let rep = reporting.get(&key);
+            let rep = reporting.get(&(c.service.as_str(), c.environment.as_str()));
             let grace = grace_ms(rep.map_or(10_000, |r| r.flush_interval_ms));
-            let need_until = Timestamp(now.0 - grace);
-            let covered = ivs
-                .iter()
-                .any(|iv| iv.start <= window_start && iv.end >= need_until);
-            let in_window = recent
-                .iter()
-                .filter(|e| e.service == c.service && e.environment == c.environment)
-                .count();
+            let need_until = now.minus_ms(grace);
+            let covered = rep.is_some_and(|r| {
+                r.intervals
+                    .iter()
+                    .any(|iv| iv.start <= window_start && iv.end >= need_until)
+            });
+            let calls_in_window = if c.counts.last_seen >= window_start {
+                in_window
+                    .iter()
+                    .find(|w| w.service == c.service && w.environment == c.environment)
+                    .map_or(0, |w| w.counts.calls())
+            } else {
+                0
+            };
             CallerEvidence {
-                requests_in_window: if in_window > 0 { c.requests } else { 0 },
-                requests_total: c.requests,
-                last_seen: c.last_seen,
+                requests_in_window: calls_in_window,
+                requests_total: c.counts.calls(),
+                last_seen: c.counts.last_seen,
                 last_report: rep.map(|r| r.observed_until),
                 reporting_through_window: covered,
                 hosts: c.hosts,
@@ -181,66 +174,81 @@ pub fn decide(
             }
         })
         .collect();
+    let folded = folds(ev.folded, &evidence);
 
-    let quiet = spell_duration(quiet_for_ms);
-    let (verdict, reason, callers) = if edges.is_empty() {
+    let quiet = spell_duration(ev.quiet_for_ms);
+    let host = ev.host;
+    let callers: Vec<CallerEvidence> = evidence
+        .iter()
+        .filter(|e| e.last_seen >= window_start)
+        .cloned()
+        .collect();
+    let (verdict, reason) = if ev.edges.is_empty() {
         (
             Verdict::Unknown,
             format!("no call to {host} has ever been recorded; check the name (a typo must not read as safe)"),
-            Vec::new(),
         )
-    } else if !recent.is_empty() {
-        let callers: Vec<CallerEvidence> = evidence
-            .iter()
-            .filter(|e| e.last_seen >= window_start)
-            .cloned()
-            .collect();
+    } else if !callers.is_empty() {
         let names: Vec<&str> = callers.iter().map(|c| c.service.as_str()).collect();
         (
             Verdict::InUse,
             format!("called within the last {quiet} by {}", name_some(&names)),
-            callers,
         )
-    } else if observed_since.is_none_or(|t| t > window_start) {
+    } else if ev.observed_since.is_none_or(|t| t > window_start) {
         (
             Verdict::Unknown,
             format!(
                 "the collector has only been observing since {}, less than {quiet}",
-                observed_since
+                ev.observed_since
                     .map(|t| t.to_string())
                     .unwrap_or_else(|| "never".into())
             ),
-            Vec::new(),
         )
     } else {
-        let silent: Vec<&CallerEvidence> = evidence
+        let silent: Vec<String> = evidence
             .iter()
             .filter(|e| !e.reporting_through_window)
+            .map(|e| match e.last_report {
+                Some(t) => format!("{} (last report {t})", e.service),
+                None => format!("{} (no report in the period)", e.service),
+            })
             .collect();
-        if silent.is_empty() {
+        let folders: Vec<String> = folded
+            .iter()
+            .map(|f| {
+                format!(
+                    "{} ({} call(s){})",
+                    f.service,
+                    f.calls,
+                    if f.past_caller { ", a past caller" } else { "" }
+                )
+            })
+            .collect();
+        let mut doubts = Vec::new();
+        if !silent.is_empty() {
+            doubts.push(format!(
+                "these past callers did not report through the whole period, so they may still call it: {}",
+                name_some(&silent)
+            ));
+        }
+        if !folders.is_empty() {
+            doubts.push(format!(
+                "these sidecars hit --max-hosts and folded calls into (other), which may include calls to {host}: {}",
+                name_some(&folders)
+            ));
+        }
+        if doubts.is_empty() {
             (
                 Verdict::Unused,
                 format!(
                     "no calls for {quiet}, and all {} past caller(s) kept reporting throughout",
                     evidence.len()
                 ),
-                Vec::new(),
             )
         } else {
-            let names: Vec<String> = silent
-                .iter()
-                .map(|e| match e.last_report {
-                    Some(t) => format!("{} (last report {t})", e.service),
-                    None => format!("{} (no report in the period)", e.service),
-                })
-                .collect();
             (
                 Verdict::Unknown,
-                format!(
-                    "no calls for {quiet}, but these past callers did not report through the whole period, so they may still call it: {}",
-                    name_some(&names)
-                ),
-                Vec::new(),
+                format!("no calls for {quiet}, but {}", doubts.join("; and ")),
             )
         }
     };
@@ -248,25 +256,42 @@ pub fn decide(
         host: host.to_string(),
         verdict,
         reason,
-        quiet_for_ms,
+        quiet_for_ms: ev.quiet_for_ms,
         window_start,
         now,
-        observed_since,
+        observed_since: ev.observed_since,
         callers,
         evidence,
+        folded,
     }
 }
 
+/// Gather the evidence for `check` from the store, then [`decide`].
 pub async fn check(
-    store: &Store,
+    store: &dyn Store,
     host: &str,
     patterns: Vec<HostPattern>,
     quiet_for_ms: u64,
     now: Timestamp,
 ) -> Result<CheckResponse, StoreError> {
+    let window_start = now.minus_ms(i64::try_from(quiet_for_ms).unwrap_or(i64::MAX));
     let edges = store
         .edges(&EdgeFilter {
+            hosts: Some(patterns.clone()),
+            ..Default::default()
+        })
+        .await?;
+    let in_window = store
+        .edges(&EdgeFilter {
             hosts: Some(patterns),
+            since: Some(window_start),
+            ..Default::default()
+        })
+        .await?;
+    let folded = store
+        .edges(&EdgeFilter {
+            hosts: Some(vec![HostPattern::Host(OTHER_HOST.to_string())]),
+            since: Some(window_start),
             ..Default::default()
         })
         .await?;
@@ -276,52 +301,48 @@ pub async fn check(
         .collect();
     services.sort();
     services.dedup();
-    let window_start = Timestamp(now.0 - quiet_for_ms as i64);
     let coverage = store.coverage(&services, window_start).await?;
-    let mut reporting: BTreeMap<(String, String), Reporting> = BTreeMap::new();
-    for i in &coverage {
-        let r = reporting
-            .entry((i.service.clone(), i.environment.clone()))
-            .or_insert(Reporting {
-                flush_interval_ms: 0,
-                observed_until: i.observed_until,
-            });
-        r.flush_interval_ms = r.flush_interval_ms.max(i.flush_interval_ms);
-        r.observed_until = r.observed_until.max(i.observed_until);
-    }
     let observed_since = store.observed_since().await?;
-    Ok(decide(
+    Ok(decide(&Evidence {
         host,
         quiet_for_ms,
         now,
-        &edges,
-        &coverage,
-        &reporting,
+        edges: &edges,
+        in_window: &in_window,
+        folded: &folded,
+        coverage: &coverage,
         observed_since,
-    ))
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use whouses_wire::{Counts, Scheme};
 
     const H: i64 = 3_600_000;
+    const NOW: i64 = 100 * H;
+    const QUIET: u64 = (10 * H) as u64;
 
-    fn edge(service: &str, last_seen: i64) -> EdgeRow {
+    fn row(service: &str, host: &str, calls: u64, last_seen: i64) -> EdgeRow {
         EdgeRow {
             service: service.into(),
             environment: "prod".into(),
-            host: "old.internal".into(),
-            port: 80,
-            scheme: "http".into(),
-            requests: 5,
-            connections: 1,
-            errors: 0,
-            bytes_sent: 0,
-            bytes_received: 0,
-            first_seen: Timestamp(0),
-            last_seen: Timestamp(last_seen),
+            host: host.into(),
+            port: if host == OTHER_HOST { 0 } else { 80 },
+            scheme: Scheme::Http,
+            counts: Counts {
+                requests: calls,
+                connections: 1,
+                first_seen: Timestamp(0),
+                last_seen: Timestamp(last_seen),
+                ..Counts::default()
+            },
         }
+    }
+
+    fn edge(service: &str, last_seen: i64) -> EdgeRow {
+        row(service, "old.internal", 5, last_seen)
     }
 
     fn cov(service: &str, start: i64, end: i64) -> InstanceCoverage {
@@ -338,28 +359,38 @@ mod tests {
         }
     }
 
-    fn run(edges: &[EdgeRow], coverage: &[InstanceCoverage], observed: i64) -> CheckResponse {
-        let now = Timestamp(100 * H);
-        let mut reporting = BTreeMap::new();
-        for c in coverage {
-            let end = c.intervals.iter().map(|i| i.end).max().unwrap();
-            reporting.insert(
-                (c.service.clone(), c.environment.clone()),
-                Reporting {
-                    flush_interval_ms: 10_000,
-                    observed_until: end,
-                },
-            );
+    /// The evidence of a typical case, to vary per test.
+    struct Case {
+        edges: Vec<EdgeRow>,
+        in_window: Vec<EdgeRow>,
+        folded: Vec<EdgeRow>,
+        coverage: Vec<InstanceCoverage>,
+        observed: Option<i64>,
+    }
+
+    impl Case {
+        fn new(edges: Vec<EdgeRow>, coverage: Vec<InstanceCoverage>) -> Case {
+            Case {
+                edges,
+                in_window: vec![],
+                folded: vec![],
+                coverage,
+                observed: Some(0),
+            }
         }
-        decide(
-            "old.internal",
-            (10 * H) as u64,
-            now,
-            edges,
-            coverage,
-            &reporting,
-            Some(Timestamp(observed)),
-        )
+
+        fn run(&self) -> CheckResponse {
+            decide(&Evidence {
+                host: "old.internal",
+                quiet_for_ms: QUIET,
+                now: Timestamp(NOW),
+                edges: &self.edges,
+                in_window: &self.in_window,
+                folded: &self.folded,
+                coverage: &self.coverage,
+                observed_since: self.observed.map(Timestamp),
+            })
+        }
     }
 
     #[test]
@@ -381,30 +412,92 @@ mod tests {
     }
 
     #[test]
-    fn recent_call_is_in_use() {
-        let r = run(&[edge("a", 95 * H)], &[cov("a", 0, 100 * H)], 0);
+    fn recent_call_is_in_use_and_counts_only_the_window() {
+        let mut c = Case::new(vec![edge("a", 95 * H)], vec![cov("a", 0, NOW)]);
+        c.edges[0].counts.requests = 1_000;
+        c.in_window = vec![row("a", "old.internal", 7, 95 * H)];
+        let r = c.run();
         assert_eq!(r.verdict, Verdict::InUse);
         assert_eq!(r.callers.len(), 1);
+        assert_eq!(
+            r.callers[0].requests_in_window, 8,
+            "7 requests + 1 connection"
+        );
+        assert_eq!(r.callers[0].requests_total, 1_001);
+        assert!(
+            r.reason.contains("called within the last 10h by a"),
+            "{}",
+            r.reason
+        );
+    }
+
+    #[test]
+    fn the_window_boundaries_are_inclusive() {
+        // A call exactly at the window start is in use.
+        let c = Case::new(vec![edge("a", NOW - QUIET as i64)], vec![cov("a", 0, NOW)]);
+        assert_eq!(c.run().verdict, Verdict::InUse);
+        // One millisecond earlier it is not.
+        let c = Case::new(
+            vec![edge("a", NOW - QUIET as i64 - 1)],
+            vec![cov("a", 0, NOW)],
+        );
+        assert_eq!(c.run().verdict, Verdict::Unused);
+        // Coverage starting exactly at the window start and ending exactly at now minus
+        // the grace (2 × 10 s + 5 s) is enough; a millisecond short either way is not.
+        let (ws, need) = (NOW - QUIET as i64, NOW - 25_000);
+        let c = Case::new(vec![edge("a", H)], vec![cov("a", ws, need)]);
+        assert_eq!(c.run().verdict, Verdict::Unused, "{}", c.run().reason);
+        let c = Case::new(vec![edge("a", H)], vec![cov("a", ws + 1, need)]);
+        assert_eq!(c.run().verdict, Verdict::Unknown);
+        let c = Case::new(vec![edge("a", H)], vec![cov("a", ws, need - 1)]);
+        assert_eq!(c.run().verdict, Verdict::Unknown);
     }
 
     #[test]
     fn quiet_and_fully_observed_is_unused() {
-        let r = run(&[edge("a", 50 * H)], &[cov("a", 0, 100 * H)], 0);
+        let r = Case::new(vec![edge("a", 50 * H)], vec![cov("a", 0, NOW)]).run();
         assert_eq!(r.verdict, Verdict::Unused, "{}", r.reason);
+        assert!(
+            r.reason.contains("all 1 past caller(s) kept reporting"),
+            "{}",
+            r.reason
+        );
     }
 
     #[test]
     fn a_silent_caller_makes_it_unknown() {
-        let r = run(
-            &[edge("a", 50 * H), edge("b", 40 * H)],
-            &[cov("a", 0, 100 * H), cov("b", 0, 92 * H)],
-            0,
-        );
+        let r = Case::new(
+            vec![edge("a", 50 * H), edge("b", 40 * H)],
+            vec![cov("a", 0, NOW), cov("b", 0, 92 * H)],
+        )
+        .run();
         assert_eq!(r.verdict, Verdict::Unknown);
-        assert!(r.reason.contains('b'), "{}", r.reason);
+        assert!(
+            r.reason.contains("did not report through the whole period")
+                && r.reason.contains("b (last report"),
+            "{}",
+            r.reason
+        );
+        assert!(!r.reason.contains("a (last report"), "{}", r.reason);
         let b = r.evidence.iter().find(|e| e.service == "b").unwrap();
         assert!(!b.reporting_through_window);
         assert_eq!(b.last_report, Some(Timestamp(92 * H)));
+    }
+
+    #[test]
+    fn the_slowest_instance_of_a_service_sets_the_grace() {
+        // Two instances of a: one flushes every 10 s, one every 10 min. The service's
+        // coverage ends 15 minutes ago: within the slow instance's grace (2 × 10 min +
+        // 5 s), so a is still reporting.
+        let mut slow = cov("a", 0, NOW - 15 * 60_000);
+        slow.instance = "a-2".into();
+        slow.flush_interval_ms = 600_000;
+        let fast = cov("a", 0, NOW - 15 * 60_000);
+        let r = Case::new(vec![edge("a", H)], vec![fast.clone(), slow]).run();
+        assert_eq!(r.verdict, Verdict::Unused, "{}", r.reason);
+        // With only the fast instance, 15 minutes of silence is a silent caller.
+        let r = Case::new(vec![edge("a", H)], vec![fast]).run();
+        assert_eq!(r.verdict, Verdict::Unknown, "{}", r.reason);
     }
 
     #[test]
@@ -412,23 +505,94 @@ mod tests {
         let mut c = cov("a", 0, 93 * H);
         c.intervals.push(Interval {
             start: Timestamp(94 * H),
-            end: Timestamp(100 * H),
+            end: Timestamp(NOW),
         });
-        let r = run(&[edge("a", 50 * H)], &[c], 0);
+        let r = Case::new(vec![edge("a", 50 * H)], vec![c]).run();
         assert_eq!(r.verdict, Verdict::Unknown);
     }
 
     #[test]
     fn a_young_collector_does_not_know() {
-        let r = run(&[edge("a", 50 * H)], &[cov("a", 0, 100 * H)], 95 * H);
+        let mut c = Case::new(vec![edge("a", 50 * H)], vec![cov("a", 0, NOW)]);
+        c.observed = Some(95 * H);
+        let r = c.run();
         assert_eq!(r.verdict, Verdict::Unknown);
-        assert!(r.reason.contains("only been observing"));
+        assert!(
+            r.reason.contains("only been observing since"),
+            "{}",
+            r.reason
+        );
     }
 
     #[test]
     fn a_never_seen_host_is_unknown() {
-        let r = run(&[], &[], 0);
+        let r = Case::new(vec![], vec![]).run();
         assert_eq!(r.verdict, Verdict::Unknown);
         assert!(r.reason.contains("ever been recorded"), "{}", r.reason);
+    }
+
+    #[test]
+    fn calls_folded_into_other_make_it_unknown() {
+        // The past caller a folded calls while at --max-hosts: any may be to the host.
+        let mut c = Case::new(vec![edge("a", 50 * H)], vec![cov("a", 0, NOW)]);
+        c.folded = vec![row("a", OTHER_HOST, 12, 96 * H)];
+        let r = c.run();
+        assert_eq!(r.verdict, Verdict::Unknown, "{}", r.reason);
+        assert!(
+            r.reason.contains("folded calls into (other)"),
+            "{}",
+            r.reason
+        );
+        assert!(
+            r.reason.contains("a (13 call(s), a past caller)"),
+            "{}",
+            r.reason
+        );
+        assert_eq!(r.folded.len(), 1);
+        assert!(r.folded[0].past_caller);
+        // A service that never called the host by name folds too: still unknown, and
+        // it is named.
+        let mut c = Case::new(vec![edge("a", 50 * H)], vec![cov("a", 0, NOW)]);
+        c.folded = vec![row("z", OTHER_HOST, 0, 96 * H)];
+        let r = c.run();
+        assert_eq!(r.verdict, Verdict::Unknown, "{}", r.reason);
+        assert!(r.reason.contains("z (1 call(s))"), "{}", r.reason);
+        // A recent call still wins: in use.
+        let mut c = Case::new(vec![edge("a", 99 * H)], vec![cov("a", 0, NOW)]);
+        c.folded = vec![row("a", OTHER_HOST, 12, 96 * H)];
+        assert_eq!(c.run().verdict, Verdict::InUse);
+    }
+
+    #[test]
+    fn silent_callers_and_folds_are_both_named() {
+        let mut c = Case::new(
+            vec![edge("a", 50 * H), edge("b", 40 * H)],
+            vec![cov("a", 0, NOW), cov("b", 0, 92 * H)],
+        );
+        c.folded = vec![row("a", OTHER_HOST, 1, 96 * H)];
+        let r = c.run();
+        assert_eq!(r.verdict, Verdict::Unknown);
+        assert!(
+            r.reason.contains("b (last report") && r.reason.contains("; and these sidecars hit"),
+            "{}",
+            r.reason
+        );
+    }
+
+    #[test]
+    fn huge_quiet_periods_do_not_overflow() {
+        let r = decide(&Evidence {
+            host: "old.internal",
+            quiet_for_ms: u64::MAX,
+            now: Timestamp(NOW),
+            edges: &[edge("a", H)],
+            in_window: &[],
+            folded: &[],
+            coverage: &[cov("a", 0, NOW)],
+            observed_since: Some(Timestamp(0)),
+        });
+        assert_eq!(r.window_start, Timestamp(0));
+        assert_eq!(r.verdict, Verdict::InUse);
+        serde_json::to_string(&r).unwrap();
     }
 }

@@ -1,23 +1,22 @@
 //! The collector's configuration: the contract's flags, each also read from
-//! `WHOUSES_<FLAG>`, plus the limits an outsider could otherwise make us spend.
+//! `WHOUSES_<FLAG>`, plus the limits an outsider could otherwise make us spend. Checked
+//! as a whole before anything starts ([`Config::validate`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use whouses_plumbing::LogFormat;
 use whouses_wire::DurationArg;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+use crate::auth::Tokens;
 
 /// Receives counts from whouses sidecars, keeps them, and answers "who uses X?".
 #[derive(Debug, Clone, Parser)]
 #[command(name = "whouses-collector", version, about)]
 pub struct Config {
-    /// API, web page and /metrics.
+    /// API, web page and /metrics. Port 0 picks a free port (printed on stdout).
     #[arg(long, env = "WHOUSES_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
 
@@ -26,7 +25,8 @@ pub struct Config {
     pub db: String,
 
     /// Token sidecars must present (repeatable; none = ingest open to anyone who can
-    /// reach the port).
+    /// reach the port). `TOKEN service=GLOB environment=GLOB` scopes a token to the
+    /// services it may report for.
     #[arg(
         long = "ingest-token",
         env = "WHOUSES_INGEST_TOKEN",
@@ -35,7 +35,8 @@ pub struct Config {
     )]
     pub ingest_tokens: Vec<String>,
 
-    /// File with ingest tokens, one per line.
+    /// File with ingest tokens, one per line (`TOKEN [service=GLOB] [environment=GLOB]`;
+    /// `#` starts a comment).
     #[arg(long, env = "WHOUSES_INGEST_TOKEN_FILE")]
     pub ingest_token_file: Option<PathBuf>,
 
@@ -65,9 +66,47 @@ pub struct Config {
     #[arg(long, env = "WHOUSES_HOURLY_FOR", default_value = "14d")]
     pub hourly_for: DurationArg,
 
-    /// Largest accepted report body; larger gets 413.
-    #[arg(long, env = "WHOUSES_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
-    pub max_body_bytes: usize,
+    /// How far back a batch's period is trusted as proof that its sidecar was observing.
+    /// Older batches (a long-spooled sidecar, a replay, a forgery) still add their counts,
+    /// but cannot fill gaps in coverage, so they cannot make a host look unused.
+    #[arg(long, env = "WHOUSES_MAX_BACKFILL", default_value = "7d")]
+    pub max_backfill: DurationArg,
+
+    /// Largest accepted report body; larger gets 413 (sidecars split their batches well
+    /// below this).
+    #[arg(long, env = "WHOUSES_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(4096..=64 * 1024 * 1024))]
+    pub max_body_bytes: u64,
+
+    /// Report bodies read at once; more wait (bounds memory: this × --max-body-bytes).
+    #[arg(long, env = "WHOUSES_MAX_CONCURRENT_INGEST", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_concurrent_ingest: u32,
+
+    /// Connections served at once; beyond it new ones wait in the kernel's backlog.
+    #[arg(long, env = "WHOUSES_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+
+    /// Time a client has to send a request head (slowloris bound).
+    #[arg(long, env = "WHOUSES_HEADER_READ_TIMEOUT", default_value = "10s")]
+    pub header_read_timeout: DurationArg,
+
+    /// Time a request (body included) may take before it is answered 408/503.
+    #[arg(long, env = "WHOUSES_REQUEST_TIMEOUT", default_value = "60s")]
+    pub request_timeout: DurationArg,
+
+    /// On SIGTERM, how long in-flight requests (and their commits) may take.
+    #[arg(long, env = "WHOUSES_DRAIN_TIMEOUT", default_value = "20s")]
+    pub drain_timeout: DurationArg,
+
+    /// PEM certificate chain: serve HTTPS (with --tls-key). Reloaded when it changes.
+    #[arg(long, env = "WHOUSES_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "WHOUSES_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 
     /// Log format; the level comes from RUST_LOG (default info).
     #[arg(long, env = "WHOUSES_LOG_FORMAT", value_enum, default_value = "text")]
@@ -75,27 +114,96 @@ pub struct Config {
 }
 
 impl Config {
-    /// All tokens of one kind: flags plus file lines.
-    pub fn tokens(flags: &[String], file: Option<&Path>) -> anyhow::Result<Vec<String>> {
-        let mut out: Vec<String> = flags
-            .iter()
-            .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty())
-            .collect();
-        if let Some(f) = file {
-            let text = std::fs::read_to_string(f)
-                .map_err(|e| anyhow::anyhow!("cannot read token file {}: {e}", f.display()))?;
-            out.extend(
-                text.lines()
-                    .map(|l| l.trim().to_string())
-                    .filter(|l| !l.is_empty() && !l.starts_with('#')),
-            );
-            if out.is_empty() {
-                anyhow::bail!("token file {} holds no token", f.display());
+    /// Checks beyond single flags, reported all at once.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut errors = Vec::new();
+        for (flag, d, min) in [
+            ("--retention", self.retention.0, Duration::from_secs(3600)),
+            ("--hourly-for", self.hourly_for.0, Duration::from_secs(3600)),
+            (
+                "--max-backfill",
+                self.max_backfill.0,
+                Duration::from_secs(60),
+            ),
+            (
+                "--header-read-timeout",
+                self.header_read_timeout.0,
+                Duration::from_millis(100),
+            ),
+            (
+                "--request-timeout",
+                self.request_timeout.0,
+                Duration::from_secs(1),
+            ),
+        ] {
+            if d < min {
+                errors.push(format!("{flag} must be at least {}", DurationArg(min)));
+            }
+            if d > Duration::from_secs(100 * 365 * 86_400) {
+                errors.push(format!("{flag} must be at most 100 years"));
             }
         }
-        Ok(out)
+        if let Err(e) = self.ingest() {
+            errors.push(e);
+        }
+        if let Err(e) = self.read() {
+            errors.push(e);
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
     }
+
+    /// The ingest tokens: flags plus file lines.
+    pub fn ingest(&self) -> Result<Tokens, String> {
+        tokens(
+            &self.ingest_tokens,
+            self.ingest_token_file.as_deref(),
+            "ingest",
+            true,
+        )
+    }
+
+    /// The read tokens: flags plus file lines.
+    pub fn read(&self) -> Result<Tokens, String> {
+        tokens(
+            &self.read_tokens,
+            self.read_token_file.as_deref(),
+            "read",
+            false,
+        )
+    }
+}
+
+/// All tokens of one kind: flags plus file lines (`#` comments and blank lines skipped).
+/// An empty flag value or an empty file is an error, not an open door: it is almost
+/// always a secret that failed to mount.
+fn tokens(
+    flags: &[String],
+    file: Option<&Path>,
+    what: &str,
+    scoped: bool,
+) -> Result<Tokens, String> {
+    let mut specs: Vec<String> = flags.iter().map(|t| t.trim().to_string()).collect();
+    if let Some(f) = file {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| format!("cannot read the {what} token file {}: {e}", f.display()))?;
+        let before = specs.len();
+        specs.extend(
+            text.lines()
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty() && !l.starts_with('#')),
+        );
+        if specs.len() == before {
+            return Err(format!(
+                "the {what} token file {} holds no token",
+                f.display()
+            ));
+        }
+    }
+    Tokens::parse(specs.iter().map(String::as_str), what, scoped)
 }
 
 #[cfg(test)]
@@ -107,8 +215,9 @@ mod tests {
         let c = Config::try_parse_from(["whouses-collector"]).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:7070");
         assert_eq!(c.db, "sqlite://whouses.db");
-        assert_eq!(c.retention.0, std::time::Duration::from_secs(400 * 86400));
-        assert!(c.ingest_tokens.is_empty() && c.read_tokens.is_empty());
+        assert_eq!(c.retention.0, Duration::from_secs(400 * 86400));
+        assert!(c.ingest().unwrap().is_empty() && c.read().unwrap().is_empty());
+        assert!(c.validate().is_ok());
     }
 
     #[test]
@@ -118,16 +227,46 @@ mod tests {
             "--ingest-token",
             "a",
             "--ingest-token",
-            "b",
+            "b service=x-*",
         ])
         .unwrap();
-        assert_eq!(c.ingest_tokens, vec!["a", "b"]);
+        assert_eq!(c.ingest().unwrap().len(), 2);
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("t");
-        std::fs::write(&f, "# comment\nx\n\ny\n").unwrap();
-        assert_eq!(Config::tokens(&[], Some(&f)).unwrap(), vec!["x", "y"]);
+        std::fs::write(&f, "# comment\nx\n\ny environment=prod\n").unwrap();
+        assert_eq!(tokens(&[], Some(&f), "ingest", true).unwrap().len(), 2);
         std::fs::write(&f, "\n").unwrap();
-        assert!(Config::tokens(&[], Some(&f)).is_err());
+        assert!(tokens(&[], Some(&f), "ingest", true).is_err());
         assert!(Config::try_parse_from(["whouses-collector", "--retention", "forever"]).is_err());
+    }
+
+    #[test]
+    fn an_empty_token_is_an_error_not_an_open_door() {
+        let c = Config::try_parse_from(["whouses-collector", "--read-token", ""]).unwrap();
+        let e = c.validate().unwrap_err();
+        assert!(e.contains("empty read token"), "{e}");
+        let c = Config::try_parse_from(["whouses-collector", "--ingest-token", " "]).unwrap();
+        assert!(c.validate().unwrap_err().contains("empty ingest token"));
+    }
+
+    #[test]
+    fn bad_combinations_are_reported_together() {
+        let c = Config::try_parse_from([
+            "whouses-collector",
+            "--retention",
+            "1s",
+            "--request-timeout",
+            "300000000y",
+        ])
+        .unwrap();
+        let e = c.validate().unwrap_err();
+        assert!(
+            e.contains("--retention") && e.contains("--request-timeout"),
+            "{e}"
+        );
+        assert!(
+            Config::try_parse_from(["whouses-collector", "--tls-cert", "/c.pem"]).is_err(),
+            "a certificate without a key"
+        );
     }
 }

@@ -1,21 +1,20 @@
-//! `whouses-collector` and the `whouses` CLI.
+//! `whouses-collector`: receives the sidecars' counts, keeps them, answers "who uses X?".
 //!
 //! Module map, in the order a batch and a question meet them:
 //!
-//! * [`config`] — flags (`WHOUSES_*` env).
+//! * [`config`] — flags (`WHOUSES_*` env), checked as a whole.
+//! * [`auth`] — ingest and read tokens (ingest tokens scoped to services), as extractors.
 //! * [`api`] — the HTTP API: `POST /v1/reports` (ingest) and the queries.
-//! * [`store`] — **where a batch is stored**: one narrow interface, SQLite backend.
+//! * [`store`] — **where a batch is stored**: one narrow trait; SQLite and PostgreSQL.
 //! * [`query`] — **where a query is answered**: callers, callees, hosts, services.
-//! * [`check`] — the safety gate: unused / in-use / unknown, with evidence.
+//! * [`check`] — **where a verdict is decided**: unused / in-use / unknown, with evidence.
 //! * [`targets`] — host patterns and named targets (`--targets`).
 //! * [`export`] — the traffic report (CSV, JSON, Markdown, DOT, HTML) and the SVG graph.
 //! * [`web`] — the web page at `/`.
-//! * [`cli`] — the `whouses` command.
-//! * [`demo`] — `whouses demo`, the whole loop in one process.
-//! * [`webhook`] — the Kubernetes sidecar-injection webhook (`whouses-webhook`).
+//! * [`metrics`] — `/metrics`.
 //!
 //! [`run`] serves the API on a bound listener until `shutdown`, finishing in-flight
-//! commits, and prunes old data by `--retention` in the background.
+//! commits, and keeps the data tidy (rollup, retention) in the background.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,28 +22,34 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
+use whouses_plumbing::server::{self, Limits};
+use whouses_plumbing::tls::ReloadingTls;
 use whouses_wire::Timestamp;
 
 pub mod api;
+pub mod auth;
 pub mod check;
-pub mod cli;
 pub mod config;
-pub mod demo;
 pub mod export;
 pub mod metrics;
 pub mod query;
 pub mod store;
 pub mod targets;
 pub mod web;
-pub mod webhook;
 
 pub use config::Config;
 
+/// Idempotency records older than this are folded into a per-instance floor.
+const SEEN_KEEP: Duration = Duration::from_secs(30 * 86_400);
+/// How often old hourly buckets are folded and retention is applied.
+const UPKEEP_EVERY: Duration = Duration::from_secs(3600);
+
 /// Build the application state from a configuration (opens and migrates the database).
-pub async fn state(config: &Config) -> anyhow::Result<api::AppState> {
-    let store = store::Store::open(&config.db)
+pub async fn state(config: &Config, clock: api::Clock) -> anyhow::Result<api::AppState> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    let store = store::open(&config.db)
         .await
-        .with_context(|| format!("cannot open --db {}", config.db))?;
+        .with_context(|| format!("cannot open --db {}", store::redact(&config.db)))?;
     let targets = match &config.targets {
         Some(p) => targets::Targets::load(p)?,
         None => targets::Targets::default(),
@@ -52,17 +57,15 @@ pub async fn state(config: &Config) -> anyhow::Result<api::AppState> {
     Ok(api::AppState {
         store,
         targets: Arc::new(targets),
-        ingest_tokens: Arc::new(Config::tokens(
-            &config.ingest_tokens,
-            config.ingest_token_file.as_deref(),
-        )?),
-        read_tokens: Arc::new(Config::tokens(
-            &config.read_tokens,
-            config.read_token_file.as_deref(),
-        )?),
-        max_body_bytes: config.max_body_bytes,
+        ingest_tokens: Arc::new(config.ingest().map_err(anyhow::Error::msg)?),
+        read_tokens: Arc::new(config.read().map_err(anyhow::Error::msg)?),
+        max_body_bytes: usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX),
+        ingest_slots: Arc::new(tokio::sync::Semaphore::new(
+            config.max_concurrent_ingest as usize,
+        )),
+        max_backfill_ms: i64::try_from(config.max_backfill.0.as_millis()).unwrap_or(i64::MAX),
         metrics: Arc::new(metrics::ApiMetrics::new()),
-        clock: Arc::new(Timestamp::now),
+        clock,
     })
 }
 
@@ -70,44 +73,74 @@ pub async fn state(config: &Config) -> anyhow::Result<api::AppState> {
 pub async fn run(
     config: Config,
     listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let state = state(&config).await?;
+    let state = state(&config, Arc::new(Timestamp::now)).await?;
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(ReloadingTls::new(cert.clone(), key.clone())?),
+        _ => None,
+    };
     let store = state.store.clone();
-    let retention = config.retention.0;
-    let pruner = tokio::spawn(upkeep_loop(store.clone(), retention, config.hourly_for.0));
+    let upkeep = tokio::spawn(upkeep_loop(
+        store.clone(),
+        state.clock.clone(),
+        config.retention.0,
+        config.hourly_for.0,
+    ));
     if state.ingest_tokens.is_empty() {
         tracing::warn!("No --ingest-token: anyone who can reach this port can submit counts.");
     }
-    tracing::info!(listen = %listener.local_addr()?, db = %config.db, "Collector started.");
-    let app = api::router(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving the API")?;
+    if state.read_tokens.is_empty() {
+        tracing::warn!("No --read-token: anyone who can reach this port can read every edge.");
+    }
+    let addr = listener.local_addr()?;
+    tracing::info!(listen = %addr, db = %store::redact(&config.db), tls = tls.is_some(), "Collector started.");
+    whouses_plumbing::listening::announce(&[("api", addr)], &[]);
+    let app = api::router(state, config.request_timeout.0);
+    let limits = Limits {
+        max_connections: config.max_connections as usize,
+        header_read_timeout: config.header_read_timeout.0,
+        drain_timeout: config.drain_timeout.0,
+        ..Limits::default()
+    };
+    server::serve(listener, app, tls, limits, shutdown).await;
     // In-flight requests (and their commits) have finished when serve returns.
-    pruner.abort();
+    upkeep.abort();
     store.close().await;
     tracing::info!("Collector stopped.");
     Ok(())
 }
 
 /// Hourly upkeep: fold old hourly buckets into daily ones, then apply the retention.
-async fn upkeep_loop(store: store::Store, retention: Duration, hourly_for: Duration) {
-    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+async fn upkeep_loop(
+    store: Arc<dyn store::Store>,
+    clock: api::Clock,
+    retention: Duration,
+    hourly_for: Duration,
+) {
+    let mut tick = tokio::time::interval(UPKEEP_EVERY);
     loop {
         tick.tick().await;
-        let now = Timestamp::now();
-        match store.rollup(now.saturating_sub(hourly_for)).await {
-            Ok(0) => {}
-            Ok(rows) => tracing::info!(rows, "Folded hourly buckets into daily ones."),
-            Err(error) => tracing::warn!(%error, "Failed to fold hourly buckets."),
-        }
-        let cutoff = now.saturating_sub(retention);
-        match store.prune(cutoff).await {
-            Ok(0) => {}
-            Ok(rows) => tracing::info!(rows, %cutoff, "Pruned data older than the retention."),
-            Err(error) => tracing::warn!(%error, "Failed to prune old data."),
-        }
+        upkeep(store.as_ref(), clock(), retention, hourly_for).await;
+    }
+}
+
+/// One round of upkeep at time `now`.
+pub async fn upkeep(
+    store: &dyn store::Store,
+    now: Timestamp,
+    retention: Duration,
+    hourly_for: Duration,
+) {
+    match store.rollup(now.saturating_sub(hourly_for)).await {
+        Ok(0) => {}
+        Ok(rows) => tracing::info!(rows, "Folded hourly buckets into daily ones."),
+        Err(error) => tracing::warn!(%error, "Failed to fold hourly buckets."),
+    }
+    let cutoff = now.saturating_sub(retention);
+    match store.prune(cutoff, now.saturating_sub(SEEN_KEEP)).await {
+        Ok(0) => {}
+        Ok(rows) => tracing::info!(rows, %cutoff, "Pruned data older than the retention."),
+        Err(error) => tracing::warn!(%error, "Failed to prune old data."),
     }
 }

@@ -1,122 +1,37 @@
 //! **Where a query is answered**: callers, callees, hosts and services, computed from the
-//! store's edge and instance rows. The response shapes are the public API.
+//! store's edge and instance rows. Each query is: parameters → the store's rows → a pure
+//! function → the response type of [`whouses_wire::api`].
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-use whouses_wire::Timestamp;
+use whouses_wire::api::{
+    Callee, CalleesResponse, Caller, CallersResponse, EdgeRow, HostSummary, HostsResponse,
+    ServiceSummary, ServicesResponse,
+};
+use whouses_wire::{counts, Timestamp, OTHER_HOST};
 
-use crate::store::{EdgeFilter, EdgeRow, InstanceRow, Store, StoreError};
+use crate::store::{EdgeFilter, Store, StoreError};
 use crate::targets::HostPattern;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Caller {
-    pub service: String,
-    pub environment: String,
-    pub requests: u64,
-    pub connections: u64,
-    pub errors: u64,
-    pub bytes_sent: u64,
-    pub bytes_received: u64,
-    pub first_seen: Timestamp,
-    pub last_seen: Timestamp,
-    /// The `host:port` names this caller used.
-    pub hosts: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CallersResponse {
-    pub host: String,
-    pub since: Option<Timestamp>,
-    pub callers: Vec<Caller>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Callee {
-    pub host: String,
-    pub port: u16,
-    pub scheme: String,
-    pub environment: String,
-    pub requests: u64,
-    pub connections: u64,
-    pub errors: u64,
-    pub bytes_sent: u64,
-    pub bytes_received: u64,
-    pub first_seen: Timestamp,
-    pub last_seen: Timestamp,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CalleesResponse {
-    pub service: String,
-    pub since: Option<Timestamp>,
-    pub callees: Vec<Callee>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HostSummary {
-    pub host: String,
-    pub port: u16,
-    pub schemes: Vec<String>,
-    pub callers: usize,
-    pub requests: u64,
-    pub errors: u64,
-    pub first_seen: Timestamp,
-    pub last_seen: Timestamp,
-    /// Milliseconds since the last call (at the time of the answer).
-    pub quiet_for_ms: i64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HostsResponse {
-    pub unused_since: Option<Timestamp>,
-    pub hosts: Vec<HostSummary>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServiceSummary {
-    pub service: String,
-    pub environment: String,
-    pub first_report: Timestamp,
-    pub last_report: Timestamp,
-    pub instances: Vec<InstanceRow>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ServicesResponse {
-    pub services: Vec<ServiceSummary>,
-}
-
-fn add(a: &mut Caller, e: &EdgeRow) {
-    a.requests += e.requests;
-    a.connections += e.connections;
-    a.errors += e.errors;
-    a.bytes_sent += e.bytes_sent;
-    a.bytes_received += e.bytes_received;
-    a.first_seen = a.first_seen.min(e.first_seen);
-    a.last_seen = a.last_seen.max(e.last_seen);
-}
 
 /// Group edges by calling service: the rows of `/v1/callers`, busiest first.
 pub fn callers_of(edges: &[EdgeRow]) -> Vec<Caller> {
-    let mut by: BTreeMap<(String, String), Caller> = BTreeMap::new();
+    let mut by: BTreeMap<(&str, &str), Caller> = BTreeMap::new();
     for e in edges {
-        let c = by
-            .entry((e.service.clone(), e.environment.clone()))
-            .or_insert_with(|| Caller {
+        let c = match by.entry((&e.service, &e.environment)) {
+            Entry::Vacant(v) => v.insert(Caller {
                 service: e.service.clone(),
                 environment: e.environment.clone(),
-                requests: 0,
-                connections: 0,
-                errors: 0,
-                bytes_sent: 0,
-                bytes_received: 0,
-                first_seen: e.first_seen,
-                last_seen: e.last_seen,
+                counts: e.counts,
                 hosts: Vec::new(),
-            });
-        add(c, e);
-        let name = format!("{}:{}", e.host, e.port);
+            }),
+            Entry::Occupied(o) => {
+                let c = o.into_mut();
+                c.counts.merge(&e.counts);
+                c
+            }
+        };
+        let name = host_port(&e.host, e.port);
         if !c.hosts.contains(&name) {
             c.hosts.push(name);
         }
@@ -125,12 +40,27 @@ pub fn callers_of(edges: &[EdgeRow]) -> Vec<Caller> {
     for c in &mut v {
         c.hosts.sort();
     }
-    v.sort_by(|a, b| b.requests.cmp(&a.requests).then(a.service.cmp(&b.service)));
+    v.sort_by(|a, b| {
+        b.counts
+            .calls()
+            .cmp(&a.counts.calls())
+            .then(a.service.cmp(&b.service))
+            .then(a.environment.cmp(&b.environment))
+    });
     v
 }
 
+/// `host:port`, with brackets around an IPv6 literal.
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 pub async fn callers(
-    store: &Store,
+    store: &dyn Store,
     host_query: &str,
     patterns: Vec<HostPattern>,
     since: Option<Timestamp>,
@@ -152,7 +82,7 @@ pub async fn callers(
 }
 
 pub async fn callees(
-    store: &Store,
+    store: &dyn Store,
     service: &str,
     since: Option<Timestamp>,
     environment: Option<String>,
@@ -172,16 +102,15 @@ pub async fn callees(
             port: e.port,
             scheme: e.scheme,
             environment: e.environment,
-            requests: e.requests,
-            connections: e.connections,
-            errors: e.errors,
-            bytes_sent: e.bytes_sent,
-            bytes_received: e.bytes_received,
-            first_seen: e.first_seen,
-            last_seen: e.last_seen,
+            counts: e.counts,
         })
         .collect();
-    callees.sort_by(|a, b| b.requests.cmp(&a.requests).then(a.host.cmp(&b.host)));
+    callees.sort_by(|a, b| {
+        b.counts
+            .calls()
+            .cmp(&a.counts.calls())
+            .then(a.host.cmp(&b.host))
+    });
     Ok(CalleesResponse {
         service: service.to_string(),
         since,
@@ -189,17 +118,17 @@ pub async fn callees(
     })
 }
 
-/// Every upstream seen; with `unused_since`, only those quiet since then. Quietest first.
-pub async fn hosts(
-    store: &Store,
+/// Every upstream in `edges`, one row per `host:port`; with `unused_since`, only those
+/// quiet since then. Quietest first. The `(other)` buckets are not hosts.
+pub fn host_summaries(
+    edges: &[EdgeRow],
     unused_since: Option<Timestamp>,
     now: Timestamp,
-) -> Result<HostsResponse, StoreError> {
-    let edges = store.edges(&EdgeFilter::default()).await?;
-    type Callers = Vec<(String, String)>;
-    let mut by: BTreeMap<(String, u16), (HostSummary, Callers)> = BTreeMap::new();
-    for e in &edges {
-        let (h, callers) = by.entry((e.host.clone(), e.port)).or_insert_with(|| {
+) -> Vec<HostSummary> {
+    type Callers<'a> = Vec<(&'a str, &'a str)>;
+    let mut by: BTreeMap<(&str, u16), (HostSummary, Callers)> = BTreeMap::new();
+    for e in edges.iter().filter(|e| e.host != OTHER_HOST) {
+        let (h, callers) = by.entry((&e.host, e.port)).or_insert_with(|| {
             (
                 HostSummary {
                     host: e.host.clone(),
@@ -207,22 +136,24 @@ pub async fn hosts(
                     schemes: Vec::new(),
                     callers: 0,
                     requests: 0,
+                    connections: 0,
                     errors: 0,
-                    first_seen: e.first_seen,
-                    last_seen: e.last_seen,
+                    first_seen: e.counts.first_seen,
+                    last_seen: e.counts.last_seen,
                     quiet_for_ms: 0,
                 },
                 Vec::new(),
             )
         });
-        h.requests += e.requests;
-        h.errors += e.errors;
-        h.first_seen = h.first_seen.min(e.first_seen);
-        h.last_seen = h.last_seen.max(e.last_seen);
+        h.requests = counts::add(h.requests, e.counts.requests);
+        h.connections = counts::add(h.connections, e.counts.connections);
+        h.errors = counts::add(h.errors, e.counts.errors);
+        h.first_seen = h.first_seen.min(e.counts.first_seen);
+        h.last_seen = h.last_seen.max(e.counts.last_seen);
         if !h.schemes.contains(&e.scheme) {
-            h.schemes.push(e.scheme.clone());
+            h.schemes.push(e.scheme);
         }
-        let who = (e.service.clone(), e.environment.clone());
+        let who = (e.service.as_str(), e.environment.as_str());
         if !callers.contains(&who) {
             callers.push(who);
         }
@@ -231,7 +162,8 @@ pub async fn hosts(
         .into_values()
         .map(|(mut h, callers)| {
             h.callers = callers.len();
-            h.quiet_for_ms = (now.0 - h.last_seen.0).max(0);
+            h.quiet_for_ms = now.0.saturating_sub(h.last_seen.0).max(0);
+            h.schemes.sort();
             h
         })
         .filter(|h| unused_since.is_none_or(|t| h.last_seen < t))
@@ -242,13 +174,22 @@ pub async fn hosts(
             .then(a.host.cmp(&b.host))
             .then(a.port.cmp(&b.port))
     });
+    hosts
+}
+
+pub async fn hosts(
+    store: &dyn Store,
+    unused_since: Option<Timestamp>,
+    now: Timestamp,
+) -> Result<HostsResponse, StoreError> {
+    let edges = store.edges(&EdgeFilter::default()).await?;
     Ok(HostsResponse {
         unused_since,
-        hosts,
+        hosts: host_summaries(&edges, unused_since, now),
     })
 }
 
-pub async fn services(store: &Store) -> Result<ServicesResponse, StoreError> {
+pub async fn services(store: &dyn Store) -> Result<ServicesResponse, StoreError> {
     let mut by: BTreeMap<(String, String), ServiceSummary> = BTreeMap::new();
     for i in store.instances().await? {
         let s = by
@@ -267,4 +208,53 @@ pub async fn services(store: &Store) -> Result<ServicesResponse, StoreError> {
     Ok(ServicesResponse {
         services: by.into_values().collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use whouses_wire::{Counts, Scheme, MAX_COUNT};
+
+    fn edge(service: &str, host: &str, requests: u64) -> EdgeRow {
+        EdgeRow {
+            service: service.into(),
+            environment: "prod".into(),
+            host: host.into(),
+            port: 80,
+            scheme: Scheme::Http,
+            counts: Counts {
+                requests,
+                first_seen: Timestamp(10),
+                last_seen: Timestamp(20),
+                ..Counts::default()
+            },
+        }
+    }
+
+    #[test]
+    fn callers_sum_per_service_and_saturate() {
+        let rows = [
+            edge("a", "x", MAX_COUNT),
+            edge("a", "y", MAX_COUNT),
+            edge("b", "x", 3),
+        ];
+        let c = callers_of(&rows);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].service, "a");
+        assert_eq!(c[0].counts.requests, MAX_COUNT);
+        assert_eq!(c[0].hosts, vec!["x:80", "y:80"]);
+        assert_eq!(c[1].counts.requests, 3);
+    }
+
+    #[test]
+    fn host_summaries_skip_the_other_bucket_and_saturate() {
+        let mut other = edge("a", OTHER_HOST, 5);
+        other.port = 0;
+        let rows = [edge("a", "x", MAX_COUNT), edge("b", "x", MAX_COUNT), other];
+        let h = host_summaries(&rows, None, Timestamp(100));
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[0].callers, 2);
+        assert_eq!(h[0].requests, MAX_COUNT);
+        assert_eq!(h[0].quiet_for_ms, 80);
+    }
 }

@@ -7,8 +7,8 @@
 use std::path::PathBuf;
 
 use whouses_collector::export::{render, Format, Meta, CSV_COLUMNS};
-use whouses_collector::store::EdgeRow;
-use whouses_wire::Timestamp;
+use whouses_wire::api::EdgeRow;
+use whouses_wire::{Counts, Scheme, Timestamp};
 
 const T: i64 = 1_795_000_000_000; // 2026-11-18T…
 
@@ -20,17 +20,19 @@ pub fn dataset() -> Vec<EdgeRow> {
             host: host.into(),
             port,
             scheme: if port == 443 {
-                "https".into()
+                Scheme::Https
             } else {
-                "http".into()
+                Scheme::Http
             },
-            requests,
-            connections: requests / 10 + 1,
-            errors,
-            bytes_sent: requests * 120,
-            bytes_received: requests * 2048,
-            first_seen: Timestamp(T - 30 * 24 * 3_600_000),
-            last_seen: Timestamp(T - age_h * 3_600_000),
+            counts: Counts {
+                requests,
+                connections: requests / 10 + 1,
+                errors,
+                bytes_sent: requests * 120,
+                bytes_received: requests * 2048,
+                first_seen: Timestamp(T - 30 * 24 * 3_600_000),
+                last_seen: Timestamp(T - age_h * 3_600_000),
+            },
         };
     vec![
         row(
@@ -53,6 +55,7 @@ pub fn dataset() -> Vec<EdgeRow> {
         ),
         row("tis-trainee-ui", "auth.internal", 80, 5_001, 0, 0),
         row("tis-\"quoted\" <svc>", "odd|host.internal", 8080, 1, 0, 5),
+        row("-cmd", "=calc.internal", 80, 2, 0, 7),
     ]
 }
 
@@ -95,14 +98,27 @@ fn csv_is_stable_and_parses_back_to_the_same_numbers() {
     let data = dataset();
     assert_eq!(rows.len(), data.len());
     for (rec, row) in rows.iter().zip(&data) {
-        assert_eq!(&rec[0], row.service);
-        assert_eq!(&rec[2], row.host);
+        // Text that a spreadsheet would run as a formula carries a leading quote.
+        let text = |s: &str| {
+            if s.starts_with(['=', '+', '-', '@']) {
+                format!("'{s}")
+            } else {
+                s.to_string()
+            }
+        };
+        assert_eq!(rec[0], text(&row.service));
+        assert_eq!(rec[2], text(&row.host));
         assert_eq!(rec[3].parse::<u16>().unwrap(), row.port);
-        assert_eq!(rec[5].parse::<u64>().unwrap(), row.requests);
-        assert_eq!(rec[7].parse::<u64>().unwrap(), row.errors);
-        assert_eq!(rec[9].parse::<u64>().unwrap(), row.bytes_received);
-        assert_eq!(Timestamp::parse_rfc3339(&rec[11]).unwrap(), row.last_seen);
+        assert_eq!(rec[5].parse::<u64>().unwrap(), row.counts.requests);
+        assert_eq!(rec[7].parse::<u64>().unwrap(), row.counts.errors);
+        assert_eq!(rec[9].parse::<u64>().unwrap(), row.counts.bytes_received);
+        assert_eq!(
+            Timestamp::parse_rfc3339(&rec[11]).unwrap(),
+            row.counts.last_seen
+        );
     }
+    assert!(out.contains("\n'-cmd,prod,'=calc.internal,80,"), "{out}");
+    assert!(!out.contains("\n-cmd") && !out.contains(",=calc"), "{out}");
 }
 
 #[test]
@@ -119,6 +135,16 @@ fn markdown_is_stable_and_escapes_pipes() {
     let out = golden(Format::Markdown);
     assert!(out.contains("| tis-reference.internal:443 | tis-concerns (prod), tis-notification-generator (prod), tis-sync (prod) | 16142 |"), "{out}");
     assert!(out.contains("odd\\|host.internal"));
+}
+
+#[test]
+fn markdown_cannot_be_injected_through_the_query() {
+    let mut m = meta();
+    m.host = Some("x\n# Injected heading\n[link](http://evil)".into());
+    let out = String::from_utf8(render(Format::Markdown, &m, &dataset()).unwrap()).unwrap();
+    assert!(!out.contains("\n# Injected"), "{out}");
+    assert!(!out.contains("[link]"), "{out}");
+    assert!(out.contains("x \\# Injected heading \\[link\\]"), "{out}");
 }
 
 #[test]
@@ -143,11 +169,13 @@ fn html_is_stable_self_contained_and_well_formed() {
         .find(|n| n.has_tag_name("svg"))
         .expect("an inline SVG graph");
     assert!(svg.descendants().filter(|n| n.has_tag_name("path")).count() >= dataset().len());
-    assert!(
-        !out.contains("<script") && !out.contains("http://")
-            || out.matches("http://www.w3.org").count() == out.matches("http://").count(),
-        "no external resources"
+    assert!(!out.contains("<script"), "no scripts");
+    assert_eq!(
+        out.matches("http://www.w3.org").count(),
+        out.matches("http://").count(),
+        "no external resources: only XML namespace names"
     );
+    assert!(!out.contains("https://"), "no external resources");
     assert!(!out.contains("src=") && !out.contains("@import") && !out.contains("url("));
     assert!(out.contains("tis-&quot;quoted&quot; &lt;svc&gt;"));
 }

@@ -5,8 +5,11 @@
 
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
-use whouses_collector::store::{EdgeFilter, EdgeRow, Store};
-use whouses_wire::{Edge, Report, Scheme, Timestamp, REPORT_VERSION};
+use std::sync::Arc;
+
+use whouses_collector::store::{self, Batch, EdgeFilter, Interval, Store};
+use whouses_wire::api::EdgeRow;
+use whouses_wire::{Counts, Edge, Report, Scheme, Timestamp, REPORT_VERSION};
 
 const HOUR: i64 = 3_600_000;
 const DAY: i64 = 24 * HOUR;
@@ -28,19 +31,37 @@ fn report(seq: u64, hour_start: i64, edges: &[(&str, u64)]) -> Report {
                 host: host.into(),
                 port: 443,
                 scheme: Scheme::Https,
-                requests,
-                connections: 1,
-                errors: requests / 10,
-                bytes_sent: requests * 7,
-                bytes_received: requests * 11,
-                first_seen: Timestamp(hour_start + 60_000),
-                last_seen: Timestamp(hour_start + HOUR - 60_000),
+                counts: Counts {
+                    requests,
+                    connections: 1,
+                    errors: requests / 10,
+                    bytes_sent: requests * 7,
+                    bytes_received: requests * 11,
+                    first_seen: Timestamp(hour_start + 60_000),
+                    last_seen: Timestamp(hour_start + HOUR - 60_000),
+                },
             })
             .collect(),
     }
 }
 
-async fn rows(store: &Store, since: Option<i64>) -> Vec<EdgeRow> {
+/// Store a batch as the API does (its whole period as coverage).
+async fn ingest(store: &dyn Store, r: Report) {
+    let coverage = Some(Interval {
+        start: r.period_start,
+        end: r.period_end,
+    });
+    store
+        .ingest(Batch {
+            report: r,
+            received: Timestamp::now(),
+            coverage,
+        })
+        .await
+        .unwrap();
+}
+
+async fn rows(store: &Arc<dyn Store>, since: Option<i64>) -> Vec<EdgeRow> {
     store
         .edges(&EdgeFilter {
             since: since.map(Timestamp),
@@ -53,14 +74,14 @@ async fn rows(store: &Store, since: Option<i64>) -> Vec<EdgeRow> {
 fn requests(rows: &[EdgeRow], host: &str) -> u64 {
     rows.iter()
         .filter(|r| r.host == host)
-        .map(|r| r.requests)
+        .map(|r| r.counts.requests)
         .sum()
 }
 
 #[tokio::test]
 async fn folding_hours_into_days_keeps_every_answer() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&format!("sqlite://{}", dir.path().join("c.db").display()))
+    let store = store::open(&format!("sqlite://{}", dir.path().join("c.db").display()))
         .await
         .unwrap();
     // Three UTC days, 40 days ago: day d+i, every 3rd hour, two hosts.
@@ -75,7 +96,7 @@ async fn folding_hours_into_days_keeps_every_answer() {
                 d + day * DAY + hour * HOUR,
                 &[("old.internal", n), ("new.internal", 2 * n)],
             );
-            store.ingest(&r, Timestamp::now()).await.unwrap();
+            ingest(store.as_ref(), r).await;
         }
     }
     let mid_day1 = d + DAY + 13 * HOUR;
@@ -111,7 +132,7 @@ async fn folding_hours_into_days_keeps_every_answer() {
     // next fold merges it into the day without doubling.
     seq += 1;
     let late = report(seq, d + DAY + 5 * HOUR, &[("old.internal", 1_000)]);
-    store.ingest(&late, Timestamp::now()).await.unwrap();
+    ingest(store.as_ref(), late).await;
     let with_late = rows(&store, Some(d + DAY)).await;
     assert_eq!(
         requests(&with_late, "old.internal"),
@@ -131,7 +152,10 @@ async fn folding_hours_into_days_keeps_every_answer() {
     );
 
     // Retention: a cutoff at the start of day 2 drops days 0 and 1.
-    store.prune(Timestamp(d + 2 * DAY)).await.unwrap();
+    store
+        .prune(Timestamp(d + 2 * DAY), Timestamp(0))
+        .await
+        .unwrap();
     let after = rows(&store, Some(d)).await;
     assert_eq!(after, rows(&store, Some(d + 2 * DAY)).await);
     assert_eq!(after, before_d2);
@@ -139,6 +163,6 @@ async fn folding_hours_into_days_keeps_every_answer() {
 
 #[tokio::test]
 async fn an_in_memory_database_is_refused_with_a_reason() {
-    let err = Store::open("sqlite::memory:").await.unwrap_err();
+    let err = store::open("sqlite::memory:").await.err().unwrap();
     assert!(err.to_string().contains("in-memory"), "{err}");
 }

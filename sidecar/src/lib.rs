@@ -87,6 +87,7 @@ pub async fn run(
         shipping: shipper.as_ref().map(|s| s.status_handle()),
         draining: AtomicBool::new(false),
     });
+    let admin_listener_addr = admin_listener.local_addr()?;
     let (admin_stop, mut admin_stop_rx) = watch::channel(false);
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
@@ -103,6 +104,13 @@ pub async fn run(
         listen = %proxy_listener.local_addr()?,
         collector = config.collector_url.as_deref().unwrap_or("none (count only)"),
         "Sidecar started."
+    );
+    whouses_plumbing::listening::announce(
+        &[
+            ("proxy", proxy_listener.local_addr()?),
+            ("admin", admin_listener_addr),
+        ],
+        &[("instance", identity.instance.clone().into())],
     );
     let admin_ref = admin_state.clone();
     proxy::server::serve(

@@ -62,15 +62,7 @@ impl Proc {
         .into_iter()
         .flatten()
         {
-            let out = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if std::env::var_os("WHOUSES_TEST_ECHO").is_some() {
-                        eprintln!("{line}");
-                    }
-                    out.lock().map(|mut o| o.push(line)).ok();
-                }
-            });
+            capture(pipe, output.clone());
         }
         Proc {
             name: name.to_string(),
@@ -146,6 +138,18 @@ impl Drop for Proc {
             eprintln!("---- output of {} ----\n{}", self.name, self.output());
         }
     }
+}
+
+/// Collect a child's output lines on a thread (echoed when `WHOUSES_TEST_ECHO` is set).
+pub fn capture(pipe: impl std::io::Read + Send + 'static, output: Arc<Mutex<Vec<String>>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if std::env::var_os("WHOUSES_TEST_ECHO").is_some() {
+                eprintln!("{line}");
+            }
+            output.lock().map(|mut o| o.push(line)).ok();
+        }
+    });
 }
 
 /// `Duration` helper for readability in tests.

@@ -2,13 +2,16 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use whouses_plumbing::process::await_listening;
 
 use serde_json::Value;
 use whouses_wire::Report;
 
-use crate::bins::{bin_path, free_addr, Proc};
+use crate::bins::{bin_path, Proc};
 use crate::sidecar::client;
 use crate::wait;
 
@@ -115,9 +118,12 @@ impl Collector {
         let _ = self.proc.wait_exit(Duration::from_secs(20));
     }
 
-    /// Start again on the same address and database.
+    /// Start again on the same address and database (fails clearly if another
+    /// process took the port meanwhile).
     pub fn restart(&mut self) {
-        self.proc = start(&self.args, self.addr);
+        let (proc, addr) = start(&self.args, &self.addr.to_string());
+        assert_eq!(addr, self.addr);
+        self.proc = proc;
     }
 }
 
@@ -149,15 +155,9 @@ impl Builder {
                 (Some(d), p)
             }
         };
-        let addr = free_addr("127.0.0.1");
-        let mut args = vec![
-            "--listen".to_string(),
-            addr.to_string(),
-            "--db".into(),
-            format!("sqlite://{}", db.display()),
-        ];
+        let mut args = vec!["--db".to_string(), format!("sqlite://{}", db.display())];
         args.extend(self.args);
-        let proc = start(&args, addr);
+        let (proc, addr) = start(&args, "127.0.0.1:0");
         Collector {
             proc,
             addr,
@@ -168,10 +168,48 @@ impl Builder {
     }
 }
 
-fn start(args: &[String], addr: SocketAddr) -> Proc {
+/// Start the collector on `listen` and wait for its listening line (the real port when
+/// `listen` ends in `:0`); then check that the process answering `/healthz` there is
+/// this one, and alive.
+fn start(args: &[String], listen: &str) -> (Proc, SocketAddr) {
     let mut cmd = Command::new(bin_path("whouses-collector"));
-    cmd.args(args).env("RUST_LOG", "info");
-    let proc = Proc::spawn("collector", cmd);
+    cmd.args(args)
+        .args(["--listen", listen])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null());
+    let mut child = cmd.spawn().expect("starting whouses-collector");
+    let output = Arc::new(Mutex::new(Vec::new()));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stderr = child.stderr.take().expect("piped stderr");
+    crate::bins::capture(stderr, output.clone());
+    let lines = output.clone();
+    let listening = await_listening(stdout, Duration::from_secs(30), move |l| {
+        if let Ok(mut o) = lines.lock() {
+            o.push(l.to_string());
+        }
+    });
+    let mut proc = Proc {
+        name: "collector".into(),
+        child,
+        output,
+    };
+    let Some(listening) = listening else {
+        let code = proc.child.try_wait().ok().flatten();
+        panic!(
+            "the collector did not start on {listen} (exit {code:?}); output:\n{}",
+            proc.output()
+        );
+    };
+    let addr = listening
+        .addr("api")
+        .expect("the listening line names the api");
+    assert_eq!(
+        listening.line["pid"].as_u64(),
+        Some(u64::from(proc.pid())),
+        "another process answered"
+    );
     wait::until("collector /healthz", Duration::from_secs(30), || {
         client()
             .get(format!("http://{addr}/healthz"))
@@ -180,7 +218,7 @@ fn start(args: &[String], addr: SocketAddr) -> Proc {
             .filter(|r| r.status().is_success())
             .map(|_| ())
     });
-    proc
+    (proc, addr)
 }
 
 /// Run the `whouses` CLI.

@@ -3,9 +3,8 @@
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
 use serde_json::{json, Value};
-use whouses_tests::bins::{free_addr, secs};
 use whouses_tests::collector::{whouses, Collector};
-use whouses_wire::{Edge, Report, Scheme, Timestamp, REPORT_VERSION};
+use whouses_wire::{Counts, Edge, Report, Scheme, Timestamp, REPORT_VERSION};
 
 const MIN: i64 = 60_000;
 const HOUR: i64 = 60 * MIN;
@@ -23,13 +22,15 @@ fn edge(host: &str, port: u16, requests: u64, last_seen: i64) -> Edge {
         } else {
             Scheme::Http
         },
-        requests,
-        connections: 1,
-        errors: requests / 10,
-        bytes_sent: 10 * requests,
-        bytes_received: 100 * requests,
-        first_seen: Timestamp(last_seen - MIN),
-        last_seen: Timestamp(last_seen),
+        counts: Counts {
+            requests,
+            connections: 1,
+            errors: requests / 10,
+            bytes_sent: 10 * requests,
+            bytes_received: 100 * requests,
+            first_seen: Timestamp(last_seen - MIN),
+            last_seen: Timestamp(last_seen),
+        },
     }
 }
 
@@ -47,7 +48,8 @@ fn report(
         environment: "prod".into(),
         instance: instance.into(),
         seq,
-        started_at: Timestamp(start),
+        // The sidecar process started long before any of these periods.
+        started_at: Timestamp(start - 30 * 24 * HOUR),
         period_start: Timestamp(start),
         period_end: Timestamp(end),
         flush_interval_ms: 10_000,
@@ -305,46 +307,40 @@ fn check_says_unused_in_use_or_unknown_and_the_cli_exits_accordingly() {
     let c = Collector::spawn();
     let t = now();
     let day = 24 * HOUR;
+    let post = |r: Report| {
+        let (s, v) = c.post_report(&r, None);
+        assert_eq!(s, 200, "{v}");
+    };
     // "old.internal": called 3 days ago by two services that reported all along since.
     for (svc, inst) in [("a", "a-1"), ("b", "b-1")] {
-        c.post_report(
-            &report(
-                svc,
-                inst,
-                1,
-                t - 10 * day,
-                t - 3 * day,
-                vec![edge("old.internal", 80, 4, t - 3 * day - HOUR)],
-            ),
-            None,
-        );
-        let (s, v) = c.post_report(&report(svc, inst, 2, t - 3 * day, t - 1000, vec![]), None);
-        assert_eq!(s, 200, "{v}");
-    }
-    // "busy.internal": called a minute ago.
-    c.post_report(
-        &report(
-            "a",
-            "a-1",
-            3,
-            t - 1000,
-            t,
-            vec![edge("busy.internal", 80, 9, t - MIN)],
-        ),
-        None,
-    );
-    // "flaky.internal": its only caller's sidecar went silent two days ago.
-    c.post_report(
-        &report(
-            "c",
-            "c-1",
+        post(report(
+            svc,
+            inst,
             1,
             t - 10 * day,
-            t - 2 * day,
-            vec![edge("flaky.internal", 80, 2, t - 5 * day)],
-        ),
-        None,
-    );
+            t - 3 * day,
+            vec![edge("old.internal", 80, 4, t - 3 * day - HOUR)],
+        ));
+        post(report(svc, inst, 2, t - 3 * day, t - 1000, vec![]));
+    }
+    // "busy.internal": called a minute ago.
+    post(report(
+        "a",
+        "a-1",
+        3,
+        t - 1000,
+        t,
+        vec![edge("busy.internal", 80, 9, t - MIN)],
+    ));
+    // "flaky.internal": its only caller's sidecar went silent two days ago.
+    post(report(
+        "c",
+        "c-1",
+        1,
+        t - 10 * day,
+        t - 2 * day,
+        vec![edge("flaky.internal", 80, 2, t - 5 * day)],
+    ));
 
     let run = |host: &str, quiet: &str| {
         let out = whouses(&["--url", &c.url(), "check", host, "--quiet-for", quiet]);
@@ -395,8 +391,8 @@ fn check_says_unused_in_use_or_unknown_and_the_cli_exits_accordingly() {
     assert_eq!(code, Some(2), "{err}");
     let out = whouses(&["--url", &c.url(), "check", "old.internal", "--bogus"]);
     assert_eq!(out.status.code(), Some(2));
-    let dead = free_addr("127.0.0.1");
-    let out = whouses(&["--url", &format!("http://{dead}"), "callers", "x"]);
+    // Port 1 (tcpmux): nothing listens there, so the connection is refused.
+    let out = whouses(&["--url", "http://127.0.0.1:1", "callers", "x"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot reach the collector"), "{err}");
@@ -420,7 +416,7 @@ hosts = ["tis-reference.internal", "10.0.3.7:8080", "*.reference.svc.cluster.loc
         .arg(targets.to_str().unwrap())
         .spawn();
     let t = now();
-    c.post_report(
+    let (s, v) = c.post_report(
         &report(
             "x",
             "x-1",
@@ -437,13 +433,14 @@ hosts = ["tis-reference.internal", "10.0.3.7:8080", "*.reference.svc.cluster.loc
         ),
         None,
     );
+    assert_eq!(s, 200, "{v}");
     assert_eq!(callers(&c, "reference"), vec![("x".into(), 7)]);
 
     let out = whouses(&["--url", &c.url(), "callers", "reference"]);
     assert_eq!(out.status.code(), Some(0));
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(
-        table.contains("SERVICE") && table.contains("just now") || table.contains("second"),
+        table.contains("SERVICE") && (table.contains("just now") || table.contains("second")),
         "{table}"
     );
     let out = whouses(&["--url", &c.url(), "--format", "csv", "callers", "reference"]);
@@ -467,7 +464,7 @@ hosts = ["tis-reference.internal", "10.0.3.7:8080", "*.reference.svc.cluster.loc
             "--targets",
             targets.to_str().unwrap(),
             "--listen",
-            &free_addr("127.0.0.1").to_string(),
+            "127.0.0.1:0",
             "--db",
             &format!("sqlite://{}", dir.path().join("x.db").display()),
         ])
@@ -475,5 +472,4 @@ hosts = ["tis-reference.internal", "10.0.3.7:8080", "*.reference.svc.cluster.loc
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no hosts"));
-    let _ = secs(1);
 }

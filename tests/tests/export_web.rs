@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use whouses_tests::bins::{free_addr, secs, Proc};
 use whouses_tests::collector::{whouses, Collector};
 use whouses_tests::wait;
-use whouses_wire::{Edge, Report, Scheme, Timestamp, REPORT_VERSION};
+use whouses_wire::{Counts, Edge, Report, Scheme, Timestamp, REPORT_VERSION};
 
 fn seed(c: &Collector, token: Option<&str>) {
     let t = Timestamp::now().0;
@@ -23,13 +23,15 @@ fn seed(c: &Collector, token: Option<&str>) {
         } else {
             Scheme::Http
         },
-        requests,
-        connections: 1,
-        errors: requests / 100,
-        bytes_sent: requests,
-        bytes_received: requests * 10,
-        first_seen: Timestamp(t - 3_600_000),
-        last_seen: Timestamp(t - 60_000),
+        counts: Counts {
+            requests,
+            connections: 1,
+            errors: requests / 100,
+            bytes_sent: requests,
+            bytes_received: requests * 10,
+            first_seen: Timestamp(t - 3_600_000),
+            last_seen: Timestamp(t - 60_000),
+        },
     };
     let services = [
         (

@@ -9,9 +9,9 @@ use std::process::{Command, Stdio};
 
 use base64::Engine as _;
 use serde_json::Value;
-use whouses_collector::webhook::mutate::{review, InjectConfig};
 use whouses_tests::bins::{bin_path, free_addr, secs, Proc};
 use whouses_tests::wait;
+use whouses_webhook::mutate::{review, InjectConfig};
 
 fn fixture(name: &str) -> Vec<u8> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -2,7 +2,7 @@
 //! and 10,000 edges. Run with `cargo bench -p whouses-wire --bench report`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use whouses_wire::{Edge, Report, Scheme, Timestamp, REPORT_VERSION};
+use whouses_wire::{Counts, Edge, Report, Scheme, Timestamp, REPORT_VERSION};
 
 fn report(edges: usize) -> Report {
     Report {
@@ -20,13 +20,15 @@ fn report(edges: usize) -> Report {
                 host: format!("service-{i}.namespace.svc.cluster.local"),
                 port: 443,
                 scheme: Scheme::Https,
-                requests: 1234 + i as u64,
-                connections: 12,
-                errors: 3,
-                bytes_sent: 123_456,
-                bytes_received: 7_654_321,
-                first_seen: Timestamp(1_794_000_000_000),
-                last_seen: Timestamp(1_795_000_009_000),
+                counts: Counts {
+                    requests: 1234 + i as u64,
+                    connections: 12,
+                    errors: 3,
+                    bytes_sent: 123_456,
+                    bytes_received: 7_654_321,
+                    first_seen: Timestamp(1_795_000_000_500),
+                    last_seen: Timestamp(1_795_000_009_000),
+                },
             })
             .collect(),
     }

@@ -4,8 +4,14 @@
 //! or `CONNECT` target), never an address it resolved to: an old load-balancer name is
 //! exactly what must show up. Normalisation: lower-case, no trailing dot, IPv6 literals
 //! without brackets, default port filled in from the scheme.
+//!
+//! IP literals are canonical: every spelling a client library accepts for one address
+//! (`127.1`, `0x7f.0.0.1`, `2130706433`, `0:0:0:0:0:0:0:1`) is the same key, written
+//! the standard way (`127.0.0.1`, `::1`). The URL standard's IPv4 parser (`url` crate)
+//! decides what counts as an IPv4 literal.
 
 use std::fmt;
+use std::net::Ipv6Addr;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -78,6 +84,8 @@ pub enum HostError {
     MissingPort,
     #[error("unknown scheme {0:?} (expected http, https or tcp)")]
     BadScheme(String),
+    #[error("{0:?} is neither a host name nor a valid IP address")]
+    BadIp(String),
 }
 
 /// A normalised `host` and `port`.
@@ -141,7 +149,8 @@ fn parse_port(p: &str) -> Result<u16, HostError> {
     }
 }
 
-/// Lower-case, strip one trailing dot, check length and characters.
+/// Lower-case, strip one trailing dot, check length and characters; IP literals in their
+/// canonical form.
 pub fn normalize_host(host: &str) -> Result<String, HostError> {
     let h = host.strip_suffix('.').unwrap_or(host);
     if h.is_empty() {
@@ -150,18 +159,41 @@ pub fn normalize_host(host: &str) -> Result<String, HostError> {
     if h.len() > MAX_HOST_LEN {
         return Err(HostError::TooLong);
     }
+    if h.contains(':') {
+        return h
+            .parse::<Ipv6Addr>()
+            .map(|a| a.to_string())
+            .map_err(|_| HostError::BadIp(h.to_string()));
+    }
     if h.starts_with('.') || h.ends_with('.') || h.contains("..") {
         return Err(HostError::EmptyLabel);
     }
     let mut out = String::with_capacity(h.len());
     for c in h.chars() {
         match c {
-            'a'..='z' | '0'..='9' | '-' | '.' | '_' | ':' => out.push(c),
+            'a'..='z' | '0'..='9' | '-' | '.' | '_' => out.push(c),
             'A'..='Z' => out.push(c.to_ascii_lowercase()),
             other => return Err(HostError::BadChar(other)),
         }
     }
+    if ends_in_a_number(&out) {
+        return match url::Host::parse(&out) {
+            Ok(url::Host::Ipv4(a)) => Ok(a.to_string()),
+            _ => Err(HostError::BadIp(out)),
+        };
+    }
     Ok(out)
+}
+
+/// The URL standard's test for "this host is meant as an IPv4 address": its last label is
+/// a decimal number or a `0x` hex number.
+fn ends_in_a_number(host: &str) -> bool {
+    let last = host.rsplit('.').next().unwrap_or(host);
+    if !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()) {
+        return true;
+    }
+    last.strip_prefix("0x")
+        .is_some_and(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 #[cfg(test)]
@@ -186,6 +218,53 @@ mod tests {
         assert_eq!(hp.to_string(), "[::1]:9");
         let hp = HostPort::parse("user:pw@Host:81", None).unwrap();
         assert_eq!(hp.to_string(), "host:81");
+    }
+
+    #[test]
+    fn ip_literals_have_one_spelling() {
+        for spelling in [
+            "127.0.0.1",
+            "127.1",
+            "0x7f.0.0.1",
+            "0x7F.1",
+            "2130706433",
+            "0177.0.0.1",
+            "127.0.0.1.",
+        ] {
+            assert_eq!(
+                normalize_host(spelling).as_deref(),
+                Ok("127.0.0.1"),
+                "{spelling}"
+            );
+        }
+        for spelling in ["::1", "0:0:0:0:0:0:0:1", "0000::0001", "::0:1"] {
+            assert_eq!(normalize_host(spelling).as_deref(), Ok("::1"), "{spelling}");
+        }
+        assert_eq!(normalize_host("2001:DB8::A").as_deref(), Ok("2001:db8::a"));
+        let hp = HostPort::parse("[0:0::1]:8080", None).unwrap();
+        assert_eq!(hp.to_string(), "[::1]:8080");
+        assert!(matches!(
+            normalize_host("1.2.3.4.5"),
+            Err(HostError::BadIp(_))
+        ));
+        assert!(matches!(
+            normalize_host("256.1.1.1"),
+            Err(HostError::BadIp(_))
+        ));
+        assert!(matches!(normalize_host("::g"), Err(HostError::BadIp(_))));
+        // Names that merely contain digits stay names.
+        assert_eq!(
+            normalize_host("web1.internal").as_deref(),
+            Ok("web1.internal")
+        );
+        assert_eq!(
+            normalize_host("1.2.3.4.example").as_deref(),
+            Ok("1.2.3.4.example")
+        );
+        assert_eq!(
+            normalize_host("0x7f.example").as_deref(),
+            Ok("0x7f.example")
+        );
     }
 
     #[test]
@@ -222,6 +301,14 @@ mod tests {
         #[test]
         fn never_panics(s in "\\PC{0,80}") {
             let _ = HostPort::parse(&s, Some(80));
+        }
+
+        #[test]
+        fn ipv4_spellings_normalise_to_the_address(a in any::<u32>()) {
+            let ip = std::net::Ipv4Addr::from(a);
+            prop_assert_eq!(normalize_host(&a.to_string()).unwrap(), ip.to_string());
+            prop_assert_eq!(normalize_host(&format!("0x{a:x}")).unwrap(), ip.to_string());
+            prop_assert_eq!(normalize_host(&ip.to_string()).unwrap(), ip.to_string());
         }
     }
 }

@@ -1,15 +1,21 @@
 //! Shared vocabulary of whouses: what a sidecar sends and how names are normalised.
 //!
 //! * [`report`] — the versioned JSON batch a sidecar posts to `POST /v1/reports`.
+//! * [`counts`] — the one count record (requests, connections, errors, bytes, first and
+//!   last seen) and its saturating merge, from a batch to every answer.
+//! * [`api`] — the collector's answers (callers, callees, hosts, services, check).
 //! * [`host`] — parsing and normalising the upstream host a caller dialed (the count key).
 //! * [`time`] — millisecond timestamps that travel as RFC 3339 strings.
 //! * [`duration`] — `500ms`, `10s`, `5m`, `7d` as used by every flag and query parameter.
 
+pub mod api;
+pub mod counts;
 pub mod duration;
 pub mod host;
 pub mod report;
 pub mod time;
 
+pub use counts::{Counts, MAX_COUNT};
 pub use duration::{parse_duration, DurationArg};
 pub use host::{HostError, HostPort, Scheme};
 pub use report::{Edge, Report, ReportError, MAX_EDGES_PER_REPORT, OTHER_HOST, REPORT_VERSION};

@@ -10,6 +10,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::counts::Counts;
+pub use crate::counts::MAX_COUNT;
 use crate::host::{normalize_host, Scheme, MAX_HOST_LEN};
 use crate::time::Timestamp;
 
@@ -19,8 +21,11 @@ pub const REPORT_VERSION: u32 = 1;
 pub const MAX_EDGES_PER_REPORT: usize = 10_000;
 /// Longest service, environment or instance name.
 pub const MAX_NAME_LEN: usize = 128;
-/// Largest single counter value (fits a signed 64-bit SQL integer).
-pub const MAX_COUNT: u64 = i64::MAX as u64;
+/// Shortest and longest flush interval a batch may claim.
+pub const FLUSH_INTERVAL_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
+/// How far an edge's times may stray outside its batch's period (clock granularity
+/// between the moment a call is counted and the moment the batch is cut).
+pub const EDGE_TIME_SLACK_MS: i64 = 60_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
@@ -43,23 +48,57 @@ pub struct Report {
     pub edges: Vec<Edge>,
 }
 
+/// One edge's counts in a batch: the upstream key and the [`Counts`] since the previous
+/// batch (on the wire, the count fields sit beside `host`, `port` and `scheme`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "FlatEdge")]
 pub struct Edge {
     pub host: String,
     pub port: u16,
     pub scheme: Scheme,
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+/// The wire shape of an [`Edge`], decoded field by field: faster than serde's `flatten`
+/// on a hot path (10,000 edges a batch) and errors name the exact field
+/// (`edges[3].requests`).
+#[derive(Deserialize)]
+struct FlatEdge {
+    host: String,
+    port: u16,
+    scheme: Scheme,
     #[serde(default)]
-    pub requests: u64,
+    requests: u64,
     #[serde(default)]
-    pub connections: u64,
+    connections: u64,
     #[serde(default)]
-    pub errors: u64,
+    errors: u64,
     #[serde(default)]
-    pub bytes_sent: u64,
+    bytes_sent: u64,
     #[serde(default)]
-    pub bytes_received: u64,
-    pub first_seen: Timestamp,
-    pub last_seen: Timestamp,
+    bytes_received: u64,
+    first_seen: Timestamp,
+    last_seen: Timestamp,
+}
+
+impl From<FlatEdge> for Edge {
+    fn from(f: FlatEdge) -> Edge {
+        Edge {
+            host: f.host,
+            port: f.port,
+            scheme: f.scheme,
+            counts: Counts {
+                requests: f.requests,
+                connections: f.connections,
+                errors: f.errors,
+                bytes_sent: f.bytes_sent,
+                bytes_received: f.bytes_received,
+                first_seen: f.first_seen,
+                last_seen: f.last_seen,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -134,6 +173,22 @@ impl Report {
         if self.period_start > self.period_end {
             return Err(ReportError::field("period_start", "is after period_end"));
         }
+        if self.period_start < self.started_at {
+            return Err(ReportError::field(
+                "period_start",
+                "is before started_at (a sidecar cannot observe before it started)",
+            ));
+        }
+        if !FLUSH_INTERVAL_MS.contains(&self.flush_interval_ms) {
+            return Err(ReportError::field(
+                "flush_interval_ms",
+                format!(
+                    "must be {}-{} (100ms to 1h)",
+                    FLUSH_INTERVAL_MS.start(),
+                    FLUSH_INTERVAL_MS.end()
+                ),
+            ));
+        }
         if self.edges.len() > MAX_EDGES_PER_REPORT {
             return Err(ReportError::TooManyEdges(self.edges.len()));
         }
@@ -159,13 +214,7 @@ impl Report {
             if e.port == 0 && e.host != OTHER_HOST {
                 return Err(ReportError::field(f("port"), "must be 1-65535"));
             }
-            for (name, v) in [
-                ("requests", e.requests),
-                ("connections", e.connections),
-                ("errors", e.errors),
-                ("bytes_sent", e.bytes_sent),
-                ("bytes_received", e.bytes_received),
-            ] {
+            for (name, v) in e.counts.fields() {
                 if v > MAX_COUNT {
                     return Err(ReportError::field(
                         f(name),
@@ -173,8 +222,21 @@ impl Report {
                     ));
                 }
             }
-            if e.first_seen > e.last_seen {
+            let c = &e.counts;
+            if c.first_seen > c.last_seen {
                 return Err(ReportError::field(f("first_seen"), "is after last_seen"));
+            }
+            if c.last_seen.0 > self.period_end.0.saturating_add(EDGE_TIME_SLACK_MS) {
+                return Err(ReportError::field(
+                    f("last_seen"),
+                    "is after the batch's period_end",
+                ));
+            }
+            if c.first_seen.0 < self.started_at.0.saturating_sub(EDGE_TIME_SLACK_MS) {
+                return Err(ReportError::field(
+                    f("first_seen"),
+                    "is before the sidecar's started_at",
+                ));
             }
         }
         Ok(())
@@ -235,13 +297,15 @@ mod tests {
                 host: "tis-reference.internal".into(),
                 port: 443,
                 scheme: Scheme::Https,
-                requests: 0,
-                connections: 3,
-                errors: 0,
-                bytes_sent: 100,
-                bytes_received: 2000,
-                first_seen: Timestamp(1_795_000_001_000),
-                last_seen: Timestamp(1_795_000_009_000),
+                counts: Counts {
+                    requests: 0,
+                    connections: 3,
+                    errors: 0,
+                    bytes_sent: 100,
+                    bytes_received: 2000,
+                    first_seen: Timestamp(1_795_000_001_000),
+                    last_seen: Timestamp(1_795_000_009_000),
+                },
             }],
         }
     }
@@ -275,6 +339,29 @@ mod tests {
             v.as_object_mut().unwrap().remove("seq");
         });
         assert!(e.contains("seq"), "{e}");
+    }
+
+    #[test]
+    fn the_wire_shape_is_flat() {
+        let v = serde_json::to_value(sample()).unwrap();
+        assert_eq!(v["edges"][0]["connections"], 3);
+        assert_eq!(v["edges"][0]["host"], "tis-reference.internal");
+        assert!(v["edges"][0].get("counts").is_none(), "{v}");
+    }
+
+    #[test]
+    fn impossible_periods_and_times_are_refused() {
+        let e = err_for(|v| v["flush_interval_ms"] = serde_json::json!(1u64 << 61));
+        assert!(e.contains("flush_interval_ms"), "{e}");
+        let e = err_for(|v| v["flush_interval_ms"] = serde_json::json!(0));
+        assert!(e.contains("flush_interval_ms"), "{e}");
+        let e = err_for(|v| v["period_start"] = serde_json::json!("1970-01-01T00:00:00Z"));
+        assert!(e.contains("started_at"), "{e}");
+        let e = err_for(|v| v["edges"][0]["last_seen"] = serde_json::json!("9999-01-01T00:00:00Z"));
+        assert!(e.contains("edges[0].last_seen"), "{e}");
+        let e =
+            err_for(|v| v["edges"][0]["first_seen"] = serde_json::json!("1970-01-01T00:00:00Z"));
+        assert!(e.contains("edges[0].first_seen"), "{e}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use clap::Parser;
 use futures_util::stream::{self, StreamExt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use whouses_wire::{Edge, Report, Scheme, Timestamp, REPORT_VERSION};
+use whouses_wire::{Counts, Edge, Report, Scheme, Timestamp, REPORT_VERSION};
 
 const DAY: i64 = 86_400_000;
 
@@ -113,13 +113,15 @@ fn report(f: &Fleet, s: usize, day: i64, base: i64, rng: &mut StdRng) -> Report 
             } else {
                 Scheme::Http
             },
-            requests: volume,
-            connections: 1 + volume / 1000,
-            errors: volume / 500,
-            bytes_sent: volume * 200,
-            bytes_received: volume * 1500,
-            first_seen: Timestamp(start + 1_000),
-            last_seen: Timestamp(start + DAY - 1_000),
+            counts: Counts {
+                requests: volume,
+                connections: 1 + volume / 1000,
+                errors: volume / 500,
+                bytes_sent: volume * 200,
+                bytes_received: volume * 1500,
+                first_seen: Timestamp(start + 1_000),
+                last_seen: Timestamp(start + DAY - 1_000),
+            },
         })
         .collect();
     Report {
@@ -146,9 +148,9 @@ fn live_report(f: &Fleet, s: usize, days: i64, round: u64, base: i64, rng: &mut 
     r.period_end = Timestamp(start + 10_000);
     r.flush_interval_ms = 10_000;
     for e in &mut r.edges {
-        e.requests = e.requests / 8_640 + 1;
-        e.first_seen = Timestamp(start + 100);
-        e.last_seen = Timestamp(start + 9_900);
+        e.counts.requests = e.counts.requests / 8_640 + 1;
+        e.counts.first_seen = Timestamp(start + 100);
+        e.counts.last_seen = Timestamp(start + 9_900);
     }
     r
 }
@@ -208,6 +210,9 @@ async fn main() -> anyhow::Result<()> {
             &format!("sqlite://{}", db.display()),
             "--max-body-bytes",
             "67108864",
+            // The history is ingested now, about the past: let it count as coverage.
+            "--max-backfill",
+            "400d",
         ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

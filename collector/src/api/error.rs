@@ -17,6 +17,8 @@ pub enum ApiError {
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
     TooLarge(String),
     #[error("{0}")]
     Unavailable(String),
@@ -31,6 +33,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -44,6 +47,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => "no_token",
             ApiError::Forbidden(_) => "bad_token",
             ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge(_) => "too_large",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal => "internal",
@@ -53,10 +57,17 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        tracing::error!(error = %e, "Query failed.");
         match e {
             StoreError::Invalid(m) => ApiError::BadRequest(m),
-            _ => ApiError::Unavailable("database unavailable; retry".into()),
+            StoreError::Conflict(m) => ApiError::Conflict(m),
+            StoreError::Full(_) => {
+                tracing::error!(error = %e, "The database cannot write.");
+                ApiError::Unavailable("the database cannot write (disk full?); retry later".into())
+            }
+            _ => {
+                tracing::error!(error = %e, "Database request failed.");
+                ApiError::Unavailable("database unavailable; retry".into())
+            }
         }
     }
 }

@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::Semaphore;
+
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{MatchedPath, Query, Request, State};
@@ -16,11 +18,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 use whouses_wire::{Report, Timestamp};
 
+use crate::auth::{IngestAccess, ReadAccess, Tokens};
 use crate::metrics::ApiMetrics;
-use crate::store::{Ingested, Store};
+use crate::store::{buckets, Batch, Ingested, Store};
 use crate::targets::{HostPattern, Targets};
 
 pub mod error;
@@ -30,15 +32,23 @@ pub use error::ApiError;
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
 /// Reports may claim periods ending at most this far in the future (clock skew).
-const MAX_CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
+pub const MAX_CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
+/// The longest quiet period or `since` window a query may ask for.
+const MAX_WINDOW: Duration = Duration::from_secs(100 * 365 * 86_400);
+/// How long a report waits for a free ingest slot before it is told to retry.
+const INGEST_SLOT_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Store,
+    pub store: Arc<dyn Store>,
     pub targets: Arc<Targets>,
-    pub ingest_tokens: Arc<Vec<String>>,
-    pub read_tokens: Arc<Vec<String>>,
+    pub ingest_tokens: Arc<Tokens>,
+    pub read_tokens: Arc<Tokens>,
     pub max_body_bytes: usize,
+    /// Report bodies being read or stored at once (bounds memory).
+    pub ingest_slots: Arc<Semaphore>,
+    /// How far back a batch's period is trusted as coverage (`--max-backfill`).
+    pub max_backfill_ms: i64,
     pub metrics: Arc<ApiMetrics>,
     pub clock: Clock,
 }
@@ -55,9 +65,15 @@ impl AppState {
 }
 
 /// Every route of the collector.
-pub fn router(state: AppState) -> Router {
+/// Every route of the collector; a request (its body included) must be answered within
+/// `request_timeout` (408 otherwise), so a slow sender cannot hold a slot forever.
+pub fn router(state: AppState, request_timeout: Duration) -> Router {
     routes()
         .layer(axum::Extension(state.metrics.clone()))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
         .with_state(state)
 }
 
@@ -81,38 +97,6 @@ pub fn routes() -> Router<AppState> {
         .layer(middleware::from_fn(time_requests))
 }
 
-/// Check a bearer token against the configured ones (all of them, in constant time).
-pub fn authorize(tokens: &[String], headers: &HeaderMap, what: &str) -> Result<(), ApiError> {
-    if tokens.is_empty() {
-        return Ok(());
-    }
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Err(ApiError::Unauthorized(format!(
-            "missing bearer token: this collector requires a {what} token (Authorization: Bearer …)"
-        )));
-    };
-    let presented = value
-        .to_str()
-        .ok()
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .unwrap_or("");
-    let mut ok = subtle::Choice::from(0u8);
-    for t in tokens {
-        ok |= t.as_bytes().ct_eq(presented.as_bytes());
-    }
-    if bool::from(ok) {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(format!(
-            "the {what} token is not valid"
-        )))
-    }
-}
-
 async fn time_requests(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
@@ -129,68 +113,96 @@ async fn time_requests(req: Request, next: Next) -> Response {
 
 async fn ingest(
     State(s): State<AppState>,
+    access: IngestAccess,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let m = &s.metrics;
-    authorize(&s.ingest_tokens, &headers, "ingest").inspect_err(|e| m.reject(e.reason()))?;
+    let reject = |reason: &'static str| m.reject(reason);
     let too_large = || {
         ApiError::TooLarge(format!(
-            "report body larger than {} bytes (--max-body-bytes)",
+            "report body larger than {} bytes (--max-body-bytes); split the batch",
             s.max_body_bytes
         ))
     };
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
+        .and_then(|v| v.parse::<u64>().ok())
     {
-        if len > s.max_body_bytes {
-            m.reject("too_large");
+        if len > s.max_body_bytes as u64 {
+            reject("too_large");
             return Err(too_large());
         }
     }
+    // Bound the memory report bodies can hold: wait for a slot before reading one.
+    let _slot = match tokio::time::timeout(INGEST_SLOT_WAIT, s.ingest_slots.acquire()).await {
+        Ok(Ok(slot)) => slot,
+        _ => {
+            reject("busy");
+            return Err(ApiError::Unavailable(
+                "too many reports in flight; retry".into(),
+            ));
+        }
+    };
     let bytes = axum::body::to_bytes(body, s.max_body_bytes)
         .await
         .map_err(|_| {
-            m.reject("too_large");
+            reject("too_large");
             too_large()
         })?;
     let report = Report::from_json(&bytes).map_err(|e| {
-        m.reject("invalid");
+        reject("invalid");
         ApiError::BadRequest(e.to_string())
     })?;
+    access
+        .allow(&report.service, &report.environment)
+        .inspect_err(|_| reject("out_of_scope"))?;
     let now = s.now();
-    if report.period_end.0 > now.0 + MAX_CLOCK_SKEW_MS {
-        m.reject("invalid");
+    if report.period_end.0 > now.0.saturating_add(MAX_CLOCK_SKEW_MS) {
+        reject("invalid");
         return Err(ApiError::BadRequest(format!(
             "invalid field `period_end`: {} is in the future (collector time {now}); check the sidecar's clock",
             report.period_end
         )));
     }
-    match s.store.ingest(&report, now).await {
+    let coverage = buckets::trusted_coverage(&report, now, s.max_backfill_ms, MAX_CLOCK_SKEW_MS);
+    if coverage.is_none() {
+        tracing::info!(instance = %report.instance, seq = report.seq, period_end = %report.period_end,
+            "A batch about a period older than --max-backfill: its counts are stored, its coverage is not.");
+    }
+    let (instance, seq) = (report.instance.clone(), report.seq);
+    let batch = Batch {
+        report,
+        received: now,
+        coverage,
+    };
+    match s.store.ingest(batch).await {
         Ok(Ingested::Stored { edges }) => {
             m.ingested(edges as u64);
-            tracing::debug!(instance = %report.instance, seq = report.seq, edges, "Stored a batch.");
+            tracing::debug!(%instance, seq, edges, "Stored a batch.");
             Ok(Json(serde_json::json!({
-                "stored": true, "duplicate": false, "instance": report.instance,
-                "seq": report.seq, "edges": edges,
+                "stored": true, "duplicate": false, "instance": instance,
+                "seq": seq, "edges": edges,
             })))
         }
         Ok(Ingested::Duplicate) => {
             m.duplicate();
-            tracing::info!(instance = %report.instance, seq = report.seq,
+            tracing::info!(%instance, seq,
                 "Acknowledged a batch stored before (a retry); not counted again.");
             Ok(Json(serde_json::json!({
-                "stored": false, "duplicate": true, "instance": report.instance, "seq": report.seq,
+                "stored": false, "duplicate": true, "instance": instance, "seq": seq,
             })))
         }
         Err(error) => {
-            m.reject("storage");
-            tracing::error!(%error, instance = %report.instance, seq = report.seq, "Failed to store a batch.");
-            Err(ApiError::Unavailable(
-                "could not store the batch; retry".into(),
-            ))
+            let e = ApiError::from(error);
+            reject(if matches!(e, ApiError::Conflict(_)) {
+                "conflict"
+            } else {
+                "storage"
+            });
+            tracing::warn!(error = %e, %instance, seq, "Failed to store a batch.");
+            Err(e)
         }
     }
 }
@@ -203,7 +215,7 @@ pub fn parse_since(
 ) -> Result<Option<Timestamp>, ApiError> {
     let Some(v) = v else { return Ok(None) };
     if let Ok(d) = whouses_wire::parse_duration(v) {
-        return Ok(Some(s.now().saturating_sub(d)));
+        return Ok(Some(s.now().saturating_sub(d.min(MAX_WINDOW))));
     }
     Timestamp::parse_rfc3339(v).map(Some).map_err(|_| {
         ApiError::BadRequest(format!(
@@ -236,14 +248,20 @@ struct CallersQuery {
 
 async fn callers(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    _: ReadAccess,
     q: Result<Query<CallersQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(&s.read_tokens, &headers, "read")?;
     let q = query(q)?;
     let host = required(&q.host, "host", "tis-reference.internal")?;
     let since = parse_since(&s, q.since.as_deref(), "since")?;
-    let r = crate::query::callers(&s.store, host, s.patterns(host)?, since, q.environment).await?;
+    let r = crate::query::callers(
+        s.store.as_ref(),
+        host,
+        s.patterns(host)?,
+        since,
+        q.environment,
+    )
+    .await?;
     Ok(Json(r).into_response())
 }
 
@@ -256,14 +274,13 @@ struct CalleesQuery {
 
 async fn callees(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    _: ReadAccess,
     q: Result<Query<CalleesQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(&s.read_tokens, &headers, "read")?;
     let q = query(q)?;
     let service = required(&q.service, "service", "billing")?;
     let since = parse_since(&s, q.since.as_deref(), "since")?;
-    let r = crate::query::callees(&s.store, service, since, q.environment).await?;
+    let r = crate::query::callees(s.store.as_ref(), service, since, q.environment).await?;
     Ok(Json(r).into_response())
 }
 
@@ -274,19 +291,17 @@ struct HostsQuery {
 
 async fn hosts(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    _: ReadAccess,
     q: Result<Query<HostsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(&s.read_tokens, &headers, "read")?;
     let q = query(q)?;
     let unused_since = parse_since(&s, q.unused_since.as_deref(), "unused_since")?;
-    let r = crate::query::hosts(&s.store, unused_since, s.now()).await?;
+    let r = crate::query::hosts(s.store.as_ref(), unused_since, s.now()).await?;
     Ok(Json(r).into_response())
 }
 
-async fn services(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    authorize(&s.read_tokens, &headers, "read")?;
-    Ok(Json(crate::query::services(&s.store).await?).into_response())
+async fn services(State(s): State<AppState>, _: ReadAccess) -> Result<Response, ApiError> {
+    Ok(Json(crate::query::services(s.store.as_ref()).await?).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -297,17 +312,21 @@ struct CheckQuery {
 
 async fn check(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    _: ReadAccess,
     q: Result<Query<CheckQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(&s.read_tokens, &headers, "read")?;
     let q = query(q)?;
     let host = required(&q.host, "host", "tis-reference.internal")?;
     let quiet = required(&q.quiet_for, "quiet_for", "14d")?;
     let quiet_for: Duration = whouses_wire::parse_duration(quiet)
         .map_err(|e| ApiError::BadRequest(format!("invalid quiet_for {quiet:?}: {e}")))?;
+    if quiet_for > MAX_WINDOW || quiet_for.is_zero() {
+        return Err(ApiError::BadRequest(format!(
+            "invalid quiet_for {quiet:?}: must be more than 0 and at most 100 years"
+        )));
+    }
     let r = crate::check::check(
-        &s.store,
+        s.store.as_ref(),
         host,
         s.patterns(host)?,
         quiet_for.as_millis() as u64,
@@ -318,11 +337,15 @@ async fn check(
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
-    match s.store.ping().await {
+    match s.store.ready().await {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(error) => {
-            tracing::warn!(%error, "Database not reachable; not ready.");
-            ApiError::Unavailable("database not reachable".into()).into_response()
+            tracing::warn!(%error, "Database not ready.");
+            let why = match error {
+                crate::store::StoreError::Full(_) => error.to_string(),
+                _ => "database not reachable".to_string(),
+            };
+            ApiError::Unavailable(format!("not ready: {why}")).into_response()
         }
     }
 }

@@ -2,19 +2,15 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use whouses_collector::config::{Config, LogFormat};
+use whouses_collector::config::Config;
 
 fn main() {
     let config = Config::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Text => b.init(),
-        LogFormat::Json => b.json().flatten_event(true).init(),
+    if let Err(e) = config.validate() {
+        eprintln!("whouses-collector: {e}");
+        std::process::exit(2);
     }
+    whouses_plumbing::logging::init(config.log_format, "info");
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -31,17 +27,5 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on --listen {}", config.listen))?;
-    whouses_collector::run(config, listener, shutdown_signal()).await
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received; finishing in-flight requests."),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; finishing in-flight requests."),
-    }
+    whouses_collector::run(config, listener, whouses_plumbing::shutdown::signal()).await
 }

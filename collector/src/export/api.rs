@@ -3,14 +3,15 @@
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 
 use super::{graph, render, Format, Meta};
-use crate::api::{authorize, parse_since, query, ApiError, AppState};
+use crate::api::{parse_since, query, ApiError, AppState};
+use crate::auth::ReadAccess;
 use crate::store::EdgeFilter;
 
 pub fn routes() -> Router<AppState> {
@@ -57,10 +58,9 @@ async fn filter(s: &AppState, q: &ExportQuery) -> Result<(EdgeFilter, Meta), Api
 
 async fn export(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    _: ReadAccess,
     q: Result<Query<ExportQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(&s.read_tokens, &headers, "read")?;
     let q = query(q)?;
     let format: Format = q
         .format
@@ -93,10 +93,9 @@ async fn export(
 
 async fn graph_svg(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    _: ReadAccess,
     q: Result<Query<ExportQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(&s.read_tokens, &headers, "read")?;
     let q = query(q)?;
     let (f, _) = filter(&s, &q).await?;
     let rows = s.store.edges(&f).await?;

@@ -9,7 +9,8 @@ use std::fmt::Write as _;
 use whouses_wire::Timestamp;
 
 use super::esc;
-use crate::store::EdgeRow;
+use whouses_wire::api::EdgeRow;
+use whouses_wire::counts;
 
 /// An upstream `host:port` with everything that calls it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,11 +32,11 @@ pub fn hosts(rows: &[EdgeRow]) -> Vec<HostNode> {
             callers: Vec::new(),
             requests: 0,
             errors: 0,
-            last_seen: r.last_seen,
+            last_seen: r.counts.last_seen,
         });
-        h.requests += r.requests;
-        h.errors += r.errors;
-        h.last_seen = h.last_seen.max(r.last_seen);
+        h.requests = counts::add(h.requests, r.counts.requests);
+        h.errors = counts::add(h.errors, r.counts.errors);
+        h.last_seen = h.last_seen.max(r.counts.last_seen);
         let who = service_label(r);
         if !h.callers.contains(&who) {
             h.callers.push(who);
@@ -76,10 +77,12 @@ pub fn svg(rows: &[EdgeRow], opts: &Options) -> String {
     let mut svc_load: BTreeMap<String, u64> = BTreeMap::new();
     let mut host_load: BTreeMap<String, u64> = BTreeMap::new();
     for r in rows {
-        *svc_load.entry(service_label(r)).or_default() += r.requests.max(1);
-        *host_load
+        let load = svc_load.entry(service_label(r)).or_default();
+        *load = counts::add(*load, r.counts.requests.max(1));
+        let load = host_load
             .entry(format!("{}:{}", r.host, r.port))
-            .or_default() += r.requests.max(1);
+            .or_default();
+        *load = counts::add(*load, r.counts.requests.max(1));
     }
     let top = |m: &BTreeMap<String, u64>| -> (Vec<String>, usize) {
         let mut v: Vec<(&String, &u64)> = m.iter().collect();
@@ -143,7 +146,12 @@ pub fn svg(rows: &[EdgeRow], opts: &Options) -> String {
         );
     }
     let y = |i: usize| TOP + i as f64 * ROW + ROW / 2.0;
-    let max_req = rows.iter().map(|r| r.requests).max().unwrap_or(1).max(1) as f64;
+    let max_req = rows
+        .iter()
+        .map(|r| r.counts.requests)
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
     // Edges first, so boxes are drawn over them.
     for r in rows {
         let (Some(&si), Some(&hi)) = (
@@ -153,12 +161,16 @@ pub fn svg(rows: &[EdgeRow], opts: &Options) -> String {
             continue;
         };
         let (x1, y1, x2, y2) = (20.0 + BOX_W, y(si), WIDTH - BOX_W - 20.0, y(hi));
-        let w = 1.0 + 4.0 * ((r.requests as f64 + 1.0).ln() / (max_req + 1.0).ln());
-        let colour = if r.errors > 0 { "#cf222e" } else { "#8c959f" };
+        let w = 1.0 + 4.0 * ((r.counts.requests as f64 + 1.0).ln() / (max_req + 1.0).ln());
+        let colour = if r.counts.errors > 0 {
+            "#cf222e"
+        } else {
+            "#8c959f"
+        };
         let _ = writeln!(
             out,
             "<path d=\"M{x1},{y1} C{cx},{y1} {cx},{y2} {x2},{y2}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"{w:.1}\" stroke-opacity=\"0.7\"><title>{} → {}:{}: {} requests, {} errors</title></path>",
-            esc(&service_label(r)), esc(&r.host), r.port, r.requests, r.errors,
+            esc(&service_label(r)), esc(&r.host), r.port, r.counts.requests, r.counts.errors,
             cx = (x1 + x2) / 2.0,
         );
     }
@@ -208,14 +220,14 @@ mod tests {
             environment: "prod".into(),
             host: host.into(),
             port: 80,
-            scheme: "http".into(),
-            requests,
-            connections: 1,
-            errors: 0,
-            bytes_sent: 0,
-            bytes_received: 0,
-            first_seen: Timestamp(0),
-            last_seen: Timestamp(1),
+            scheme: whouses_wire::Scheme::Http,
+            counts: whouses_wire::Counts {
+                requests,
+                connections: 1,
+                first_seen: Timestamp(0),
+                last_seen: Timestamp(1),
+                ..Default::default()
+            },
         }
     }
 

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use serde::Serialize;
 use whouses_wire::Timestamp;
 
-use crate::store::EdgeRow;
+use whouses_wire::api::EdgeRow;
 
 pub mod api;
 pub mod graph;
@@ -131,33 +131,59 @@ fn csv(rows: &[EdgeRow]) -> Result<Vec<u8>, String> {
     w.write_record(CSV_COLUMNS).map_err(|e| e.to_string())?;
     for r in rows {
         w.write_record([
-            r.service.as_str(),
-            &r.environment,
-            &r.host,
+            cell(&r.service).as_ref(),
+            &cell(&r.environment),
+            &cell(&r.host),
             &r.port.to_string(),
-            &r.scheme,
-            &r.requests.to_string(),
-            &r.connections.to_string(),
-            &r.errors.to_string(),
-            &r.bytes_sent.to_string(),
-            &r.bytes_received.to_string(),
-            &r.first_seen.to_string(),
-            &r.last_seen.to_string(),
+            r.scheme.as_str(),
+            &r.counts.requests.to_string(),
+            &r.counts.connections.to_string(),
+            &r.counts.errors.to_string(),
+            &r.counts.bytes_sent.to_string(),
+            &r.counts.bytes_received.to_string(),
+            &r.counts.first_seen.to_string(),
+            &r.counts.last_seen.to_string(),
         ])
         .map_err(|e| e.to_string())?;
     }
     w.into_inner().map_err(|e| e.to_string())
 }
 
-/// A Markdown cell: pipes escaped, no line breaks.
+/// A CSV text cell that a spreadsheet will not run: a value starting with `=`, `+`, `-`,
+/// `@`, a tab or a carriage return is a formula there, so it gets a leading `'`.
+fn cell(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{s}").into(),
+        _ => s.into(),
+    }
+}
+
+/// Markdown text: characters Markdown would read as markup escaped, line breaks turned
+/// into spaces (a value must not start a heading or break a table row).
 fn md(s: &str) -> String {
-    s.replace('|', "\\|").replace(['\n', '\r'], " ")
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' | '\r' => out.push(' '),
+            '\\' | '|' | '*' | '_' | '`' | '[' | ']' | '<' | '>' | '#' | '!' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn markdown(meta: &Meta, rows: &[EdgeRow]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# whouses traffic report\n");
-    let _ = writeln!(out, "Generated {} — {}.\n", meta.generated_at, meta.scope());
+    let _ = writeln!(
+        out,
+        "Generated {} — {}.\n",
+        meta.generated_at,
+        md(&meta.scope())
+    );
     let _ = writeln!(out, "## Hosts and their callers\n");
     let _ = writeln!(out, "| host | callers | requests | errors | last seen |");
     let _ = writeln!(out, "|---|---|---:|---:|---|");
@@ -184,10 +210,10 @@ fn markdown(meta: &Meta, rows: &[EdgeRow]) -> String {
             md(&r.host),
             r.port,
             r.scheme,
-            r.requests,
-            r.errors,
-            r.first_seen,
-            r.last_seen
+            r.counts.requests,
+            r.counts.errors,
+            r.counts.first_seen,
+            r.counts.last_seen
         );
     }
     out
@@ -231,7 +257,10 @@ fn dot(rows: &[EdgeRow]) -> String {
             "  {} -> {} [label={}];",
             dq(&format!("{}/{}", r.service, r.environment)),
             dq(&format!("host:{}:{}", r.host, r.port)),
-            dq(&format!("{} req, {} err", r.requests, r.errors))
+            dq(&format!(
+                "{} req, {} err",
+                r.counts.requests, r.counts.errors
+            ))
         );
     }
     out.push_str("}\n");
@@ -298,8 +327,8 @@ fn html(meta: &Meta, rows: &[EdgeRow]) -> String {
         let _ = writeln!(
             out,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&r.service), esc(&r.environment), esc(&r.host), r.port, esc(&r.scheme),
-            r.requests, r.errors, esc(&r.first_seen.to_string()), esc(&r.last_seen.to_string())
+            esc(&r.service), esc(&r.environment), esc(&r.host), r.port, esc(r.scheme.as_str()),
+            r.counts.requests, r.counts.errors, esc(&r.counts.first_seen.to_string()), esc(&r.counts.last_seen.to_string())
         );
     }
     out.push_str("</tbody>\n</table>\n</body>\n</html>\n");

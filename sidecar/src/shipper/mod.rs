@@ -31,7 +31,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use whouses_wire::{Edge, Report, Timestamp, MAX_EDGES_PER_REPORT, REPORT_VERSION};
+use whouses_wire::{Counts, Edge, Report, Timestamp, MAX_EDGES_PER_REPORT, REPORT_VERSION};
 
 pub mod spool;
 
@@ -446,13 +446,15 @@ impl Core {
                 host: key.host.to_string(),
                 port: key.port,
                 scheme: key.scheme,
-                requests: d.requests,
-                connections: d.connections,
-                errors: d.errors,
-                bytes_sent: d.bytes_sent,
-                bytes_received: d.bytes_received,
-                first_seen: d.first_seen_ts(),
-                last_seen: d.last_seen_ts(),
+                counts: Counts {
+                    requests: d.requests,
+                    connections: d.connections,
+                    errors: d.errors,
+                    bytes_sent: d.bytes_sent,
+                    bytes_received: d.bytes_received,
+                    first_seen: d.first_seen_ts(),
+                    last_seen: d.last_seen_ts(),
+                },
             });
             self.cut.insert(key, totals);
         }

@@ -11,22 +11,18 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
 
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
-use whouses_wire::{Report, Timestamp};
+use whouses_wire::Timestamp;
 
-use super::{merge_interval, Ingested, Interval, StoreError, CONTINUITY_SLACK_MS};
-
-const HOUR_MS: i64 = 3_600_000;
-const DAY_MS: i64 = 24 * HOUR_MS;
-/// `seen` entries older than this are folded into a per-instance floor.
-const SEEN_KEEP_MS: i64 = 30 * 24 * HOUR_MS;
+use super::schema::{self, sat_add};
+use super::Health;
+use crate::store::buckets::{bucket_first_seen, day_of, hour_of};
+use crate::store::{merge_interval, Batch, Ingested, Interval, StoreError, CONTINUITY_SLACK_MS};
 /// Page cache of the writing connection.
 const WRITER_CACHE_KIB: i64 = 64 * 1024;
-/// Largest part of the database file read through a memory mapping.
-const MMAP_BYTES: i64 = 1 << 30;
 /// WAL pages between automatic checkpoints (4 KiB pages: 64 MiB).
 const WAL_CHECKPOINT_PAGES: i64 = 16 * 1024;
 /// Most edges the writer remembers the row id of (about 150 bytes each).
@@ -36,57 +32,82 @@ const MAX_GROUP: usize = 256;
 /// Jobs waiting for the writer before senders wait too (back-pressure on ingest).
 const QUEUE: usize = 1024;
 
-/// `ON CONFLICT` clause of a bucket upsert: add the new counts to the bucket's.
+/// `ON CONFLICT` clause of a bucket upsert: add the new counts to the bucket's
+/// (saturating).
 macro_rules! add_to_bucket {
     ($table:literal, $key:literal) => {
         concat!(
             " ON CONFLICT (edge_id, ",
             $key,
-            ") DO UPDATE SET
-                 requests = ",
+            ") DO UPDATE SET requests = ",
+            sat_add!(concat!($table, ".requests"), "excluded.requests"),
+            ", connections = ",
+            sat_add!(concat!($table, ".connections"), "excluded.connections"),
+            ", errors = ",
+            sat_add!(concat!($table, ".errors"), "excluded.errors"),
+            ", bytes_sent = ",
+            sat_add!(concat!($table, ".bytes_sent"), "excluded.bytes_sent"),
+            ", bytes_received = ",
+            sat_add!(
+                concat!($table, ".bytes_received"),
+                "excluded.bytes_received"
+            ),
+            ", first_seen = MIN(",
             $table,
-            ".requests + excluded.requests,
-                 connections = ",
-            $table,
-            ".connections + excluded.connections,
-                 errors = ",
-            $table,
-            ".errors + excluded.errors,
-                 bytes_sent = ",
-            $table,
-            ".bytes_sent + excluded.bytes_sent,
-                 bytes_received = ",
-            $table,
-            ".bytes_received + excluded.bytes_received,
-                 first_seen = MIN(",
-            $table,
-            ".first_seen, excluded.first_seen),
-                 last_seen = MAX(",
+            ".first_seen, excluded.first_seen), last_seen = MAX(",
             $table,
             ".last_seen, excluded.last_seen)"
         )
     };
 }
 
-/// `SET` terms adding a delta to an edge's totals: `?2`–`?6` the counts, `?7`/`?8` the
-/// first and last call (`?1` is the row id).
+/// `SET` terms adding a delta to an edge's totals (saturating): `?2`–`?6` the counts,
+/// `?7`/`?8` the first and last call (`?1` is the row id).
 macro_rules! add_to_totals {
     () => {
-        "requests = requests + ?2, connections = connections + ?3,
-         errors = errors + ?4, bytes_sent = bytes_sent + ?5,
-         bytes_received = bytes_received + ?6,
-         first_seen = MIN(first_seen, ?7), last_seen = MAX(last_seen, ?8)"
+        concat!(
+            "requests = ",
+            sat_add!("requests", "?2"),
+            ", connections = ",
+            sat_add!("connections", "?3"),
+            ", errors = ",
+            sat_add!("errors", "?4"),
+            ", bytes_sent = ",
+            sat_add!("bytes_sent", "?5"),
+            ", bytes_received = ",
+            sat_add!("bytes_received", "?6"),
+            ", first_seen = MIN(first_seen, ?7), last_seen = MAX(last_seen, ?8)"
+        )
+    };
+}
+
+/// `SET` terms adding a delta to an edge's current hour bucket (saturating).
+macro_rules! add_to_current {
+    () => {
+        concat!(
+            "cur_requests = ",
+            sat_add!("cur_requests", "?2"),
+            ", cur_connections = ",
+            sat_add!("cur_connections", "?3"),
+            ", cur_errors = ",
+            sat_add!("cur_errors", "?4"),
+            ", cur_bytes_sent = ",
+            sat_add!("cur_bytes_sent", "?5"),
+            ", cur_bytes_received = ",
+            sat_add!("cur_bytes_received", "?6"),
+            ", cur_first_seen = MIN(cur_first_seen, ?9), cur_last_seen = MAX(cur_last_seen, ?8)"
+        )
     };
 }
 
 pub(super) enum Job {
     Ingest {
-        report: Report,
-        received: Timestamp,
+        batch: Batch,
         reply: oneshot::Sender<Result<Ingested, StoreError>>,
     },
     Prune {
         cutoff: Timestamp,
+        seen_cutoff: Timestamp,
         reply: oneshot::Sender<Result<u64, StoreError>>,
     },
     Rollup {
@@ -98,19 +119,12 @@ pub(super) enum Job {
     Close { reply: oneshot::Sender<()> },
 }
 
-/// Open the writing connection and start its thread.
-pub(super) fn spawn(path: &Path) -> Result<mpsc::Sender<Job>, StoreError> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(Duration::from_secs(10))?;
-    // WAL is a property of the file (set when the pool opened it); synchronous is per
-    // connection: FULL, so an acknowledged batch survives power loss.
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
+/// Open the writing connection (migrating the schema) and start its thread.
+pub(super) fn spawn(path: &Path, health: Arc<Health>) -> Result<mpsc::Sender<Job>, StoreError> {
+    let conn = schema::open_writer(path)?;
     // Ingest touches pages all over the edge and bucket indexes: keep them in memory
-    // (64 MiB of page cache) and read the file through a mapping rather than a read
-    // call per page. Both measured in the fleet benchmark (docs/benchmarks.md).
+    // (64 MiB of page cache). Measured in the fleet benchmark (docs/benchmarks.md).
     conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
-    conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
     // Copy the WAL back into the database every 64 MiB of log rather than every 4 MiB:
     // a page updated by many commits in between is written back once.
     conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
@@ -118,23 +132,19 @@ pub(super) fn spawn(path: &Path) -> Result<mpsc::Sender<Job>, StoreError> {
     let (tx, rx) = mpsc::channel(QUEUE);
     std::thread::Builder::new()
         .name("whouses-sqlite-writer".into())
-        .spawn(move || run(conn, rx))
+        .spawn(move || run(conn, rx, health))
         .map_err(|e| StoreError::Invalid(format!("starting the database writer: {e}")))?;
     Ok(tx)
 }
 
-fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
+fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, health: Arc<Health>) {
     let mut closing = None;
     let mut cache = EdgeCache::default();
     while let Some(first) = rx.blocking_recv() {
         let mut ingests = Vec::new();
         let mut upkeep = Vec::new();
         let mut take = |j: Job| match j {
-            Job::Ingest {
-                report,
-                received,
-                reply,
-            } => ingests.push((report, received, reply)),
+            Job::Ingest { batch, reply } => ingests.push((batch, reply)),
             j @ (Job::Prune { .. } | Job::Rollup { .. } | Job::Close { .. }) => upkeep.push(j),
         };
         take(first);
@@ -145,30 +155,38 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
             }
         }
         if !ingests.is_empty() {
-            let batches: Vec<(&Report, Timestamp)> =
-                ingests.iter().map(|(r, t, _)| (r, *t)).collect();
+            let batches: Vec<&Batch> = ingests.iter().map(|(b, _)| b).collect();
             match commit_group(&mut conn, &batches, &mut cache) {
                 Ok(results) => {
-                    for ((_, _, reply), result) in ingests.into_iter().zip(results) {
+                    health.wrote();
+                    for ((_, reply), result) in ingests.into_iter().zip(results) {
                         let _ = reply.send(result);
                     }
                 }
                 Err(e) => {
                     cache.clear();
+                    let e = classify(e);
+                    health.failed(&e);
                     tracing::error!(error = %e, batches = ingests.len(), "A group commit failed; every batch in it is refused (the senders retry).");
                     let msg = e.to_string();
-                    for (_, _, reply) in ingests {
-                        let _ =
-                            reply.send(Err(StoreError::Invalid(format!("commit failed: {msg}"))));
+                    for (_, reply) in ingests {
+                        let _ = reply.send(Err(match &e {
+                            StoreError::Full(_) => StoreError::Full(msg.clone()),
+                            _ => StoreError::Pool(format!("commit failed: {msg}")),
+                        }));
                     }
                 }
             }
         }
         for job in upkeep {
             match job {
-                Job::Prune { cutoff, reply } => {
+                Job::Prune {
+                    cutoff,
+                    seen_cutoff,
+                    reply,
+                } => {
                     cache.clear();
-                    let _ = reply.send(prune(&mut conn, cutoff));
+                    let _ = reply.send(prune(&mut conn, cutoff, seen_cutoff));
                 }
                 Job::Rollup { before, reply } => {
                     let _ = reply.send(rollup_one_day(&mut conn, before));
@@ -189,16 +207,28 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
+/// A write error that means "out of space" or "read-only": the database cannot take
+/// batches until an operator acts; every other error keeps its kind.
+fn classify(e: StoreError) -> StoreError {
+    if let StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) = &e {
+        use rusqlite::ErrorCode::{DiskFull, ReadOnly, SystemIoFailure};
+        if matches!(f.code, DiskFull | ReadOnly | SystemIoFailure) {
+            return StoreError::Full(e.to_string());
+        }
+    }
+    e
+}
+
 fn commit_group(
     conn: &mut Connection,
-    batches: &[(&Report, Timestamp)],
+    batches: &[&Batch],
     cache: &mut EdgeCache,
 ) -> Result<Vec<Result<Ingested, StoreError>>, StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(batches.len());
-    for (report, received) in batches {
+    for batch in batches {
         tx.execute_batch("SAVEPOINT batch")?;
-        match ingest_one(&tx, report, *received, cache) {
+        match ingest_one(&tx, batch, cache) {
             Ok(done @ Ingested::Stored { .. }) => {
                 tx.execute_batch("RELEASE batch")?;
                 results.push(Ok(done));
@@ -294,19 +324,34 @@ impl Delta {
 /// Apply one batch inside the open transaction.
 fn ingest_one(
     tx: &Connection,
-    r: &Report,
-    received: Timestamp,
+    batch: &Batch,
     cache: &mut EdgeCache,
 ) -> Result<Ingested, StoreError> {
+    let r = &batch.report;
+    let received = batch.received;
     let seq = i64::try_from(r.seq)
         .map_err(|_| StoreError::Invalid("seq does not fit a signed 64-bit integer".into()))?;
 
-    let floor: Option<i64> = tx
-        .prepare_cached("SELECT seq_floor FROM instances WHERE instance = ?1")?
-        .query_row(params![r.instance], |row| row.get(0))
+    let known: Option<(i64, String, String)> = tx
+        .prepare_cached(
+            "SELECT seq_floor, service, environment FROM instances WHERE instance = ?1",
+        )?
+        .query_row(params![r.instance], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
         .optional()?;
-    if floor.is_some_and(|f| seq < f) {
-        return Ok(Ingested::Duplicate);
+    if let Some((floor, service, environment)) = known {
+        // An instance speaks for the service it first reported as: a batch cannot move
+        // another service's instance (and its coverage) to a service of its choosing.
+        if service != r.service || environment != r.environment {
+            return Err(StoreError::Conflict(format!(
+                "instance {:?} reports for service {service:?} in environment {environment:?}, not {:?} in {:?}; give each sidecar its own --instance",
+                r.instance, r.service, r.environment
+            )));
+        }
+        if seq < floor {
+            return Ok(Ingested::Duplicate);
+        }
     }
     let inserted = tx
         .prepare_cached(
@@ -322,8 +367,6 @@ fn ingest_one(
              observed_until, last_seq, started_at, flush_interval_ms, reports)
          VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, 1)
          ON CONFLICT (instance) DO UPDATE SET
-             service = excluded.service,
-             environment = excluded.environment,
              last_report = MAX(instances.last_report, excluded.last_report),
              observed_until = MAX(instances.observed_until, excluded.observed_until),
              last_seq = MAX(instances.last_seq, excluded.last_seq),
@@ -342,44 +385,10 @@ fn ingest_one(
         r.flush_interval_ms as i64,
     ])?;
 
-    // Coverage: merge this batch's period into the instance's intervals.
-    let new = Interval {
-        start: r.period_start,
-        end: r.period_end,
-    };
-    let mut touching: Vec<Interval> = tx
-        .prepare_cached(
-            r#"SELECT start, "end" FROM coverage WHERE instance = ?1 AND "end" >= ?2 AND start <= ?3"#,
-        )?
-        .query_map(
-            params![
-                r.instance,
-                new.start.0 - CONTINUITY_SLACK_MS,
-                new.end.0 + CONTINUITY_SLACK_MS
-            ],
-            |row| {
-                Ok(Interval {
-                    start: Timestamp(row.get(0)?),
-                    end: Timestamp(row.get(1)?),
-                })
-            },
-        )?
-        .collect::<Result<_, _>>()?;
-    {
-        let mut delete =
-            tx.prepare_cached("DELETE FROM coverage WHERE instance = ?1 AND start = ?2")?;
-        for old in &touching {
-            delete.execute(params![r.instance, old.start.0])?;
-        }
-    }
-    merge_interval(&mut touching, new);
-    {
-        let mut insert = tx.prepare_cached(
-            r#"INSERT INTO coverage (instance, start, "end") VALUES (?1, ?2, ?3)"#,
-        )?;
-        for iv in touching {
-            insert.execute(params![r.instance, iv.start.0, iv.end.0])?;
-        }
+    // Coverage: merge the trusted part of this batch's period into the instance's
+    // intervals.
+    if let Some(new) = batch.coverage {
+        merge_coverage(tx, &r.instance, new)?;
     }
 
     let mut find = tx.prepare_cached(
@@ -389,21 +398,19 @@ fn ingest_one(
     let mut stored = 0;
     let mut key = String::with_capacity(128);
     for e in &r.edges {
-        if e.requests + e.connections + e.errors == 0 && e.bytes_sent + e.bytes_received == 0 {
+        if e.counts.is_zero() {
             continue;
         }
-        let hour = e.last_seen.0.div_euclid(HOUR_MS);
-        // The delta happened within the batch's period, so its first call in this hour
-        // bucket is no earlier than the period start.
+        let hour = hour_of(e.counts.last_seen);
         let d = Delta {
-            requests: e.requests as i64,
-            connections: e.connections as i64,
-            errors: e.errors as i64,
-            bytes_sent: e.bytes_sent as i64,
-            bytes_received: e.bytes_received as i64,
-            first_seen: e.first_seen.0,
-            last_seen: e.last_seen.0,
-            bucket_first_seen: e.first_seen.0.max(r.period_start.0).min(e.last_seen.0),
+            requests: e.counts.requests as i64,
+            connections: e.counts.connections as i64,
+            errors: e.counts.errors as i64,
+            bytes_sent: e.counts.bytes_sent as i64,
+            bytes_received: e.counts.bytes_received as i64,
+            first_seen: e.counts.first_seen.0,
+            last_seen: e.counts.last_seen.0,
+            bucket_first_seen: bucket_first_seen(e, r).0,
         };
         edge_key(&mut key, e, &r.service, &r.environment);
         let cached = cache.map.get(key.as_str()).copied();
@@ -455,13 +462,9 @@ fn ingest_one(
                 tx.prepare_cached(concat!(
                     "UPDATE edges SET ",
                     add_to_totals!(),
-                    ",
-                         cur_requests = cur_requests + ?2, cur_connections = cur_connections + ?3,
-                         cur_errors = cur_errors + ?4, cur_bytes_sent = cur_bytes_sent + ?5,
-                         cur_bytes_received = cur_bytes_received + ?6,
-                         cur_first_seen = MIN(cur_first_seen, ?9),
-                         cur_last_seen = MAX(cur_last_seen, ?8)
-                     WHERE id = ?1"
+                    ", ",
+                    add_to_current!(),
+                    " WHERE id = ?1"
                 ))?
                 .execute(params_from_iter(
                     d.totals(id).into_iter().chain([d.bucket_first_seen]),
@@ -529,17 +532,61 @@ fn ingest_one(
     Ok(Ingested::Stored { edges: stored })
 }
 
+/// Merge `new` into the instance's stored coverage intervals.
+fn merge_coverage(tx: &Connection, instance: &str, new: Interval) -> Result<(), StoreError> {
+    let mut touching: Vec<Interval> = tx
+        .prepare_cached(
+            r#"SELECT start, "end" FROM coverage WHERE instance = ?1 AND "end" >= ?2 AND start <= ?3"#,
+        )?
+        .query_map(
+            params![
+                instance,
+                new.start.0.saturating_sub(CONTINUITY_SLACK_MS),
+                new.end.0.saturating_add(CONTINUITY_SLACK_MS)
+            ],
+            |row| {
+                Ok(Interval {
+                    start: Timestamp(row.get(0)?),
+                    end: Timestamp(row.get(1)?),
+                })
+            },
+        )?
+        .collect::<Result<_, _>>()?;
+    {
+        let mut delete =
+            tx.prepare_cached("DELETE FROM coverage WHERE instance = ?1 AND start = ?2")?;
+        for old in &touching {
+            delete.execute(params![instance, old.start.0])?;
+        }
+    }
+    merge_interval(&mut touching, new);
+    {
+        let mut insert = tx.prepare_cached(
+            r#"INSERT INTO coverage (instance, start, "end") VALUES (?1, ?2, ?3)"#,
+        )?;
+        for iv in touching {
+            insert.execute(params![instance, iv.start.0, iv.end.0])?;
+        }
+    }
+
+    Ok(())
+}
+
 /// Retention: delete what ended before `cutoff`, in one transaction.
-fn prune(conn: &mut Connection, cutoff: Timestamp) -> Result<u64, StoreError> {
+fn prune(
+    conn: &mut Connection,
+    cutoff: Timestamp,
+    seen_cutoff: Timestamp,
+) -> Result<u64, StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut n = 0u64;
     n += tx.execute(
         "DELETE FROM edge_hours WHERE hour < ?1",
-        params![cutoff.0.div_euclid(HOUR_MS)],
+        params![hour_of(cutoff)],
     )? as u64;
     n += tx.execute(
         "DELETE FROM edge_days WHERE day < ?1",
-        params![cutoff.0.div_euclid(DAY_MS)],
+        params![day_of(cutoff)],
     )? as u64;
     n += tx.execute("DELETE FROM edges WHERE last_seen < ?1", params![cutoff.0])? as u64;
     n += tx.execute(
@@ -552,7 +599,7 @@ fn prune(conn: &mut Connection, cutoff: Timestamp) -> Result<u64, StoreError> {
     )? as u64;
     // Old idempotency entries become a per-instance floor: a batch older than that is by
     // construction one we already stored.
-    let seen_cutoff = cutoff.0.max(Timestamp::now().0 - SEEN_KEEP_MS);
+    let seen_cutoff = cutoff.0.max(seen_cutoff.0);
     tx.execute(
         "UPDATE instances SET seq_floor = MAX(seq_floor,
              (SELECT MAX(seq) + 1 FROM seen WHERE seen.instance = instances.instance
@@ -570,7 +617,7 @@ fn prune(conn: &mut Connection, cutoff: Timestamp) -> Result<u64, StoreError> {
 /// buckets (one day per call, so ingest never waits behind a long fold). Returns the
 /// hourly rows folded; 0 when nothing is left to fold.
 fn rollup_one_day(conn: &mut Connection, before: Timestamp) -> Result<u64, StoreError> {
-    let end_day = before.0.div_euclid(DAY_MS);
+    let end_day = day_of(before);
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let oldest: Option<i64> = tx.query_row(
         "SELECT MIN(hour) FROM edge_hours WHERE hour < ?1",
@@ -586,8 +633,8 @@ fn rollup_one_day(conn: &mut Connection, before: Timestamp) -> Result<u64, Store
         concat!(
             "INSERT INTO edge_days (edge_id, day, requests, connections, errors, bytes_sent,
              bytes_received, first_seen, last_seen)
-         SELECT edge_id, ?3, SUM(requests), SUM(connections), SUM(errors), SUM(bytes_sent),
-             SUM(bytes_received), MIN(first_seen), MAX(last_seen)
+         SELECT edge_id, ?3, sat_sum(requests), sat_sum(connections), sat_sum(errors),
+             sat_sum(bytes_sent), sat_sum(bytes_received), MIN(first_seen), MAX(last_seen)
          FROM edge_hours WHERE hour >= ?1 AND hour < ?2 GROUP BY edge_id",
             add_to_bucket!("edge_days", "day")
         ),

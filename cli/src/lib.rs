@@ -1,14 +1,19 @@
 //! The `whouses` command: asks the collector, prints tables/JSON/CSV, and turns `check`
 //! into an exit code a pipeline can gate on (0 unused, 1 in use, 3 unknown, 2 error).
+//!
+//! A thin HTTP client: it links the answer types ([`whouses_wire::api`]) and no server,
+//! database or proxy code. [`demo`] starts the other programs as processes.
 
 use std::ffi::OsString;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::check::CheckResponse;
-use crate::query::{CalleesResponse, CallersResponse, HostsResponse, ServicesResponse};
+use whouses_wire::api::{
+    CalleesResponse, CallersResponse, CheckResponse, HostsResponse, ServicesResponse,
+};
 
+pub mod demo;
 pub mod output;
 
 use output::{relative, Table};
@@ -199,10 +204,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 t.row(vec![
                     c.service.clone(),
                     c.environment.clone(),
-                    c.requests.to_string(),
-                    c.errors.to_string(),
-                    relative(c.first_seen, now),
-                    relative(c.last_seen, now),
+                    c.counts.requests.to_string(),
+                    c.counts.errors.to_string(),
+                    relative(c.counts.first_seen, now),
+                    relative(c.counts.last_seen, now),
                     c.hosts.join(" "),
                 ]);
             }
@@ -238,12 +243,12 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 t.row(vec![
                     c.host.clone(),
                     c.port.to_string(),
-                    c.scheme.clone(),
+                    c.scheme.to_string(),
                     c.environment.clone(),
-                    c.requests.to_string(),
-                    c.errors.to_string(),
-                    relative(c.first_seen, now),
-                    relative(c.last_seen, now),
+                    c.counts.requests.to_string(),
+                    c.counts.errors.to_string(),
+                    relative(c.counts.first_seen, now),
+                    relative(c.counts.last_seen, now),
                 ]);
             }
             emit(format, &raw, &t, || {
@@ -405,7 +410,7 @@ impl Api {
             anyhow::anyhow!(
                 "cannot reach the collector at {}: {}",
                 self.base,
-                crate::cli::output::error_chain(&e)
+                whouses_plumbing::error_chain(&e)
             )
         })?;
         let status = resp.status();

@@ -1,23 +1,25 @@
-//! `whouses demo`: the whole loop on loopback, in one process, in under 30 seconds.
+//! `whouses demo`: the whole loop on loopback, in under 30 seconds.
 //!
 //! It replays the story that motivated whouses: a reference-data service moves behind a new
-//! load-balancer name; some consumers are repointed, some are not. A real collector (SQLite
-//! in a temporary directory), real sidecars and real upstreams run in-process on
-//! 127.0.0.1; the consumers' calls go through their sidecars exactly as an app's would.
-//! Then the demo asks the questions a platform team asks before pressing "stop", using the
-//! same code as the `whouses` CLI, and leaves the collector up to explore (or exits with
-//! `--once`).
+//! load-balancer name; some consumers are repointed, some are not. The demo starts the real
+//! programs — a `whouses-collector` (SQLite in a temporary directory) and one
+//! `whouses-sidecar` per consumer, found next to this `whouses` binary or on `PATH` — and
+//! two small upstreams in this process; the consumers' calls go through their sidecars
+//! exactly as an app's would. Then it asks the questions a platform team asks before
+//! pressing "stop", with the same code as the `whouses` commands, and leaves the
+//! collector up to explore (or exits with `--once`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use clap::Parser as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use whouses_plumbing::process::{await_listening, signal, Signal};
 
 /// The old load-balancer name that some consumers still call.
 pub const OLD_HOST: &str = "tis-reference.internal";
@@ -35,6 +37,9 @@ const CONSUMERS: &[(&str, bool)] = &[
     ("tis-sync", false),
 ];
 
+/// How long a started program has to say where it listens.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
     /// Tell the story, print the answers and exit instead of leaving the collector up.
@@ -50,6 +55,88 @@ pub struct DemoArgs {
     /// Directory for the demo's SQLite file (default: a new temporary directory).
     #[arg(long, env = "WHOUSES_DEMO_DIR")]
     pub dir: Option<PathBuf>,
+    /// Directory holding whouses-collector and whouses-sidecar (default: next to this
+    /// binary, else PATH).
+    #[arg(long, env = "WHOUSES_BIN_DIR")]
+    pub bin_dir: Option<PathBuf>,
+}
+
+/// A program the demo started; stopped with SIGTERM (then SIGKILL) when dropped.
+struct Program {
+    name: String,
+    child: Child,
+}
+
+impl Program {
+    /// Start `bin` with `args` and wait for its listening line.
+    fn start(
+        name: &str,
+        bin: &Path,
+        args: &[String],
+    ) -> anyhow::Result<(Program, whouses_plumbing::process::Listening)> {
+        let mut child = Command::new(bin)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .env_remove("HTTP_PROXY")
+            .env_remove("http_proxy")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let stdout = child.stdout.take().context("no stdout pipe")?;
+        let program = Program {
+            name: name.to_string(),
+            child,
+        };
+        let listening = await_listening(stdout, START_TIMEOUT, |_| {})
+            .with_context(|| format!("{name} did not start (see its messages above)"))?;
+        Ok((program, listening))
+    }
+
+    /// SIGTERM, then wait up to `grace` for the orderly exit (final flush included).
+    fn stop(mut self, grace: Duration) {
+        let _ = signal(&self.child, Signal::TERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        tracing::warn!(program = %self.name, "Did not stop in time; killing it.");
+    }
+}
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Where a sibling program is: `--bin-dir`, next to this executable, else `PATH`.
+fn program(bin_dir: Option<&Path>, name: &str) -> anyhow::Result<PathBuf> {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf));
+    if let Some(dir) = bin_dir.map(Path::to_path_buf).or(beside) {
+        let p = dir.join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .with_context(|| {
+            format!(
+                "cannot find {name}: build it (cargo build --release --workspace --bins) or set --bin-dir"
+            )
+        })
 }
 
 /// Run the demo; returns when done (`--once`) or on Ctrl-C.
@@ -68,37 +155,35 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     let db = dir.join("whouses-demo.db");
     let _ = std::fs::remove_file(&db);
-    // Sidecars and upstreams stop first (their final flush needs the collector), then
-    // the collector.
+    let collector_bin = program(args.bin_dir.as_deref(), "whouses-collector")?;
+    let sidecar_bin = program(args.bin_dir.as_deref(), "whouses-sidecar")?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (collector_stop_tx, collector_stop_rx) = watch::channel(false);
 
-    // The collector, exactly as `whouses-collector --db sqlite://… --listen …` runs it.
-    let listener = match TcpListener::bind(&args.listen).await {
-        Ok(l) => l,
+    // The collector, as anyone would run it. If the demo's port is taken, any free one.
+    let listen = match std::net::TcpListener::bind(&args.listen) {
+        Ok(l) => {
+            drop(l);
+            args.listen.clone()
+        }
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            let l = TcpListener::bind("127.0.0.1:0").await?;
             println!(
-                "  ({} is in use; the demo's collector takes {} instead)",
-                args.listen,
-                l.local_addr()?
+                "  ({} is in use; the demo's collector takes a free port instead)",
+                args.listen
             );
-            l
+            "127.0.0.1:0".to_string()
         }
         Err(e) => return Err(e).with_context(|| format!("binding {}", args.listen)),
     };
-    let collector_addr = listener.local_addr()?;
-    let collector_url = format!("http://{collector_addr}");
     let db_url = format!("sqlite://{}", db.display());
-    let config = crate::config::Config::try_parse_from([
+    let (collector, listening) = Program::start(
         "whouses-collector",
-        "--db",
-        db_url.as_str(),
-        "--listen",
-        &collector_addr.to_string(),
-    ])
-    .context("building the demo collector's configuration")?;
-    let collector = tokio::spawn(crate::run(config, listener, stopped(collector_stop_rx)));
+        &collector_bin,
+        &["--db".into(), db_url, "--listen".into(), listen],
+    )?;
+    let collector_addr = listening
+        .addr("api")
+        .context("the collector did not say where it listens")?;
+    let collector_url = format!("http://{collector_addr}");
 
     // The reference service, reachable by its old and its new load-balancer name.
     let old_lb = start_upstream("old load balancer", stop_rx.clone()).await?;
@@ -114,12 +199,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
 
     let mut sidecars = Vec::new();
-    let mut sidecar_tasks = Vec::new();
+    let mut programs = Vec::new();
     for (service, _) in CONSUMERS {
-        let (addr, task) =
-            start_sidecar(service, &collector_url, old_lb, new_lb, stop_rx.clone()).await?;
+        let (p, addr) = start_sidecar(&sidecar_bin, service, &collector_url, old_lb, new_lb)?;
         sidecars.push(addr);
-        sidecar_tasks.push(task);
+        programs.push(p);
     }
 
     // Act 1: each consumer calls the reference service through its sidecar; five of
@@ -133,9 +217,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     wait_for_total(&client, &collector_url, sent).await?;
     let url = collector_url.as_str();
     println!("$ whouses callers {OLD_HOST}");
-    crate::cli::run_args(["whouses", "--url", url, "callers", OLD_HOST]).await;
+    crate::run_args(["whouses", "--url", url, "callers", OLD_HOST]).await;
     println!("\n$ whouses check {OLD_HOST} --quiet-for 3s");
-    let code = crate::cli::run_args([
+    let code = crate::run_args([
         "whouses",
         "--url",
         url,
@@ -155,7 +239,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     wait_for_total(&client, &collector_url, sent + sent2).await?;
     tokio::time::sleep(Duration::from_millis(3_500)).await;
     println!("$ whouses check {OLD_HOST} --quiet-for 3s");
-    let code = crate::cli::run_args([
+    let code = crate::run_args([
         "whouses",
         "--url",
         url,
@@ -167,77 +251,67 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     .await;
     println!("  (exit code {code}: safe to switch off — every past caller reported throughout)\n");
     println!("$ whouses callers {NEW_HOST}");
-    crate::cli::run_args(["whouses", "--url", url, "callers", NEW_HOST]).await;
+    crate::run_args(["whouses", "--url", url, "callers", NEW_HOST]).await;
     println!("\n  Story told in {:.1}s.", started.elapsed().as_secs_f64());
-    if args.once {
-        let _ = stop_tx.send(true);
-    } else {
+    if !args.once {
         println!("\n  The collector stays up: open {collector_url}/ in a browser, or try");
         println!("    whouses --url {collector_url} hosts");
         println!("    whouses --url {collector_url} services");
         println!("  Press Ctrl-C to stop.");
         let _ = tokio::signal::ctrl_c().await;
-        let _ = stop_tx.send(true);
     }
+    let _ = stop_tx.send(true);
     // Sidecars drain and ship a final flush before the collector stops.
-    for task in sidecar_tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
-    }
-    let _ = collector_stop_tx.send(true);
-    match tokio::time::timeout(Duration::from_secs(10), collector).await {
-        Ok(Ok(result)) => result?,
-        Ok(Err(e)) => anyhow::bail!("the demo collector task failed: {e}"),
-        Err(_) => anyhow::bail!("the demo collector did not stop within 10s"),
-    }
+    tokio::task::spawn_blocking(move || {
+        for p in programs {
+            p.stop(Duration::from_secs(15));
+        }
+        collector.stop(Duration::from_secs(15));
+    })
+    .await
+    .context("stopping the demo's programs")?;
     if args.dir.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(())
 }
 
-/// A future that completes when the demo is told to stop.
-async fn stopped(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
-}
-
-/// Start one consumer's sidecar in-process; returns its proxy address.
-async fn start_sidecar(
+/// Start one consumer's sidecar; returns it and its proxy address.
+fn start_sidecar(
+    bin: &Path,
     service: &str,
     collector_url: &str,
     old_lb: SocketAddr,
     new_lb: SocketAddr,
-    stop: watch::Receiver<bool>,
-) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let proxy = TcpListener::bind("127.0.0.1:0").await?;
-    let admin = TcpListener::bind("127.0.0.1:0").await?;
-    let proxy_addr = proxy.local_addr()?;
-    let resolve_old = format!("{OLD_HOST}:80:{old_lb}");
-    let resolve_new = format!("{NEW_HOST}:80:{new_lb}");
-    let config = whouses_sidecar::config::Config::try_parse_from([
-        "whouses-sidecar",
+) -> anyhow::Result<(Program, SocketAddr)> {
+    let args: Vec<String> = [
         "--service",
         service,
         "--environment",
         "prod",
         "--instance",
         &format!("{service}-demo"),
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
         "--collector-url",
         collector_url,
         "--flush-interval",
         "1s",
         "--resolve",
-        &resolve_old,
+        &format!("{OLD_HOST}:80:{old_lb}"),
         "--resolve",
-        &resolve_new,
-    ])
-    .with_context(|| format!("building the sidecar configuration for {service}"))?;
-    let service = service.to_string();
-    let task = tokio::spawn(async move {
-        if let Err(error) = whouses_sidecar::run(config, proxy, admin, stopped(stop)).await {
-            tracing::error!(%error, service, "Demo sidecar failed.");
-        }
-    });
-    Ok((proxy_addr, task))
+        &format!("{NEW_HOST}:80:{new_lb}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (p, listening) = Program::start(&format!("sidecar of {service}"), bin, &args)?;
+    let proxy = listening
+        .addr("proxy")
+        .with_context(|| format!("the sidecar of {service} did not say where it listens"))?;
+    Ok((p, proxy))
 }
 
 /// One round of calls from every consumer; `uses_new(repointed)` picks the name each

@@ -1,0 +1,239 @@
+//! The SQLite read path: the queries behind every answer, on a read-only connection.
+
+use rusqlite::types::Value;
+use rusqlite::{params_from_iter, Connection, Row};
+use whouses_wire::api::{EdgeRow, InstanceRow};
+use whouses_wire::{Counts, Scheme, Timestamp};
+
+use crate::store::buckets::{day_of, escape_like, hour_of, sum_rows};
+use crate::store::{EdgeFilter, InstanceCoverage, Interval, StoreError};
+use crate::targets::HostPattern;
+
+/// Most `(service, environment)` pairs per coverage statement (2 parameters each, well
+/// under SQLite's limit).
+const ROWS_PER_STATEMENT: usize = 400;
+
+/// Where edge counts are read from.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// The edge's totals over all time.
+    Totals,
+    /// The edge's current hour bucket, if it is this hour or later.
+    Current(i64),
+    /// Sums of a bucket table (`table`, its time column) from this bucket on.
+    Buckets(&'static str, &'static str, i64),
+}
+
+pub(super) fn edges(c: &Connection, f: &EdgeFilter) -> Result<Vec<EdgeRow>, StoreError> {
+    let Some(since) = f.since else {
+        return edge_rows(c, f, Source::Totals);
+    };
+    // A bucket is in exactly one of three places: the edge's current hour (in its own
+    // row), the hourly buckets, or — older than --hourly-for — the daily ones. Sum all
+    // three. A day bucket counts whole when `since` falls inside it: the answer errs
+    // towards "still used", never the other way.
+    let hour = hour_of(since);
+    let current = edge_rows(c, f, Source::Current(hour))?;
+    let hours = edge_rows(c, f, Source::Buckets("edge_hours", "hour", hour))?;
+    let days = edge_rows(c, f, Source::Buckets("edge_days", "day", day_of(since)))?;
+    Ok(sum_rows(sum_rows(current, hours), days))
+}
+
+/// Edge rows of one source, sorted by host, port, scheme, service, environment.
+fn edge_rows(c: &Connection, f: &EdgeFilter, source: Source) -> Result<Vec<EdgeRow>, StoreError> {
+    let mut args: Vec<Value> = Vec::new();
+    let mut sql = match source {
+        Source::Totals => String::from(
+            "SELECT e.service, e.environment, e.host, e.port, e.scheme, e.requests,
+                    e.connections, e.errors, e.bytes_sent, e.bytes_received, e.first_seen,
+                    e.last_seen
+             FROM edges e WHERE 1 = 1",
+        ),
+        Source::Current(from) => {
+            args.push(Value::Integer(from));
+            String::from(
+                "SELECT e.service, e.environment, e.host, e.port, e.scheme, e.cur_requests,
+                        e.cur_connections, e.cur_errors, e.cur_bytes_sent,
+                        e.cur_bytes_received, e.cur_first_seen, e.cur_last_seen
+                 FROM edges e WHERE e.cur_hour >= ?1",
+            )
+        }
+        Source::Buckets(table, column, from) => {
+            args.push(Value::Integer(from));
+            format!(
+                "SELECT e.service, e.environment, e.host, e.port, e.scheme,
+                        sat_sum(h.requests), sat_sum(h.connections), sat_sum(h.errors),
+                        sat_sum(h.bytes_sent), sat_sum(h.bytes_received), MIN(h.first_seen),
+                        MAX(h.last_seen)
+                 FROM edges e JOIN {table} h ON h.edge_id = e.id
+                 WHERE h.{column} >= ?1"
+            )
+        }
+    };
+    let arg = |args: &mut Vec<Value>, v: Value| {
+        args.push(v);
+        format!("?{}", args.len())
+    };
+    if let Some(hosts) = &f.hosts {
+        // No constant-false first term (`0 = 1 OR …`): it stops SQLite from using the
+        // host index, and every lookup becomes a scan of all edges.
+        sql.push_str(" AND (");
+        if hosts.is_empty() {
+            sql.push_str("0 = 1");
+        }
+        for (i, p) in hosts.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(" OR ");
+            }
+            match p {
+                HostPattern::Host(h) => {
+                    let a = arg(&mut args, Value::Text(h.clone()));
+                    sql.push_str(&format!("e.host = {a}"));
+                }
+                HostPattern::HostPort(h, port) => {
+                    let a = arg(&mut args, Value::Text(h.clone()));
+                    let b = arg(&mut args, Value::Integer(i64::from(*port)));
+                    sql.push_str(&format!("(e.host = {a} AND e.port = {b})"));
+                }
+                HostPattern::Suffix(s) => {
+                    let a = arg(&mut args, Value::Text(s.clone()));
+                    let b = arg(&mut args, Value::Text(format!("%.{}", escape_like(s))));
+                    sql.push_str(&format!("e.host = {a} OR e.host LIKE {b} ESCAPE '\\'"));
+                }
+            }
+        }
+        sql.push(')');
+    }
+    if let Some(s) = &f.service {
+        let a = arg(&mut args, Value::Text(s.clone()));
+        sql.push_str(&format!(" AND e.service = {a}"));
+    }
+    if let Some(env) = &f.environment {
+        let a = arg(&mut args, Value::Text(env.clone()));
+        sql.push_str(&format!(" AND e.environment = {a}"));
+    }
+    if matches!(source, Source::Buckets(..)) {
+        sql.push_str(" GROUP BY e.id");
+    }
+    sql.push_str(" ORDER BY e.host, e.port, e.scheme, e.service, e.environment");
+    let mut stmt = c.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(args), edge_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A stored count as `u64` (never negative; a value SQLite turned into a REAL by an
+/// overflow elsewhere reads as the maximum instead of failing the query).
+fn count(row: &Row<'_>, i: usize) -> rusqlite::Result<u64> {
+    match row.get_ref(i)? {
+        rusqlite::types::ValueRef::Integer(v) => Ok(v.max(0) as u64),
+        rusqlite::types::ValueRef::Real(v) if v > 0.0 => Ok(whouses_wire::MAX_COUNT),
+        _ => Ok(0),
+    }
+}
+
+fn edge_row(row: &Row<'_>) -> rusqlite::Result<EdgeRow> {
+    let scheme: String = row.get(4)?;
+    Ok(EdgeRow {
+        service: row.get(0)?,
+        environment: row.get(1)?,
+        host: row.get(2)?,
+        port: u16::try_from(row.get::<_, i64>(3)?).unwrap_or(0),
+        // Only the three schemes are ever written; anything else reads as opaque TCP.
+        scheme: scheme.parse().unwrap_or(Scheme::Tcp),
+        counts: Counts {
+            requests: count(row, 5)?,
+            connections: count(row, 6)?,
+            errors: count(row, 7)?,
+            bytes_sent: count(row, 8)?,
+            bytes_received: count(row, 9)?,
+            first_seen: Timestamp(row.get(10)?),
+            last_seen: Timestamp(row.get(11)?),
+        },
+    })
+}
+
+pub(super) fn instances(c: &Connection) -> Result<Vec<InstanceRow>, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT instance, service, environment, first_report, last_report, observed_until,
+                last_seq, started_at, flush_interval_ms, reports
+         FROM instances ORDER BY service, environment, instance",
+    )?;
+    let rows = stmt.query_map([], |row| {
+        Ok(InstanceRow {
+            instance: row.get(0)?,
+            service: row.get(1)?,
+            environment: row.get(2)?,
+            first_report: Timestamp(row.get(3)?),
+            last_report: Timestamp(row.get(4)?),
+            observed_until: Timestamp(row.get(5)?),
+            last_seq: count(row, 6)?,
+            started_at: Timestamp(row.get(7)?),
+            flush_interval_ms: count(row, 8)?,
+            reports: count(row, 9)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(super) fn coverage(
+    c: &Connection,
+    services: &[(String, String)],
+    after: Timestamp,
+) -> Result<Vec<InstanceCoverage>, StoreError> {
+    let mut out: Vec<InstanceCoverage> = Vec::new();
+    // One statement per few hundred services (not one per service): a popular host has
+    // hundreds of callers.
+    for chunk in services.chunks(ROWS_PER_STATEMENT) {
+        let mut args: Vec<Value> = Vec::with_capacity(chunk.len() * 2 + 1);
+        let values: Vec<String> = chunk
+            .iter()
+            .map(|(svc, env)| {
+                args.push(Value::Text(svc.clone()));
+                args.push(Value::Text(env.clone()));
+                format!("(?{}, ?{})", args.len() - 1, args.len())
+            })
+            .collect();
+        args.push(Value::Integer(after.0));
+        let sql = format!(
+            r#"WITH wanted(service, environment) AS (VALUES {})
+               SELECT i.instance, i.service, i.environment, i.flush_interval_ms,
+                      i.observed_until, c.start, c."end"
+               FROM wanted w
+               JOIN instances i ON i.service = w.service AND i.environment = w.environment
+               LEFT JOIN coverage c ON c.instance = i.instance AND c."end" >= ?{}
+               ORDER BY i.instance, c.start"#,
+            values.join(", "),
+            args.len()
+        );
+        let mut stmt = c.prepare(&sql)?;
+        let mut rows = stmt.query(params_from_iter(args))?;
+        while let Some(row) = rows.next()? {
+            let instance: String = row.get(0)?;
+            let iv = match row.get::<_, Option<i64>>(5)? {
+                Some(start) => Some(Interval {
+                    start: Timestamp(start),
+                    end: Timestamp(row.get(6)?),
+                }),
+                None => None,
+            };
+            match out.last_mut() {
+                Some(c) if c.instance == instance => c.intervals.extend(iv),
+                _ => out.push(InstanceCoverage {
+                    instance,
+                    service: row.get(1)?,
+                    environment: row.get(2)?,
+                    flush_interval_ms: count(row, 3)?,
+                    observed_until: Timestamp(row.get(4)?),
+                    intervals: iv.into_iter().collect(),
+                }),
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn observed_since(c: &Connection) -> Result<Option<Timestamp>, StoreError> {
+    // The earliest moment any sidecar proved it was observing from.
+    let v: Option<i64> = c.query_row("SELECT MIN(start) FROM coverage", [], |r| r.get(0))?;
+    Ok(v.map(Timestamp))
+}

@@ -1,0 +1,240 @@
+//! The collector's answers, as JSON: what `GET /v1/callers`, `/v1/callees`, `/v1/hosts`,
+//! `/v1/services`, `/v1/check` and `/v1/export?format=json` return. The collector builds
+//! them, the `whouses` CLI reads them; both link only this crate, so the shapes cannot
+//! drift apart. These names are the public interface.
+
+use serde::{Deserialize, Serialize};
+
+use crate::counts::Counts;
+use crate::host::Scheme;
+use crate::time::Timestamp;
+
+/// One edge: a calling service (in an environment) and an upstream it dialed, with its
+/// counts over the whole history or since the query's `since`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeRow {
+    pub service: String,
+    pub environment: String,
+    pub host: String,
+    pub port: u16,
+    pub scheme: Scheme,
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+/// A row of `/v1/callers`: one calling service, its counts summed over the host's names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caller {
+    pub service: String,
+    pub environment: String,
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// The `host:port` names this caller used.
+    pub hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CallersResponse {
+    pub host: String,
+    pub since: Option<Timestamp>,
+    pub callers: Vec<Caller>,
+}
+
+/// A row of `/v1/callees`: one upstream a service called.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Callee {
+    pub host: String,
+    pub port: u16,
+    pub scheme: Scheme,
+    pub environment: String,
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CalleesResponse {
+    pub service: String,
+    pub since: Option<Timestamp>,
+    pub callees: Vec<Callee>,
+}
+
+/// A row of `/v1/hosts`: one upstream and how busy it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostSummary {
+    pub host: String,
+    pub port: u16,
+    pub schemes: Vec<Scheme>,
+    /// Distinct calling services (per environment).
+    pub callers: usize,
+    pub requests: u64,
+    /// Tunnels and opaque TCP connections (these carry no requests).
+    #[serde(default)]
+    pub connections: u64,
+    pub errors: u64,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+    /// Milliseconds since the last call (at the time of the answer).
+    pub quiet_for_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostsResponse {
+    pub unused_since: Option<Timestamp>,
+    pub hosts: Vec<HostSummary>,
+}
+
+/// One sidecar instance's reporting history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceRow {
+    pub instance: String,
+    pub service: String,
+    pub environment: String,
+    /// When the collector received its first and last batch (collector time).
+    pub first_report: Timestamp,
+    pub last_report: Timestamp,
+    /// End of the last period the instance reported on.
+    pub observed_until: Timestamp,
+    pub last_seq: u64,
+    pub started_at: Timestamp,
+    pub flush_interval_ms: u64,
+    pub reports: u64,
+}
+
+/// A row of `/v1/services`: a reporting service and its instances.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSummary {
+    pub service: String,
+    pub environment: String,
+    pub first_report: Timestamp,
+    pub last_report: Timestamp,
+    pub instances: Vec<InstanceRow>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServicesResponse {
+    pub services: Vec<ServiceSummary>,
+}
+
+/// The answer of `check`: may the host be switched off?
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// Nobody called it within the quiet period, and the evidence covers the period.
+    Unused,
+    /// Somebody called it within the quiet period.
+    InUse,
+    /// Not enough evidence either way.
+    Unknown,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Unused => "unused",
+            Verdict::InUse => "in-use",
+            Verdict::Unknown => "unknown",
+        }
+    }
+
+    /// The CLI's exit code for this verdict: 0 unused (safe), 1 in use, 3 unknown.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Verdict::Unused => 0,
+            Verdict::InUse => 1,
+            Verdict::Unknown => 3,
+        }
+    }
+}
+
+/// What `check` knows about one past or present caller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallerEvidence {
+    pub service: String,
+    pub environment: String,
+    /// Calls (requests and tunnel connections) within the quiet period.
+    pub requests_in_window: u64,
+    /// Calls over the whole retained history.
+    pub requests_total: u64,
+    pub last_seen: Timestamp,
+    /// Until when this service's sidecars have reported (end of their latest period).
+    pub last_report: Option<Timestamp>,
+    /// Whether its sidecars reported through the whole quiet period.
+    pub reporting_through_window: bool,
+    pub hosts: Vec<String>,
+}
+
+/// A service whose sidecar folded calls into `(other)` (its `--max-hosts` was reached)
+/// within the quiet period: any of those calls may have gone to the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FoldEvidence {
+    pub service: String,
+    pub environment: String,
+    /// Calls folded within the quiet period (at hour granularity).
+    pub calls: u64,
+    pub last_seen: Timestamp,
+    /// Whether the service also called the host by name at some point.
+    pub past_caller: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckResponse {
+    pub host: String,
+    pub verdict: Verdict,
+    /// One sentence saying why: the evidence that decided.
+    pub reason: String,
+    pub quiet_for_ms: u64,
+    pub window_start: Timestamp,
+    pub now: Timestamp,
+    /// When the collector started observing (its earliest recorded coverage).
+    pub observed_since: Option<Timestamp>,
+    /// Callers within the quiet period (for `in-use`).
+    pub callers: Vec<CallerEvidence>,
+    /// Every service that ever called the host, with its reporting coverage.
+    pub evidence: Vec<CallerEvidence>,
+    /// Services whose calls were folded into `(other)` within the quiet period.
+    #[serde(default)]
+    pub folded: Vec<FoldEvidence>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_serialise_flat_as_the_contract_shows() {
+        let c = Caller {
+            service: "tis-sync".into(),
+            environment: "prod".into(),
+            counts: Counts {
+                requests: 1234,
+                connections: 12,
+                errors: 3,
+                first_seen: Timestamp(1_795_000_000_000),
+                last_seen: Timestamp(1_795_000_001_000),
+                ..Counts::default()
+            },
+            hosts: vec!["tis-reference.internal:443".into()],
+        };
+        let v = serde_json::to_value(&c).unwrap();
+        for field in [
+            "service",
+            "environment",
+            "requests",
+            "connections",
+            "errors",
+            "bytes_sent",
+            "bytes_received",
+            "first_seen",
+            "last_seen",
+            "hosts",
+        ] {
+            assert!(v.get(field).is_some(), "{field} missing in {v}");
+        }
+        let back: Caller = serde_json::from_value(v).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(
+            serde_json::to_value(Verdict::InUse).unwrap(),
+            serde_json::json!("in-use")
+        );
+    }
+}
