@@ -100,6 +100,11 @@ pub struct Config {
     #[arg(long, env = "WHOUSES_DRAIN_TIMEOUT", default_value = "20s")]
     pub drain_timeout: DurationArg,
 
+    /// Free space (bytes) on the database's file system below which `/readyz` fails, so a
+    /// filling disk is seen before batches are refused.
+    #[arg(long, env = "WHOUSES_MIN_FREE_SPACE", default_value_t = 64 * 1024 * 1024)]
+    pub min_free_space: u64,
+
     /// PEM certificate chain: serve HTTPS (with --tls-key). Reloaded when it changes.
     #[arg(long, env = "WHOUSES_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

@@ -47,7 +47,10 @@ const UPKEEP_EVERY: Duration = Duration::from_secs(3600);
 /// Build the application state from a configuration (opens and migrates the database).
 pub async fn state(config: &Config, clock: api::Clock) -> anyhow::Result<api::AppState> {
     config.validate().map_err(anyhow::Error::msg)?;
-    let store = store::open(&config.db)
+    let options = store::Options {
+        min_free_bytes: config.min_free_space,
+    };
+    let store = store::open_with(&config.db, &options)
         .await
         .with_context(|| format!("cannot open --db {}", store::redact(&config.db)))?;
     let targets = match &config.targets {

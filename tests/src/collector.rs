@@ -146,6 +146,11 @@ impl Builder {
         self
     }
 
+    pub fn args(mut self, a: &[&str]) -> Self {
+        self.args.extend(a.iter().map(|s| s.to_string()));
+        self
+    }
+
     pub fn spawn(self) -> Collector {
         let (dir, db) = match self.db {
             Some(p) => (None, p),

@@ -7,12 +7,14 @@
 //! * [`sidecar`] — starting a real `whouses-sidecar` and reading its `/stats`.
 //! * [`upstream`] — small real HTTP upstreams that count what they answer.
 //! * [`collector`] — starting a real `whouses-collector` and running the `whouses` CLI.
+//! * [`reports`] — batches as a sidecar would send them, for tests of the collector.
 //!
 //! The binaries must be built first (`cargo build --workspace --bins`); the README's test
 //! command and `.ci/run` do that.
 
 pub mod bins;
 pub mod collector;
+pub mod reports;
 pub mod sidecar;
 pub mod upstream;
 pub mod wait;

@@ -4,58 +4,8 @@
 
 use serde_json::{json, Value};
 use whouses_tests::collector::{whouses, Collector};
-use whouses_wire::{Counts, Edge, Report, Scheme, Timestamp, REPORT_VERSION};
-
-const MIN: i64 = 60_000;
-const HOUR: i64 = 60 * MIN;
-
-fn now() -> i64 {
-    Timestamp::now().0
-}
-
-fn edge(host: &str, port: u16, requests: u64, last_seen: i64) -> Edge {
-    Edge {
-        host: host.into(),
-        port,
-        scheme: if port == 443 {
-            Scheme::Https
-        } else {
-            Scheme::Http
-        },
-        counts: Counts {
-            requests,
-            connections: 1,
-            errors: requests / 10,
-            bytes_sent: 10 * requests,
-            bytes_received: 100 * requests,
-            first_seen: Timestamp(last_seen - MIN),
-            last_seen: Timestamp(last_seen),
-        },
-    }
-}
-
-fn report(
-    service: &str,
-    instance: &str,
-    seq: u64,
-    start: i64,
-    end: i64,
-    edges: Vec<Edge>,
-) -> Report {
-    Report {
-        version: REPORT_VERSION,
-        service: service.into(),
-        environment: "prod".into(),
-        instance: instance.into(),
-        seq,
-        // The sidecar process started long before any of these periods.
-        started_at: Timestamp(start - 30 * 24 * HOUR),
-        period_start: Timestamp(start),
-        period_end: Timestamp(end),
-        flush_interval_ms: 10_000,
-        edges,
-    }
-}
+use whouses_tests::reports::{edge, now, report, HOUR, MIN};
+use whouses_wire::{Report, Timestamp};
 
 fn callers(c: &Collector, host: &str) -> Vec<(String, u64)> {
     let v = c.get_json(&format!("/v1/callers?host={host}"));

@@ -139,10 +139,31 @@ pub trait Store: Send + Sync + 'static {
     async fn close(&self);
 }
 
-/// Open (and create/migrate) the database named by `--db`.
+/// How a store is opened (beyond its URL).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Free space on the database's file system below which the store reports itself not
+    /// ready (SQLite), so a filling disk shows in `/readyz` before batches fail.
+    pub min_free_bytes: u64,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            min_free_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Open (and create/migrate) the database named by `--db` with default options.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    open_with(url, &Options::default()).await
+}
+
+/// Open (and create/migrate) the database named by `--db`.
+pub async fn open_with(url: &str, options: &Options) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+        Ok(Arc::new(sqlite::SqliteStore::open(url, options).await?))
     } else {
         Err(StoreError::UnsupportedUrl(redact(url)))
     }

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use whouses_wire::api::{EdgeRow, InstanceRow};
 use whouses_wire::Timestamp;
 
-use super::{Batch, EdgeFilter, Ingested, InstanceCoverage, Store, StoreError};
+use super::{Batch, EdgeFilter, Ingested, InstanceCoverage, Options, Store, StoreError};
 
 mod read;
 mod schema;
@@ -22,9 +22,6 @@ use writer::Job;
 
 /// Queries running at once (each holds a connection and a blocking thread).
 const READERS: usize = 4;
-/// Free space below which the database is reported not ready: a full disk must show in
-/// `/readyz` before batches start failing.
-const MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// What `/readyz` needs to know about writes.
 #[derive(Debug, Default)]
@@ -51,6 +48,7 @@ pub struct SqliteStore {
     readers: Arc<Readers>,
     writer: mpsc::Sender<Job>,
     health: Arc<Health>,
+    min_free_bytes: u64,
 }
 
 /// Read-only connections, reused across queries.
@@ -97,7 +95,7 @@ impl Readers {
 }
 
 impl SqliteStore {
-    pub async fn open(url: &str) -> Result<SqliteStore, StoreError> {
+    pub async fn open(url: &str, options: &Options) -> Result<SqliteStore, StoreError> {
         let path = path_of(url)?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
@@ -124,6 +122,7 @@ impl SqliteStore {
             path,
             writer,
             health,
+            min_free_bytes: options.min_free_bytes,
         })
     }
 
@@ -229,9 +228,10 @@ impl Store for SqliteStore {
             .unwrap_or(Path::new("."));
         if let Ok(fs) = rustix::fs::statvfs(dir) {
             let free = fs.f_bavail.saturating_mul(fs.f_frsize);
-            if free < MIN_FREE_BYTES {
+            if free < self.min_free_bytes {
                 return Err(StoreError::Full(format!(
-                    "{free} bytes free on the database's file system (below {MIN_FREE_BYTES})"
+                    "{free} bytes free on the database's file system (below --min-free-space {})",
+                    self.min_free_bytes
                 )));
             }
         }
