@@ -108,7 +108,8 @@ fn counts_at_the_limit_saturate_and_every_answer_still_works() {
 fn impossible_reports_are_refused_with_the_field_named() {
     let c = Collector::spawn();
     let t = now();
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    type Mutation = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Mutation)> = vec![
         (
             "flush_interval_ms",
             Box::new(|v: &mut Value| v["flush_interval_ms"] = json!(1u64 << 61)),
