@@ -48,6 +48,10 @@ pub struct Cli {
     /// Read token for the collector.
     #[arg(long, env = "WHOUSES_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+    /// PEM file of the CA that signed the collector's certificate (for an https:// URL
+    /// with a private CA); the system's roots are trusted too.
+    #[arg(long, env = "WHOUSES_CA_CERT", global = true)]
+    pub ca_cert: Option<std::path::PathBuf>,
     /// Output format: table, json or csv (export also: markdown, dot, html).
     #[arg(long, env = "WHOUSES_FORMAT", value_enum, global = true)]
     pub format: Option<Format>,
@@ -136,7 +140,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Box::pin(crate::demo::run(args)).await?;
         return Ok(0);
     }
-    let api = Api::new(&cli.url, cli.token.clone())?;
+    let api = Api::new(&cli.url, cli.token.clone(), cli.ca_cert.as_deref())?;
     let now = whouses_wire::Timestamp::now();
     if let Command::Export {
         since,
@@ -383,17 +387,39 @@ pub struct Api {
 }
 
 impl Api {
-    pub fn new(url: &str, token: Option<String>) -> anyhow::Result<Api> {
+    pub fn new(
+        url: &str,
+        token: Option<String>,
+        ca_cert: Option<&std::path::Path>,
+    ) -> anyhow::Result<Api> {
         let base =
             reqwest::Url::parse(url).map_err(|e| anyhow::anyhow!("invalid --url {url:?}: {e}"))?;
         if !matches!(base.scheme(), "http" | "https") {
             anyhow::bail!("invalid --url {url:?}: use http:// or https://");
         }
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .connect_timeout(Duration::from_secs(5))
-            .no_proxy()
-            .build()?;
+            .no_proxy();
+        if let Some(path) = ca_cert {
+            let pem = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("cannot read --ca-cert {}: {e}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                anyhow::anyhow!(
+                    "--ca-cert {} holds no valid PEM certificate: {e}",
+                    path.display()
+                )
+            })?;
+            anyhow::ensure!(
+                !certs.is_empty(),
+                "--ca-cert {} holds no certificate",
+                path.display()
+            );
+            for c in certs {
+                http = http.add_root_certificate(c);
+            }
+        }
+        let http = http.build()?;
         Ok(Api { base, token, http })
     }
 

@@ -78,11 +78,12 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let state = state(&config, Arc::new(Timestamp::now)).await?;
+    // TLS files first: a bad certificate is a startup error before anything is created.
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(ReloadingTls::new(cert.clone(), key.clone())?),
         _ => None,
     };
+    let state = state(&config, Arc::new(Timestamp::now)).await?;
     let store = state.store.clone();
     let upkeep = tokio::spawn(upkeep_loop(
         store.clone(),

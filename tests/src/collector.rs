@@ -12,20 +12,36 @@ use serde_json::Value;
 use whouses_wire::Report;
 
 use crate::bins::{bin_path, Proc};
-use crate::sidecar::client;
 use crate::wait;
 
 pub struct Builder {
     db: Option<PathBuf>,
     args: Vec<String>,
+    ca: Option<PathBuf>,
 }
 
 pub struct Collector {
     pub proc: Proc,
     pub addr: SocketAddr,
     pub db: PathBuf,
+    /// The CA that signed its certificate, when it serves HTTPS.
+    pub ca: Option<PathBuf>,
     args: Vec<String>,
     _dir: Option<tempfile::TempDir>,
+}
+
+/// A blocking client for the collector: no proxy, and trusting `ca` when given.
+pub fn http(ca: Option<&Path>) -> reqwest::blocking::Client {
+    let mut b = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30));
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).expect("reading the CA certificate");
+        b = b.add_root_certificate(
+            reqwest::Certificate::from_pem(&pem).expect("a PEM CA certificate"),
+        );
+    }
+    b.build().expect("building a reqwest client")
 }
 
 impl Collector {
@@ -33,6 +49,7 @@ impl Collector {
         Builder {
             db: None,
             args: Vec::new(),
+            ca: None,
         }
     }
 
@@ -42,11 +59,17 @@ impl Collector {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// A client for this collector (trusting its CA when it serves HTTPS).
+    pub fn client(&self) -> reqwest::blocking::Client {
+        http(self.ca.as_deref())
     }
 
     pub fn get(&self, path_and_query: &str) -> reqwest::blocking::Response {
-        client()
+        self.client()
             .get(format!("{}{path_and_query}", self.url()))
             .send()
             .expect("collector request")
@@ -66,7 +89,8 @@ impl Collector {
     }
 
     pub fn post_raw(&self, body: Vec<u8>, token: Option<&str>) -> (u16, Value) {
-        let mut req = client()
+        let mut req = self
+            .client()
             .post(format!("{}/v1/reports", self.url()))
             .header("content-type", "application/json")
             .body(body);
@@ -121,7 +145,7 @@ impl Collector {
     /// Start again on the same address and database (fails clearly if another
     /// process took the port meanwhile).
     pub fn restart(&mut self) {
-        let (proc, addr) = start(&self.args, &self.addr.to_string());
+        let (proc, addr) = start(&self.args, &self.addr.to_string(), self.ca.as_deref());
         assert_eq!(addr, self.addr);
         self.proc = proc;
     }
@@ -146,6 +170,15 @@ impl Builder {
         self
     }
 
+    /// Serve HTTPS with this certificate and key, signed by `ca`.
+    pub fn tls(mut self, cert: &Path, key: &Path, ca: &Path) -> Self {
+        self.ca = Some(ca.to_path_buf());
+        self.arg("--tls-cert")
+            .arg(&cert.display().to_string())
+            .arg("--tls-key")
+            .arg(&key.display().to_string())
+    }
+
     pub fn args(mut self, a: &[&str]) -> Self {
         self.args.extend(a.iter().map(|s| s.to_string()));
         self
@@ -162,11 +195,12 @@ impl Builder {
         };
         let mut args = vec!["--db".to_string(), format!("sqlite://{}", db.display())];
         args.extend(self.args);
-        let (proc, addr) = start(&args, "127.0.0.1:0");
+        let (proc, addr) = start(&args, "127.0.0.1:0", self.ca.as_deref());
         Collector {
             proc,
             addr,
             db,
+            ca: self.ca,
             args,
             _dir: dir,
         }
@@ -176,7 +210,7 @@ impl Builder {
 /// Start the collector on `listen` and wait for its listening line (the real port when
 /// `listen` ends in `:0`); then check that the process answering `/healthz` there is
 /// this one, and alive.
-fn start(args: &[String], listen: &str) -> (Proc, SocketAddr) {
+fn start(args: &[String], listen: &str, ca: Option<&Path>) -> (Proc, SocketAddr) {
     let mut cmd = Command::new(bin_path("whouses-collector"));
     cmd.args(args)
         .args(["--listen", listen])
@@ -215,9 +249,10 @@ fn start(args: &[String], listen: &str) -> (Proc, SocketAddr) {
         Some(u64::from(proc.pid())),
         "another process answered"
     );
+    let scheme = if ca.is_some() { "https" } else { "http" };
+    let http = http(ca);
     wait::until("collector /healthz", Duration::from_secs(30), || {
-        client()
-            .get(format!("http://{addr}/healthz"))
+        http.get(format!("{scheme}://{addr}/healthz"))
             .send()
             .ok()
             .filter(|r| r.status().is_success())

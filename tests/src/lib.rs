@@ -6,6 +6,7 @@
 //! * [`wait`] — retry-until-deadline assertions instead of fixed sleeps.
 //! * [`sidecar`] — starting a real `whouses-sidecar` and reading its `/stats`.
 //! * [`upstream`] — small real HTTP upstreams that count what they answer.
+//! * [`certs`] — a throwaway CA and server certificates (the `openssl` command).
 //! * [`collector`] — starting a real `whouses-collector` and running the `whouses` CLI.
 //! * [`reports`] — batches as a sidecar would send them, for tests of the collector.
 //!
@@ -13,6 +14,7 @@
 //! command and `.ci/run` do that.
 
 pub mod bins;
+pub mod certs;
 pub mod collector;
 pub mod reports;
 pub mod sidecar;
