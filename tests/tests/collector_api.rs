@@ -271,7 +271,9 @@ fn check_says_unused_in_use_or_unknown_and_the_cli_exits_accordingly() {
             t - 3 * day,
             vec![edge("old.internal", 80, 4, t - 3 * day - HOUR)],
         ));
-        post(report(svc, inst, 2, t - 3 * day, t - 1000, vec![]));
+        // The live heartbeat's period ends a few minutes ahead (within the collector's
+        // clock-skew allowance), so the verdicts below hold however slowly the CLI runs.
+        post(report(svc, inst, 2, t - 3 * day, t + 4 * MIN, vec![]));
     }
     // "busy.internal": called a minute ago.
     post(report(
@@ -422,4 +424,131 @@ hosts = ["tis-reference.internal", "10.0.3.7:8080", "*.reference.svc.cluster.loc
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no hosts"));
+}
+
+#[test]
+fn the_cli_authenticates_and_exits_2_on_every_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("read-tokens");
+    std::fs::write(&tokens, "# the page's token\nr3ad\nother\n").unwrap();
+    let c = Collector::builder()
+        .arg("--read-token-file")
+        .arg(tokens.to_str().unwrap())
+        .spawn();
+    let t = now();
+    let (s, v) = c.post_report(
+        &report(
+            "a",
+            "a-1",
+            1,
+            t - MIN,
+            t,
+            vec![edge("x.internal", 80, 2, t - 1000)],
+        ),
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    let url = c.url();
+    let run = |args: &[&str], env: Option<&str>| {
+        let mut cmd = std::process::Command::new(whouses_tests::bins::bin_path("whouses"));
+        cmd.args(["--url", &url])
+            .args(args)
+            .env_remove("WHOUSES_TOKEN")
+            .env_remove("WHOUSES_URL");
+        if let Some(t) = env {
+            cmd.env("WHOUSES_TOKEN", t);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let check = ["check", "x.internal", "--quiet-for", "1h"];
+    // No token: 401, exit 2, one line that says what to do.
+    let (code, _, err) = run(&check, None);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("401") && err.contains("read token"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // A wrong token: 403.
+    let (code, _, err) = run(
+        &[
+            "--token",
+            "nope",
+            "check",
+            "x.internal",
+            "--quiet-for",
+            "1h",
+        ],
+        None,
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("403"), "{err}");
+    // Either token of the file, by flag or by WHOUSES_TOKEN: the verdict's exit code.
+    let (code, out, _) = run(
+        &[
+            "--token",
+            "r3ad",
+            "check",
+            "x.internal",
+            "--quiet-for",
+            "1h",
+        ],
+        None,
+    );
+    assert_eq!(code, Some(1), "{out}");
+    let (code, out, _) = run(&check, Some("other"));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("IN-USE"), "{out}");
+
+    // A collector that fails (5xx): exit 2 with its reason, never a verdict.
+    let failing = whouses_tests::bins::Proc::spawn("failing collector", {
+        let mut cmd = std::process::Command::new("python3");
+        cmd.args([
+            "-c",
+            r#"
+import http.server, json
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        b = json.dumps({'error': 'database unavailable; retry'}).encode()
+        self.send_response(503)
+        self.send_header('content-type', 'application/json')
+        self.send_header('content-length', str(len(b)))
+        self.end_headers()
+        self.wfile.write(b)
+    def log_message(self, *a):
+        pass
+s = http.server.HTTPServer(('127.0.0.1', 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#,
+        ]);
+        cmd
+    });
+    let port: u16 = whouses_tests::wait::until(
+        "the failing server's port",
+        whouses_tests::bins::secs(20),
+        || {
+            failing
+                .output()
+                .lines()
+                .next()
+                .and_then(|l| l.trim().parse().ok())
+        },
+    );
+    let out = whouses(&[
+        "--url",
+        &format!("http://127.0.0.1:{port}"),
+        "check",
+        "x.internal",
+        "--quiet-for",
+        "1h",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("503") && err.contains("database unavailable"),
+        "{err}"
+    );
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{json, Value};
-use whouses_tests::bins::{free_addr, secs, Proc};
+use whouses_tests::bins::{secs, Proc};
 use whouses_tests::collector::{whouses, Collector};
 use whouses_tests::wait;
 use whouses_wire::{Counts, Edge, Report, Scheme, Timestamp, REPORT_VERSION};
@@ -60,7 +60,9 @@ fn seed(c: &Collector, token: Option<&str>) {
             started_at: Timestamp(t - 7_200_000),
             period_start: Timestamp(t - 7_200_000),
             period_end: Timestamp(t - 1_000),
-            flush_interval_ms: 10_000,
+            // An hourly reporter: the page shows it as "reporting" for three hours, so
+            // no check below depends on how long the browser takes to start.
+            flush_interval_ms: 3_600_000,
             edges,
         };
         let (s, v) = c.post_report(&r, token);
@@ -186,11 +188,18 @@ impl Browser {
             assert!(std::path::Path::new(bin).exists(),
                 "{bin} is missing: install Debian's chromium and chromium-driver (scripts/test-all.sh does)");
         }
-        let addr = free_addr("127.0.0.1");
+        // Port 0: chromedriver picks a free port and says which (no race for one).
         let mut cmd = Command::new("/usr/bin/chromedriver");
-        cmd.arg(format!("--port={}", addr.port()));
+        cmd.arg("--port=0");
         let driver = Proc::spawn("chromedriver", cmd);
-        wait::port_open(addr, secs(20));
+        let port: u16 = wait::until("chromedriver's port", secs(20), || {
+            driver
+                .output()
+                .lines()
+                .find_map(|l| l.split("started successfully on port ").nth(1))
+                .and_then(|p| p.trim().trim_end_matches('.').parse().ok())
+        });
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let profile = tempfile::tempdir().unwrap();
         let http = reqwest::blocking::Client::builder()
             .no_proxy()
@@ -330,6 +339,16 @@ fn the_web_page_answers_who_uses_in_a_real_browser() {
     b.cmd("POST", &format!("/element/{button}/click"), json!({}));
     b.wait_text("#error", "401");
     let token = b.find("#token");
+    // A wrong token: 403 with the collector's reason.
+    b.cmd(
+        "POST",
+        &format!("/element/{token}/value"),
+        json!({"text": "wrong"}),
+    );
+    b.cmd("POST", &format!("/element/{button}/click"), json!({}));
+    let err = b.wait_text("#error", "403");
+    assert!(err.contains("not valid"), "{err}");
+    b.cmd("POST", &format!("/element/{token}/clear"), json!({}));
     b.cmd(
         "POST",
         &format!("/element/{token}/value"),
@@ -373,4 +392,15 @@ fn the_web_page_answers_who_uses_in_a_real_browser() {
         "the neighbourhood of the searched host: two edges"
     );
     b.screenshot("graph.png");
+
+    // A link with ?host= opens on that host's answer, and the token entered before is
+    // remembered (a pasted link works without typing it again).
+    b.goto(&format!("{}/?host=reference.tis-lb.internal", c.url()));
+    let callers = b.wait_text("#callers", "tis-trainee-ui");
+    assert!(!callers.contains("tis-concerns"), "{callers}");
+    assert_eq!(
+        b.js("return document.getElementById('token').value;"),
+        json!("r3ad")
+    );
+    b.wait_text("#verdict", "IN-USE");
 }

@@ -1,0 +1,130 @@
+//! Issue 19, untested path 3: the upkeep the collector runs at start and every hour —
+//! hourly buckets older than `--hourly-for` folded into days without changing an answer,
+//! and data older than `--retention` pruned (callers, coverage, the start of
+//! observation) — on the real binary and a real SQLite file.
+
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+use serde_json::{json, Value};
+use whouses_tests::bins::secs;
+use whouses_tests::collector::Collector;
+use whouses_tests::reports::{edge, now, report, DAY, HOUR, MIN};
+use whouses_tests::wait;
+
+fn post(c: &Collector, r: whouses_wire::Report) {
+    let (s, v) = c.post_report(&r, None);
+    assert_eq!(s, 200, "{v}");
+}
+
+fn answers(c: &Collector) -> Vec<Value> {
+    [
+        "/v1/callers?host=old.internal",
+        "/v1/callers?host=old.internal&since=4d",
+        "/v1/callers?host=new.internal&since=1h",
+        "/v1/callees?service=a",
+    ]
+    .iter()
+    .map(|p| {
+        let mut v = c.get_json(p);
+        v.as_object_mut().unwrap().remove("since");
+        v
+    })
+    .collect()
+}
+
+#[test]
+fn upkeep_folds_hours_into_days_and_applies_the_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("whouses.db");
+    let t = now();
+    // Two hours of calls three days ago (the older hour goes to the hourly table), and
+    // one a few minutes ago.
+    let mut c = Collector::builder().db(&db).spawn();
+    let day3 = t - 3 * DAY;
+    post(
+        &c,
+        report(
+            "a",
+            "a-1",
+            1,
+            day3,
+            day3 + HOUR,
+            vec![edge("old.internal", 80, 5, day3 + 30 * MIN)],
+        ),
+    );
+    post(
+        &c,
+        report(
+            "a",
+            "a-1",
+            2,
+            day3 + HOUR,
+            day3 + 2 * HOUR,
+            vec![edge("old.internal", 80, 7, day3 + 90 * MIN)],
+        ),
+    );
+    post(
+        &c,
+        report(
+            "a",
+            "a-1",
+            3,
+            t - 10 * MIN,
+            t,
+            vec![edge("new.internal", 80, 11, t - MIN)],
+        ),
+    );
+    let before = answers(&c);
+    assert_eq!(before[0]["callers"][0]["requests"], 12);
+    assert_eq!(before[1]["callers"][0]["requests"], 12);
+    let observed = c.get_json("/v1/check?host=old.internal&quiet_for=1h")["observed_since"].clone();
+    c.stop();
+
+    // Restart with --hourly-for 1d: the upkeep at start folds the day three days ago.
+    let mut c = Collector::builder()
+        .db(&db)
+        .args(&["--hourly-for", "1d"])
+        .spawn();
+    wait::until("the fold", secs(20), || {
+        c.proc
+            .output()
+            .contains("Folded hourly buckets into daily ones")
+            .then_some(())
+    });
+    assert_eq!(answers(&c), before, "folding changes no answer");
+    c.stop();
+
+    // Restart with --retention 2d: the calls and coverage of three days ago are gone, the
+    // recent ones stay, and observation now starts later.
+    let c = Collector::builder()
+        .db(&db)
+        .args(&["--retention", "2d"])
+        .spawn();
+    wait::until("the prune", secs(20), || {
+        c.proc
+            .output()
+            .contains("Pruned data older than the retention")
+            .then_some(())
+    });
+    assert_eq!(
+        c.get_json("/v1/callers?host=old.internal")["callers"],
+        json!([])
+    );
+    assert_eq!(
+        c.get_json("/v1/callers?host=new.internal")["callers"][0]["requests"],
+        11
+    );
+    let v = c.get_json("/v1/check?host=old.internal&quiet_for=1h");
+    assert_eq!(v["verdict"], "unknown");
+    assert!(
+        v["reason"].as_str().unwrap().contains("ever been recorded"),
+        "{v}"
+    );
+    assert_ne!(
+        v["observed_since"], observed,
+        "coverage older than the retention is pruned"
+    );
+    let since =
+        whouses_wire::Timestamp::parse_rfc3339(v["observed_since"].as_str().unwrap()).unwrap();
+    assert!(since.0 >= t - 2 * DAY - MIN, "{v}");
+}
