@@ -7,13 +7,16 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n== %s\n' "$*"; }
 
+# Debian packages the tests drive, by a command each provides (or a file for libraries).
 need_apt=()
 for pair in curl:curl python3:python3 openssl:openssl unzip:unzip dot:graphviz \
-    chromium:chromium chromedriver:chromium-driver npm:npm \
+    chromium:chromium chromedriver:chromium-driver npm:npm pgrep:procps \
     wrk:wrk nginx:nginx-light haproxy:haproxy squid:squid tinyproxy:tinyproxy; do
   bin=${pair%%:*}; pkg=${pair##*:}
   command -v "$bin" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
+# python3 -m venv (the chart tests' schema validator lives in a venv).
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "Installing with apt: ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -28,16 +31,23 @@ if [ -x tests/helm/install-tools.sh ]; then
   tests/helm/install-tools.sh
 fi
 
-if ! cargo nextest --version >/dev/null 2>&1; then
-  log "Installing cargo-nextest"
-  cargo install cargo-nextest --locked
+# Pinned, so the runner cannot change under the suite.
+NEXTEST_VERSION=0.9.143
+if [ "$(cargo nextest --version 2>/dev/null | head -1 | awk '{print $2}')" != "$NEXTEST_VERSION" ]; then
+  log "Installing cargo-nextest $NEXTEST_VERSION"
+  cargo install cargo-nextest --locked --version "$NEXTEST_VERSION"
 fi
 
 log "Building the binaries"
 cargo build --workspace --bins
 
 log "Running the tests"
-cargo nextest run --workspace --no-fail-fast --profile ci
+# The benchmark smoke loads both cores (wrk, every proxy); it runs alone afterwards so
+# it never competes with the tests that count exactly.
+cargo nextest run --workspace --no-fail-fast --profile ci -E 'not test(bench_smoke)'
+
+log "Running the benchmark smoke on its own"
+cargo nextest run --workspace --profile ci -E 'test(bench_smoke)'
 
 log "Running each criterion benchmark once (test mode), so they cannot rot"
 cargo test --workspace --benches -q
