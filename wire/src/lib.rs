@@ -6,11 +6,13 @@
 //! * [`api`] — the collector's answers (callers, callees, hosts, services, check).
 //! * [`host`] — parsing and normalising the upstream host a caller dialed (the count key).
 //! * [`time`] — millisecond timestamps that travel as RFC 3339 strings.
+//! * [`fuzzing`] — the properties the fuzz targets check (`wire/fuzz`).
 //! * [`duration`] — `500ms`, `10s`, `5m`, `7d` as used by every flag and query parameter.
 
 pub mod api;
 pub mod counts;
 pub mod duration;
+pub mod fuzzing;
 pub mod host;
 pub mod report;
 pub mod time;
