@@ -8,7 +8,8 @@
 //!   ([`proxy::stack`]), forwarding, `CONNECT` tunnels, dialing.
 //! * [`counters`] — **where a request is counted**: sharded atomic counters per key.
 //! * [`shipper`] — numbered batches to the collector, retries, spool, final flush.
-//! * [`admin`] — `/healthz`, `/readyz`, `/metrics`, `/stats`.
+//! * [`admin`] — `/healthz`, `/readyz`, `/shipping`, `/metrics`, `/stats`, and the
+//!   probe-only listener.
 //! * [`metrics`] — Prometheus metrics.
 //!
 //! [`run`] wires them together and owns the shutdown order: stop accepting → drain
@@ -18,6 +19,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
@@ -41,14 +43,56 @@ pub struct Identity {
     pub started_at: Timestamp,
 }
 
+/// The listeners the sidecar serves, already bound.
+pub struct Listeners {
+    /// `--listen`: the forward proxy.
+    pub proxy: TcpListener,
+    /// `--admin-listen`: health, readiness, shipping, metrics, stats.
+    pub admin: TcpListener,
+    /// `--probe-listen`: only `/healthz` and `/readyz`.
+    pub probe: Option<TcpListener>,
+}
+
 /// Run the sidecar on already-bound listeners until `shutdown` completes, then drain and
 /// ship a final flush. Installs no global state, so several can run in one process.
+/// `--probe-listen`, when set, is bound here.
 pub async fn run(
     config: Config,
     proxy_listener: TcpListener,
     admin_listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let probe = match config.probe_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on --probe-listen {addr}"))?,
+        ),
+        None => None,
+    };
+    run_with(
+        config,
+        Listeners {
+            proxy: proxy_listener,
+            admin: admin_listener,
+            probe,
+        },
+        shutdown,
+    )
+    .await
+}
+
+/// [`run`] with every listener bound by the caller.
+pub async fn run_with(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let Listeners {
+        proxy: proxy_listener,
+        admin: admin_listener,
+        probe: probe_listener,
+    } = listeners;
     config.validate().map_err(anyhow::Error::msg)?;
     let identity = Identity {
         service: config.service.clone(),
@@ -85,25 +129,48 @@ pub async fn run(
         counters: counters.clone(),
         registry,
         shipping: shipper.as_ref().map(|s| s.status_handle()),
+        serving: AtomicBool::new(false),
         draining: AtomicBool::new(false),
     });
-    let (admin_stop, mut admin_stop_rx) = watch::channel(false);
+    let (admin_stop, admin_stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let proxy_addr = proxy_listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+    let probe_addr = match &probe_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
         admin_state.clone(),
-        async move {
-            let _ = admin_stop_rx.wait_for(|s| *s).await;
-        },
+        admin::Surface::Admin,
+        stopped(admin_stop_rx.clone()),
     ));
+    let probe_task = probe_listener.map(|l| {
+        tokio::spawn(admin::serve(
+            l,
+            admin_state.clone(),
+            admin::Surface::Probe,
+            stopped(admin_stop_rx.clone()),
+        ))
+    });
 
     tracing::info!(
         service = %identity.service,
         environment = %identity.environment,
         instance = %identity.instance,
-        listen = %proxy_listener.local_addr()?,
+        listen = %proxy_addr,
+        admin = %admin_addr,
+        probe = %probe_addr.map(|a| a.to_string()).unwrap_or_else(|| "none".into()),
         collector = config.collector_url.as_deref().unwrap_or("none (count only)"),
         "Sidecar started."
     );
+    if config.announce {
+        announce(proxy_addr, admin_addr, probe_addr, &identity.instance);
+    }
+    admin_state.serving.store(true, Ordering::Release);
     let admin_ref = admin_state.clone();
     proxy::server::serve(
         proxy_listener,
@@ -128,6 +195,51 @@ pub async fn run(
     }
     let _ = admin_stop.send(true);
     let _ = admin_task.await;
+    if let Some(t) = probe_task {
+        let _ = t.await;
+    }
     tracing::info!("Sidecar stopped.");
     Ok(())
+}
+
+/// The one stdout line that tells a supervisor (or a test that bound port 0) where the
+/// sidecar listens and which instance answers there; logs go to stderr.
+fn announce(
+    proxy: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+    probe: Option<std::net::SocketAddr>,
+    instance: &str,
+) {
+    use std::io::Write as _;
+    #[derive(serde::Serialize)]
+    struct Listening {
+        proxy: String,
+        admin: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        probe: Option<String>,
+    }
+    #[derive(serde::Serialize)]
+    struct Announce<'a> {
+        listening: Listening,
+        instance: &'a str,
+        pid: u32,
+    }
+    let line = Announce {
+        listening: Listening {
+            proxy: proxy.to_string(),
+            admin: admin.to_string(),
+            probe: probe.map(|p| p.to_string()),
+        },
+        instance,
+        pid: std::process::id(),
+    };
+    match serde_json::to_string(&line) {
+        Ok(line) => {
+            let mut out = std::io::stdout().lock();
+            if let Err(error) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+                tracing::warn!(%error, "Failed to print the listening addresses on stdout.");
+            }
+        }
+        Err(error) => tracing::warn!(%error, "Failed to encode the listening addresses."),
+    }
 }
