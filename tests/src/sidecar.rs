@@ -88,6 +88,24 @@ impl Sidecar {
         self.stats()["shipping"].clone()
     }
 
+    /// Wait until `more` further batches are acknowledged and none is waiting: whatever
+    /// was pending before has been delivered (or set aside), so the collector's totals
+    /// can be compared exactly. Heartbeats make this progress every flush interval.
+    pub fn wait_acked(&self, more: u64, timeout: Duration) {
+        let acked = |s: &Sidecar| s.shipping()["batches_acked"].as_u64();
+        let start = acked(self).expect("shipping status in /stats");
+        crate::wait::until(
+            &format!("{more} more acknowledged batches and none pending"),
+            timeout,
+            || {
+                let sh = self.shipping();
+                (sh["batches_acked"].as_u64()? >= start + more
+                    && sh["pending_batches"].as_u64()? == 0)
+                    .then_some(())
+            },
+        );
+    }
+
     /// The edge of one key, if counted yet.
     pub fn edge(&self, host: &str, port: u16, scheme: &str) -> Option<Value> {
         self.stats()["edges"]
