@@ -17,6 +17,9 @@ pub struct Pending {
     /// of an earlier run). Such a batch is never split: its halves, under new seqs,
     /// would count again what the collector may already hold.
     pub maybe_stored: bool,
+    /// Attempts in a row whose request could not be written to its end (see
+    /// `client::SendError::Transport::write_failed`).
+    pub write_failures: u32,
 }
 
 impl Pending {
@@ -160,6 +163,7 @@ mod tests {
             report: r,
             spool_path: None,
             maybe_stored: false,
+            write_failures: 0,
         };
         assert_eq!(p.requests(), 10);
     }

@@ -30,6 +30,11 @@ pub enum SendError {
         /// The request may have reached the collector (a timeout, a reset after
         /// sending): the batch may be stored even though we saw no answer.
         maybe_delivered: bool,
+        /// Writing the request failed, so the collector cannot have read all of it. A
+        /// collector (or a proxy before it) that refuses a body as too large may answer
+        /// 413 and close at once; the reset can reach us before the 413 does, so this
+        /// is what "too large" can look like.
+        write_failed: bool,
     },
     #[error("collector answered {status}: {body}")]
     Status { status: u16, body: String },
@@ -53,6 +58,16 @@ impl SendError {
             self,
             SendError::Transport {
                 maybe_delivered: true,
+                ..
+            }
+        )
+    }
+
+    pub fn write_failed(&self) -> bool {
+        matches!(
+            self,
+            SendError::Transport {
+                write_failed: true,
                 ..
             }
         )
@@ -122,9 +137,13 @@ pub async fn post(
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
-    let resp = req.send().await.map_err(|e| SendError::Transport {
-        maybe_delivered: !e.is_connect(),
-        message: error_chain(&e),
+    let resp = req.send().await.map_err(|e| {
+        let write_failed = write_failed(&e);
+        SendError::Transport {
+            maybe_delivered: !e.is_connect() && !write_failed,
+            write_failed,
+            message: error_chain(&e),
+        }
     })?;
     let status = resp.status();
     if status.is_success() {
@@ -136,6 +155,29 @@ pub async fn post(
         status: status.as_u16(),
         body,
     })
+}
+
+/// Whether writing the request to the connection failed. hyper reports every failed
+/// write of a request (head or body) as "error writing a body to connection"; it fails
+/// with bytes of the request still unsent, and a request the collector did not read to
+/// its end cannot have been stored. A broken pipe is only ever a failed write. (hyper
+/// has no public test for that error kind, hence the message.)
+fn write_failed(e: &reqwest::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = src {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            if h.to_string() == "error writing a body to connection" {
+                return true;
+            }
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::BrokenPipe {
+                return true;
+            }
+        }
+        src = err.source();
+    }
+    false
 }
 
 pub fn error_chain(e: &dyn std::error::Error) -> String {
@@ -177,6 +219,7 @@ mod tests {
         let t = SendError::Transport {
             message: "refused".into(),
             maybe_delivered: false,
+            write_failed: false,
         };
         assert_eq!(t.verdict(), Verdict::Retry);
         assert!(!t.maybe_delivered());

@@ -20,6 +20,9 @@
 //!   into two halves under two new seqs: the original seq was never stored, so the halves
 //!   carry its counts exactly once between them. Otherwise (or with a single edge) it is
 //!   set aside like a 400: splitting a batch that may be stored could count it twice.
+//!   A request that could not be written to its end twice in a row is split the same
+//!   way (a collector refusing a large body may reset the connection before its 413
+//!   arrives); it cannot have been stored either.
 //! * 400/422 — refused for good: set aside (`*.rejected` in the spool with the reason,
 //!   or in memory), counted in `/metrics`, logged, and the next batch goes on. Nothing
 //!   set aside is ever re-sent, so it can never be counted twice.
@@ -70,6 +73,11 @@ const BASE_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Most batches queued unacknowledged (mostly heartbeats during a long outage).
 const MAX_PENDING_BATCHES: usize = 256;
+/// A batch whose request could not be written to its end this many times in a row is
+/// split as if refused with 413: a collector that refuses a large body may close the
+/// connection before its 413 reaches us. Splitting is safe whatever the cause, since the
+/// batch was never stored; one failure alone may be a collector restarting.
+const SPLIT_AFTER_WRITE_FAILURES: u32 = 2;
 /// Rejected batches kept in memory without a spool, for `/stats`; beyond it the oldest
 /// is dropped (logged with its counts). They are never re-sent either way.
 const MAX_REJECTED_IN_MEMORY: usize = 16;
@@ -227,6 +235,7 @@ impl Shipper {
                 report: s.report,
                 spool_path: Some(s.path),
                 maybe_stored: true,
+                write_failures: 0,
             })
             .collect();
         let status = Arc::new(Mutex::new(ShippingStatus {
@@ -541,6 +550,7 @@ impl Core {
             report,
             spool_path,
             maybe_stored: false,
+            write_failures: 0,
         });
         self.publish();
     }
@@ -572,7 +582,11 @@ impl Core {
                 &front.report,
             )
             .await;
-            let (maybe_stored, edges) = (front.maybe_stored, front.report.edges.len());
+            let (maybe_stored, edges, write_failures) = (
+                front.maybe_stored,
+                front.report.edges.len(),
+                front.write_failures,
+            );
             let error = match result {
                 Ok(()) => {
                     self.acknowledged();
@@ -587,11 +601,24 @@ impl Core {
                      (halves under new seqs could count it twice)"
                 )),
                 Verdict::TooLarge | Verdict::Rejected => self.reject_front(error.to_string()),
+                Verdict::Retry
+                    if error.write_failed()
+                        && !maybe_stored
+                        && edges > 1
+                        && write_failures + 1 >= SPLIT_AFTER_WRITE_FAILURES =>
+                {
+                    self.split_front(&error);
+                }
                 Verdict::Retry | Verdict::Auth => {
-                    if error.maybe_delivered() {
-                        if let Some(front) = self.pending.front_mut() {
+                    if let Some(front) = self.pending.front_mut() {
+                        if error.maybe_delivered() {
                             front.maybe_stored = true;
                         }
+                        front.write_failures = if error.write_failed() {
+                            front.write_failures.saturating_add(1)
+                        } else {
+                            0
+                        };
                     }
                     self.metrics.outcome("failed");
                     self.metrics.retries.inc();
@@ -644,17 +671,19 @@ impl Core {
         let seqs = (self.next_seq(), self.next_seq());
         let (a, b) = batch::split(&parent.report, seqs);
         tracing::warn!(%error, seq = parent.report.seq, edges = parent.report.edges.len(),
-            halves = ?seqs, "The collector refused a batch as too large; split it in two.");
+            halves = ?seqs, "The collector refused a batch (as too large, or by closing the connection while it was sent); split it in two.");
         let mut halves = [
             Pending {
                 report: a,
                 spool_path: None,
                 maybe_stored: false,
+                write_failures: 0,
             },
             Pending {
                 report: b,
                 spool_path: None,
                 maybe_stored: false,
+                write_failures: 0,
             },
         ];
         if let Some(spool) = &self.spool {
