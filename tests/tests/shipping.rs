@@ -232,10 +232,12 @@ fn a_batch_refused_for_good_is_set_aside_and_later_batches_still_ship() {
         "the reason says why: {kept}"
     );
     assert_eq!(kept["report"]["instance"], "refused-1");
-    let sh = s.shipping();
-    assert_eq!(
-        sh["rejected_batches"].as_u64().unwrap(),
-        rejected.len() as u64
+    // The file is written just before the status is updated.
+    wait::until_eq(
+        "the rejection counted",
+        secs(10),
+        rejected.len() as u64,
+        || shipping_field(&s, "rejected_batches"),
     );
     assert_eq!(
         s.metric("whouses_shipper_rejected_batches_total").unwrap(),
