@@ -167,10 +167,12 @@ pub async fn run_with(
         collector = config.collector_url.as_deref().unwrap_or("none (count only)"),
         "Sidecar started."
     );
+    // The proxy listener is bound, so connections queue from here on and the accept
+    // loop below takes them: ready before anyone is told where to connect.
+    admin_state.serving.store(true, Ordering::Release);
     if config.announce {
         announce(proxy_addr, admin_addr, probe_addr, &identity.instance);
     }
-    admin_state.serving.store(true, Ordering::Release);
     let admin_ref = admin_state.clone();
     proxy::server::serve(
         proxy_listener,

@@ -251,7 +251,7 @@ impl Shipper {
             let mut s = lock(&status);
             s.rejected_batches += 1;
             s.last_rejection = Some(Rejection {
-                instance: String::new(),
+                instance: aside.instance.clone(),
                 seq: aside.seq,
                 edges: 0,
                 requests: 0,

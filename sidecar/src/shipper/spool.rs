@@ -59,6 +59,7 @@ pub struct Spooled {
 /// A spooled batch set aside at load because this version cannot send it.
 #[derive(Debug)]
 pub struct SetAside {
+    pub instance: String,
     pub seq: u64,
     pub reason: String,
     pub path: PathBuf,
@@ -196,10 +197,12 @@ impl Spool {
                 Ok(report) => out.push(Spooled { report, path }),
                 Err(error) => {
                     let reason = format!("spooled batch cannot be sent by this version: {error}");
+                    let instance = value["instance"].as_str().unwrap_or("").to_string();
                     let aside = self.set_aside_value(seq, &path, value, &reason)?;
                     tracing::error!(%reason, seq, path = %aside.display(),
                         "Spooled batch set aside; later batches still ship.");
                     set_aside.push(SetAside {
+                        instance,
                         seq,
                         reason,
                         path: aside,
