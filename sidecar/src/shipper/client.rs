@@ -53,14 +53,17 @@ impl SendError {
         }
     }
 
+    /// Whether the collector may have stored the batch although this attempt failed:
+    /// no answer after the request was sent, or a 5xx, which a gateway in front of the
+    /// collector (502, 504) can give after the collector stored it. The collector's own
+    /// 4xx answers, and any proxy's (they refuse before forwarding), mean "not stored".
     pub fn maybe_delivered(&self) -> bool {
-        matches!(
-            self,
+        match self {
             SendError::Transport {
-                maybe_delivered: true,
-                ..
-            }
-        )
+                maybe_delivered, ..
+            } => *maybe_delivered,
+            SendError::Status { status, .. } => *status >= 500,
+        }
     }
 
     pub fn write_failed(&self) -> bool {
@@ -91,6 +94,8 @@ pub fn build(flush_interval: Duration, ca: Option<&Path>) -> anyhow::Result<reqw
         .no_proxy()
         .timeout(request_timeout)
         .connect_timeout(Duration::from_secs(5))
+        // A redirect would turn the POST into a GET; better a clear "answered 301".
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("whouses-sidecar/", env!("CARGO_PKG_VERSION")));
     if let Some(path) = ca {
         let pem = std::fs::read(path)
@@ -223,7 +228,12 @@ mod tests {
         };
         assert_eq!(t.verdict(), Verdict::Retry);
         assert!(!t.maybe_delivered());
-        assert!(!status(500).maybe_delivered());
+        assert!(
+            status(502).maybe_delivered(),
+            "a gateway may answer after storing"
+        );
+        assert!(!status(413).maybe_delivered());
+        assert!(!status(403).maybe_delivered());
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //!   not finish, nothing of it was sent, and the halves are deleted (the parent stays).
 //! * `batch-<seq>.rejected` — a batch the collector refused for good (or one this
 //!   version cannot send), with the reason: `{"reason", "rejected_at", "report"}`. Kept
-//!   for an operator, never sent again, not counted toward the spool limit.
+//!   for an operator, never sent again, not counted toward the limit on waiting batches
+//!   but held to the same number on their own (beyond it a rejected batch is kept only
+//!   in memory, and logged).
 //! * `*.corrupt` — unreadable files, set aside and reported, never deleted.
 //! * `*.tmp` — a write that a crash interrupted; deleted when the spool is opened.
 //!
