@@ -217,70 +217,8 @@ impl Shipper {
         counters: Arc<Counters>,
         registry: &mut Registry,
     ) -> anyhow::Result<Shipper> {
-        let (loaded, set_aside) = match &spool {
-            Some(s) => s.load()?,
-            None => (Vec::new(), Vec::new()),
-        };
-        if !loaded.is_empty() {
-            tracing::info!(
-                batches = loaded.len(),
-                spool = %spool.as_ref().map(|s| s.dir().display().to_string()).unwrap_or_default(),
-                "Found spooled batches from a previous run; shipping them first."
-            );
-        }
-        // A spooled batch may have been stored just before the previous run ended.
-        let pending: VecDeque<Pending> = loaded
-            .into_iter()
-            .map(|s| Pending {
-                report: s.report,
-                spool_path: Some(s.path),
-                maybe_stored: true,
-                write_failures: 0,
-            })
-            .collect();
-        let status = Arc::new(Mutex::new(ShippingStatus {
-            collector_url: settings.url.to_string(),
-            spool_dir: spool.as_ref().map(|s| s.dir().display().to_string()),
-            flush_interval_ms: settings.flush_interval.as_millis() as u64,
-            ..ShippingStatus::default()
-        }));
-        let metrics = Metrics::register(registry, status.clone());
-        for aside in &set_aside {
-            metrics.rejected.inc();
-            metrics.outcome("rejected");
-            let mut s = lock(&status);
-            s.rejected_batches += 1;
-            s.last_rejection = Some(Rejection {
-                instance: aside.instance.clone(),
-                seq: aside.seq,
-                edges: 0,
-                requests: 0,
-                reason: aside.reason.clone(),
-                at: Timestamp::now(),
-                kept: aside.path.display().to_string(),
-            });
-        }
-        let last_seq = pending
-            .iter()
-            .filter(|p| p.report.instance == identity.instance)
-            .map(|p| p.report.seq)
-            .max()
-            .unwrap_or(0);
-        let core = Core {
-            period_start: identity.started_at,
-            identity,
-            counters,
-            cut: HashMap::new(),
-            pending,
-            rejected: VecDeque::new(),
-            more: false,
-            last_seq,
-            spool,
-            settings,
-            status: status.clone(),
-            metrics,
-        };
-        core.publish();
+        let core = Core::new(settings, spool, identity, counters, registry)?;
+        let status = core.status.clone();
         let (stop, stop_rx) = watch::channel(None);
         let task = tokio::spawn(core.run(stop_rx));
         Ok(Shipper { status, stop, task })
@@ -343,6 +281,81 @@ struct Core {
 }
 
 impl Core {
+    /// The task's state: batches left in the spool by an earlier run first.
+    fn new(
+        settings: Settings,
+        spool: Option<Spool>,
+        identity: Identity,
+        counters: Arc<Counters>,
+        registry: &mut Registry,
+    ) -> anyhow::Result<Core> {
+        let (loaded, set_aside) = match &spool {
+            Some(s) => s.load()?,
+            None => (Vec::new(), Vec::new()),
+        };
+        if !loaded.is_empty() {
+            tracing::info!(
+                batches = loaded.len(),
+                spool = %spool.as_ref().map(|s| s.dir().display().to_string()).unwrap_or_default(),
+                "Found spooled batches from a previous run; shipping them first."
+            );
+        }
+        // A spooled batch may have been stored just before the previous run ended.
+        let pending: VecDeque<Pending> = loaded
+            .into_iter()
+            .map(|s| Pending {
+                report: s.report,
+                spool_path: Some(s.path),
+                maybe_stored: true,
+                write_failures: 0,
+            })
+            .collect();
+        let status = Arc::new(Mutex::new(ShippingStatus {
+            collector_url: settings.url.to_string(),
+            spool_dir: spool.as_ref().map(|s| s.dir().display().to_string()),
+            flush_interval_ms: settings.flush_interval.as_millis() as u64,
+            ..ShippingStatus::default()
+        }));
+        let metrics = Metrics::register(registry, status.clone());
+        for aside in &set_aside {
+            metrics.rejected.inc();
+            metrics.outcome("rejected");
+            let mut s = lock(&status);
+            s.rejected_batches += 1;
+            s.last_rejection = Some(Rejection {
+                instance: aside.instance.clone(),
+                seq: aside.seq,
+                edges: 0,
+                requests: 0,
+                reason: aside.reason.clone(),
+                at: Timestamp::now(),
+                kept: aside.path.display().to_string(),
+            });
+        }
+        let last_seq = pending
+            .iter()
+            .filter(|p| p.report.instance == identity.instance)
+            .map(|p| p.report.seq)
+            .max()
+            .unwrap_or(0);
+        let core = Core {
+            period_start: identity.started_at,
+            identity,
+            counters,
+            cut: HashMap::new(),
+            pending,
+            rejected: VecDeque::new(),
+            more: false,
+            last_seq,
+            spool,
+            settings,
+            status,
+            metrics,
+        };
+        core.publish();
+        Ok(core)
+    }
+
     async fn run(mut self, mut stop: watch::Receiver<Option<Instant>>) {
         let interval = self.settings.flush_interval;
         // Two clocks: batches are cut every interval (so with a spool, at most one
@@ -795,6 +808,9 @@ fn backoff_ceiling(failures: u32) -> Duration {
 fn backoff(failures: u32) -> Duration {
     backoff_ceiling(failures).mul_f64(rand::thread_rng().gen_range(0.5..1.0))
 }
+
+#[cfg(test)]
+mod send_tests;
 
 #[cfg(test)]
 mod tests {
