@@ -542,7 +542,9 @@ fn a_refused_token_keeps_the_counts_until_the_token_file_is_fixed() {
 fn the_sidecar_never_sends_its_reports_through_a_proxy_from_its_environment() {
     let collector = Collector::spawn();
     let up = Upstream::start("127.0.0.1");
-    // The proxy address must be in the environment before the sidecar starts.
+    // The proxy address must be in the environment before the sidecar starts, so it is
+    // chosen here (bound and released). Should another process take it meanwhile, the
+    // sidecar cannot bind it and the builder fails saying so: never a false pass.
     let own = free_addr("127.0.0.1");
     let own_url = format!("http://{own}");
     let mut b = Sidecar::builder("injected")

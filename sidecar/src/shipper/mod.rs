@@ -16,10 +16,14 @@
 //!
 //! * 2xx — stored; drop it (and its spool file).
 //! * 413 — too large, *not stored*. If no earlier attempt of it can have been stored
-//!   (every earlier attempt got an answer, and it was cut by this process), it is split
-//!   into two halves under two new seqs: the original seq was never stored, so the halves
-//!   carry its counts exactly once between them. Otherwise (or with a single edge) it is
-//!   set aside like a 400: splitting a batch that may be stored could count it twice.
+//!   (it was cut by this process, and every earlier attempt was refused before the
+//!   request was read — connection refused, a failed write — or answered 4xx), it is
+//!   split into two halves under two new seqs, queued last so seqs still go out in
+//!   order: the original seq was never stored, so the halves carry its counts exactly
+//!   once between them. Otherwise (a timeout or a 5xx, which a gateway may give after
+//!   the collector stored it; a batch from the spool of an earlier run; a single edge)
+//!   it is set aside like a 400: halves of a batch that may be stored could count it
+//!   twice.
 //!   A request that could not be written to its end twice in a row is split the same
 //!   way (a collector refusing a large body may reset the connection before its 413
 //!   arrives); it cannot have been stored either.
