@@ -134,3 +134,47 @@ fn admin_requests_are_small_and_read_only() {
         "probe serves no stats: {status:?}"
     );
 }
+
+/// Issue 19, ports: the sidecar binds port 0 and says where on stdout, in exactly one
+/// JSON line; a restart binds the same addresses again, and fails clearly (never talks
+/// to another process) when one was taken meanwhile.
+#[test]
+fn the_listening_line_names_the_bound_addresses_and_a_restart_keeps_them() {
+    let mut s = Sidecar::builder("ports").probe().spawn();
+    let probe = s.probe.unwrap();
+    let line = format!(
+        r#"{{"listening":{{"proxy":"{}","admin":"{}","probe":"{probe}"}},"instance":"{}","pid":{}}}"#,
+        s.proxy,
+        s.admin,
+        s.instance,
+        s.proc.pid()
+    );
+    assert_eq!(
+        s.proc.stdout.lock().unwrap().clone(),
+        vec![line],
+        "stdout holds the listening line and nothing else"
+    );
+    let (old_pid, addrs) = (s.proc.pid(), (s.proxy, s.admin, s.probe));
+    s.kill9();
+    s.restart();
+    assert_ne!(s.proc.pid(), old_pid);
+    assert_eq!((s.proxy, s.admin, s.probe), addrs);
+    assert_eq!(
+        get_text(&s.admin_url("/healthz")),
+        Some(format!("ok {}\n", s.instance))
+    );
+
+    // Someone else takes the proxy port while the sidecar is down.
+    s.kill9();
+    let _squatter = std::net::TcpListener::bind(s.proxy).unwrap();
+    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.restart()));
+    let message = failed.expect_err("a restart onto a taken port fails");
+    let message = message
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        message.contains("cannot listen on --listen") && message.contains(&s.proxy.to_string()),
+        "the failure says which address: {message}"
+    );
+}
