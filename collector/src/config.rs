@@ -75,7 +75,7 @@ pub struct Config {
     /// Largest accepted report body; larger gets 413 (sidecars split their batches well
     /// below this).
     #[arg(long, env = "WHOUSES_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024,
-          value_parser = clap::value_parser!(u64).range(4096..=64 * 1024 * 1024))]
+          value_parser = clap::value_parser!(u64).range(256..=64 * 1024 * 1024))]
     pub max_body_bytes: u64,
 
     /// Report bodies read at once; more wait (bounds memory: this × --max-body-bytes).

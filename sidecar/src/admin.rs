@@ -1,32 +1,67 @@
-//! The admin listener: `/healthz` (alive), `/readyz` (serving, with shipping health in the
-//! body), `/metrics` (Prometheus text), `/stats` (the counts as JSON).
+//! The admin listener — `/healthz` (alive, names the instance), `/readyz` (proxy serving
+//! and not draining; shipping health in the body), `/shipping` (503 while shipping is
+//! unhealthy), `/metrics` (Prometheus text), `/stats` (the counts as JSON) — and the
+//! optional probe listener, which serves only `/healthz` and `/readyz`.
+//!
+//! Readiness never depends on the collector: the kubelet would take the pod out of
+//! service (or never start the app, with a native sidecar) when the collector is down,
+//! and the app's traffic must not stop for that. Shipping trouble is what `/shipping`
+//! (or `/readyz?shipping=strict`) answers 503 to, for an operator's alert.
+//!
+//! Both listeners are bounded: a few connections at once (a new one evicts the oldest,
+//! so a flood of idle connections cannot starve a probe), a small request head read
+//! within a few seconds, a deadline per connection, and only GET and HEAD.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 use whouses_wire::{Scheme, Timestamp};
 
 use crate::counters::Counters;
-use crate::shipper::ShippingStatus;
+use crate::shipper::{ShippingStatus, ShippingView};
 use crate::Identity;
+
+/// Connections served at once per listener. A probe, a scrape and an operator's curl
+/// need a handful; each costs a task and an 8 KiB buffer, so 32 stay well under 1 MiB.
+pub const MAX_CONNECTIONS: usize = 32;
+/// Time to send a complete request head; a probe sends it at once.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest life of one connection (keep-alive included), so none is held forever.
+pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(15);
+/// Largest request head buffered: hyper's minimum, far above `GET /readyz`.
+pub const MAX_HEAD_BYTES: usize = 8192;
 
 pub struct AdminState {
     pub identity: Identity,
     pub counters: Arc<Counters>,
     pub registry: Registry,
     pub shipping: Option<Arc<Mutex<ShippingStatus>>>,
+    /// Set once the proxy listener is being served: `/readyz` is 503 before.
+    pub serving: AtomicBool,
     /// Set once shutdown begins: `/readyz` turns 503 so no new traffic is sent here.
     pub draining: AtomicBool,
+}
+
+/// Which endpoints a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// Everything (`--admin-listen`, loopback by default).
+    Admin,
+    /// Only `/healthz` and `/readyz`, with no detail (`--probe-listen`, the pod IP).
+    Probe,
 }
 
 #[derive(Serialize)]
@@ -44,10 +79,11 @@ struct StatsEdge<'a> {
 }
 
 impl AdminState {
-    fn shipping(&self) -> Option<ShippingStatus> {
+    /// Shipping status and health now; `None` in count-only mode.
+    fn shipping(&self) -> Option<ShippingView> {
         self.shipping
             .as_ref()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .map(|s| crate::shipper::status::lock(s).view(Timestamp::now()))
     }
 
     fn stats(&self) -> serde_json::Value {
@@ -81,85 +117,170 @@ impl AdminState {
     }
 }
 
+/// The open connections of one listener, oldest first, each with the handle that
+/// closes it.
+#[derive(Default)]
+struct Open {
+    next_id: u64,
+    conns: BTreeMap<u64, oneshot::Sender<()>>,
+}
+
+fn lock_open(m: &Mutex<Open>) -> std::sync::MutexGuard<'_, Open> {
+    // A panic while holding this lock cannot corrupt a map of senders.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Serve `surface` on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AdminState>,
+    surface: Surface,
     shutdown: impl Future<Output = ()>,
 ) {
-    let http = hyper::server::conn::http1::Builder::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .keep_alive(true);
+    let open = Arc::new(Mutex::new(Open::default()));
     tokio::pin!(shutdown);
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = &mut shutdown => return,
             a = listener.accept() => match a {
                 Ok(a) => a,
                 Err(error) => {
                     tracing::warn!(%error, "Failed to accept an admin connection.");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
+        };
+        let (id, evicted) = {
+            let mut o = lock_open(&open);
+            if o.conns.len() >= MAX_CONNECTIONS {
+                // Dropping its sender closes the oldest connection: an idle or slow one
+                // makes room for a probe that sends its request at once.
+                if let Some((old, _)) = o.conns.pop_first() {
+                    tracing::debug!(connection = old, client = %peer, "Admin connections at the limit; closing the oldest.");
+                }
+            }
+            let id = o.next_id;
+            o.next_id += 1;
+            let (tx, rx) = oneshot::channel();
+            o.conns.insert(id, tx);
+            (id, rx)
         };
         let state = state.clone();
         let conn = http.serve_connection(
             TokioIo::new(stream),
             hyper::service::service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, req)) }
+                async move { Ok::<_, Infallible>(route(&state, surface, &req)) }
             }),
         );
+        let open = open.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(30), conn).await;
+            tokio::select! {
+                _ = tokio::time::timeout(CONNECTION_DEADLINE, conn) => {}
+                _ = evicted => {}
+            }
+            lock_open(&open).conns.remove(&id);
         });
     }
 }
 
-fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+fn route(state: &AdminState, surface: Surface, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n".into());
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n".into());
+        r.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+        return r;
     }
-    match req.uri().path() {
-        "/healthz" => text(StatusCode::OK, "ok\n".into()),
-        "/readyz" => {
-            let draining = state.draining.load(Ordering::Acquire);
-            let body = serde_json::json!({
-                "ready": !draining,
-                "draining": draining,
-                "shipping": state.shipping(),
-            });
-            json(
-                if draining {
-                    StatusCode::SERVICE_UNAVAILABLE
-                } else {
+    match (surface, req.uri().path()) {
+        (_, "/healthz") => text(StatusCode::OK, format!("ok {}\n", state.identity.instance)),
+        (_, "/readyz") => readyz(state, surface, req.uri().query()),
+        (Surface::Admin, "/shipping") => match state.shipping() {
+            Some(view) => json(
+                if view.health.healthy {
                     StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
                 },
-                &body,
-            )
-        }
-        "/stats" => json(StatusCode::OK, &state.stats()),
-        "/metrics" => {
+                &serde_json::json!(view),
+            ),
+            None => json(StatusCode::OK, &count_only()),
+        },
+        (Surface::Admin, "/stats") => json(StatusCode::OK, &state.stats()),
+        (Surface::Admin, "/metrics") => {
             let mut out = String::new();
             match prometheus_client::encoding::text::encode(&mut out, &state.registry) {
-                Ok(()) => Response::builder()
-                    .header(
+                Ok(()) => {
+                    let mut r = Response::new(Full::new(Bytes::from(out)));
+                    r.headers_mut().insert(
                         header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )
-                    .body(Full::new(Bytes::from(out)))
-                    .unwrap_or_else(|_| {
-                        text(StatusCode::INTERNAL_SERVER_ERROR, "encoding\n".into())
-                    }),
+                        header::HeaderValue::from_static(
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        ),
+                    );
+                    r
+                }
                 Err(_) => text(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "metrics encoding failed\n".into(),
                 ),
             }
         }
-        _ => text(
+        (Surface::Admin, _) => text(
             StatusCode::NOT_FOUND,
-            "not found; try /healthz, /readyz, /metrics or /stats\n".into(),
+            "not found; try /healthz, /readyz, /shipping, /metrics or /stats\n".into(),
+        ),
+        (Surface::Probe, _) => text(
+            StatusCode::NOT_FOUND,
+            "not found; this probe port serves only /healthz and /readyz\n".into(),
         ),
     }
+}
+
+fn count_only() -> serde_json::Value {
+    serde_json::json!({
+        "healthy": true,
+        "reason": "count only: no --collector-url, nothing to ship",
+    })
+}
+
+/// 200 while the proxy serves and is not draining. `?shipping=strict` also requires
+/// healthy shipping (for an operator's check, never for the pod's own probe).
+fn readyz(state: &AdminState, surface: Surface, query: Option<&str>) -> Response<Full<Bytes>> {
+    let serving = state.serving.load(Ordering::Acquire);
+    let draining = state.draining.load(Ordering::Acquire);
+    let ready = serving && !draining;
+    let strict = query
+        .unwrap_or("")
+        .split('&')
+        .any(|kv| kv == "shipping=strict");
+    let view = state.shipping();
+    let shipping_healthy = view.as_ref().is_none_or(|v| v.health.healthy);
+    let shipping = match (surface, view) {
+        (Surface::Admin, Some(v)) => serde_json::json!(v),
+        (Surface::Admin, None) => count_only(),
+        (Surface::Probe, _) => serde_json::json!({ "healthy": shipping_healthy }),
+    };
+    let body = serde_json::json!({
+        "ready": ready,
+        "draining": draining,
+        "instance": state.identity.instance,
+        "shipping": shipping,
+    });
+    let ok = ready && (!strict || shipping_healthy);
+    json(
+        if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        &body,
+    )
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {

@@ -114,6 +114,38 @@ pub struct Config {
     #[arg(long, env = "WHOUSES_SPOOL_DIR")]
     pub spool_dir: Option<PathBuf>,
 
+    /// Most batches waiting in --spool-dir; beyond it new batches are only kept in
+    /// memory. Hidden: the default (10,000, days of a crash-looping pod) is right for
+    /// everyone; tests set it small to fill the spool.
+    #[arg(long, env = "WHOUSES_MAX_SPOOLED", hide = true,
+          default_value_t = crate::shipper::spool::MAX_SPOOLED as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_spooled: u32,
+
+    /// Largest encoded batch; a busy interval is cut into several batches under it.
+    /// 512 KiB is well under the collector's 4 MiB --max-body-bytes and under the 1 MiB
+    /// body limit common in ingress proxies (nginx), so a batch is never refused for size
+    /// by default (about 1,500 keys of long host names per batch).
+    #[arg(long, env = "WHOUSES_MAX_BATCH_BYTES", default_value_t = 512 * 1024,
+          value_parser = clap::value_parser!(u32).range(16 * 1024..=64 * 1024 * 1024))]
+    pub max_batch_bytes: u32,
+
+    /// PEM bundle of CA certificates added to the built-in roots, for an https
+    /// --collector-url whose certificate comes from a private CA.
+    #[arg(long, env = "WHOUSES_COLLECTOR_CA")]
+    pub collector_ca: Option<PathBuf>,
+
+    /// Optional listener serving only /healthz and /readyz (e.g. 0.0.0.0:15021), so the
+    /// kubelet can probe the pod IP while --admin-listen (/stats, /metrics) stays on
+    /// loopback.
+    #[arg(long, env = "WHOUSES_PROBE_LISTEN")]
+    pub probe_listen: Option<SocketAddr>,
+
+    /// Print the bound addresses as one JSON line on stdout once listening. Set by the
+    /// binary (`main`), not a flag: an embedding program (the demo) keeps its stdout.
+    #[arg(skip)]
+    pub announce: bool,
+
     /// Log format; the level comes from RUST_LOG (default info).
     #[arg(long, env = "WHOUSES_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -179,8 +211,13 @@ impl Config {
             if let Err(e) = crate::shipper::reports_url(url) {
                 errors.push(e.to_string());
             }
-        } else if self.spool_dir.is_some() {
-            errors.push("--spool-dir needs --collector-url (there is nothing to ship)".into());
+        } else {
+            if self.spool_dir.is_some() {
+                errors.push("--spool-dir needs --collector-url (there is nothing to ship)".into());
+            }
+            if self.collector_ca.is_some() {
+                errors.push("--collector-ca needs --collector-url".into());
+            }
         }
         if errors.is_empty() {
             Ok(())
@@ -255,6 +292,32 @@ mod tests {
         assert!(c.validate().unwrap_err().contains("--spool-dir"));
         let c = parse(&["--service", "a", "--collector-url", "ftp://x"]).unwrap();
         assert!(c.validate().is_err());
+        let c = parse(&["--service", "a", "--collector-ca", "/ca.pem"]).unwrap();
+        assert!(c.validate().unwrap_err().contains("--collector-ca"));
+        assert!(parse(&["--service", "a", "--max-batch-bytes", "100"]).is_err());
+        assert!(parse(&["--service", "a", "--max-spooled", "0"]).is_err());
+        assert!(parse(&["--service", "a", "--probe-listen", "nowhere"]).is_err());
+    }
+
+    #[test]
+    fn shipping_flags_have_safe_defaults() {
+        let c = parse(&["--service", "a"]).unwrap();
+        assert_eq!(c.max_batch_bytes, 512 * 1024);
+        assert_eq!(c.max_spooled as usize, crate::shipper::spool::MAX_SPOOLED);
+        assert!(c.probe_listen.is_none());
+        assert!(c.collector_ca.is_none());
+        assert!(!c.announce);
+        let c = parse(&[
+            "--service",
+            "a",
+            "--probe-listen",
+            "0.0.0.0:15021",
+            "--max-batch-bytes",
+            "65536",
+        ])
+        .unwrap();
+        assert_eq!(c.probe_listen.unwrap().to_string(), "0.0.0.0:15021");
+        assert_eq!(c.max_batch_bytes, 65536);
     }
 
     #[test]

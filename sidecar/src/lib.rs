@@ -8,7 +8,8 @@
 //!   ([`proxy::stack`]), forwarding, `CONNECT` tunnels, dialing.
 //! * [`counters`] — **where a request is counted**: sharded atomic counters per key.
 //! * [`shipper`] — numbered batches to the collector, retries, spool, final flush.
-//! * [`admin`] — `/healthz`, `/readyz`, `/metrics`, `/stats`.
+//! * [`admin`] — `/healthz`, `/readyz`, `/shipping`, `/metrics`, `/stats`, and the
+//!   probe-only listener.
 //! * [`metrics`] — Prometheus metrics.
 //!
 //! [`run`] wires them together and owns the shutdown order: stop accepting → drain
@@ -18,6 +19,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
@@ -41,14 +43,56 @@ pub struct Identity {
     pub started_at: Timestamp,
 }
 
+/// The listeners the sidecar serves, already bound.
+pub struct Listeners {
+    /// `--listen`: the forward proxy.
+    pub proxy: TcpListener,
+    /// `--admin-listen`: health, readiness, shipping, metrics, stats.
+    pub admin: TcpListener,
+    /// `--probe-listen`: only `/healthz` and `/readyz`.
+    pub probe: Option<TcpListener>,
+}
+
 /// Run the sidecar on already-bound listeners until `shutdown` completes, then drain and
 /// ship a final flush. Installs no global state, so several can run in one process.
+/// `--probe-listen`, when set, is bound here.
 pub async fn run(
     config: Config,
     proxy_listener: TcpListener,
     admin_listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let probe = match config.probe_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on --probe-listen {addr}"))?,
+        ),
+        None => None,
+    };
+    run_with(
+        config,
+        Listeners {
+            proxy: proxy_listener,
+            admin: admin_listener,
+            probe,
+        },
+        shutdown,
+    )
+    .await
+}
+
+/// [`run`] with every listener bound by the caller.
+pub async fn run_with(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let Listeners {
+        proxy: proxy_listener,
+        admin: admin_listener,
+        probe: probe_listener,
+    } = listeners;
     config.validate().map_err(anyhow::Error::msg)?;
     let identity = Identity {
         service: config.service.clone(),
@@ -85,33 +129,55 @@ pub async fn run(
         counters: counters.clone(),
         registry,
         shipping: shipper.as_ref().map(|s| s.status_handle()),
+        serving: AtomicBool::new(false),
         draining: AtomicBool::new(false),
     });
-    let admin_listener_addr = admin_listener.local_addr()?;
-    let (admin_stop, mut admin_stop_rx) = watch::channel(false);
+    let (admin_stop, admin_stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let proxy_addr = proxy_listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+    let probe_addr = match &probe_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
         admin_state.clone(),
-        async move {
-            let _ = admin_stop_rx.wait_for(|s| *s).await;
-        },
+        admin::Surface::Admin,
+        stopped(admin_stop_rx.clone()),
     ));
+    let probe_task = probe_listener.map(|l| {
+        tokio::spawn(admin::serve(
+            l,
+            admin_state.clone(),
+            admin::Surface::Probe,
+            stopped(admin_stop_rx.clone()),
+        ))
+    });
 
     tracing::info!(
         service = %identity.service,
         environment = %identity.environment,
         instance = %identity.instance,
-        listen = %proxy_listener.local_addr()?,
+        listen = %proxy_addr,
+        admin = %admin_addr,
+        probe = %probe_addr.map(|a| a.to_string()).unwrap_or_else(|| "none".into()),
         collector = config.collector_url.as_deref().unwrap_or("none (count only)"),
         "Sidecar started."
     );
-    whouses_plumbing::listening::announce(
-        &[
-            ("proxy", proxy_listener.local_addr()?),
-            ("admin", admin_listener_addr),
-        ],
-        &[("instance", identity.instance.clone().into())],
-    );
+    // The proxy listener is bound, so connections queue from here on and the accept
+    // loop below takes them: ready before anyone is told where to connect.
+    admin_state.serving.store(true, Ordering::Release);
+    if config.announce {
+        let mut listeners = vec![("proxy", proxy_addr), ("admin", admin_addr)];
+        listeners.extend(probe_addr.map(|p| ("probe", p)));
+        whouses_plumbing::listening::announce(
+            &listeners,
+            &[("instance", identity.instance.clone().into())],
+        );
+    }
     let admin_ref = admin_state.clone();
     proxy::server::serve(
         proxy_listener,
@@ -136,6 +202,9 @@ pub async fn run(
     }
     let _ = admin_stop.send(true);
     let _ = admin_task.await;
+    if let Some(t) = probe_task {
+        let _ = t.await;
+    }
     tracing::info!("Sidecar stopped.");
     Ok(())
 }

@@ -1,4 +1,6 @@
 //! `whouses-sidecar`: parse flags, set up logging, bind, and run until SIGTERM/SIGINT.
+//! Once listening it prints one JSON line on stdout with the bound addresses (logs go to
+//! stderr).
 
 use std::process::ExitCode;
 
@@ -38,7 +40,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(mut config: Config) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let proxy = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -46,7 +48,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let admin = tokio::net::TcpListener::bind(config.admin_listen)
         .await
         .with_context(|| format!("cannot listen on --admin-listen {}", config.admin_listen))?;
-    whouses_sidecar::run(config, proxy, admin, shutdown_signal()).await
+    let probe = match config.probe_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on --probe-listen {addr}"))?,
+        ),
+        None => None,
+    };
+    // The bound addresses (port 0 picks one) go to stdout as one JSON line.
+    config.announce = true;
+    let listeners = whouses_sidecar::Listeners {
+        proxy,
+        admin,
+        probe,
+    };
+    whouses_sidecar::run_with(config, listeners, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

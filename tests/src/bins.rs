@@ -24,19 +24,22 @@ pub fn bin_path(name: &str) -> PathBuf {
     p
 }
 
-/// A free TCP port on `ip` (bound and released; fine for child processes that are
-/// started right away and retried by [`crate::wait`]).
+/// A free TCP port on `ip`, bound and released: another process may take it before the
+/// child binds it. Prefer binaries that bind port 0 and report the address (the sidecar
+/// does); this is for the few servers that cannot.
 pub fn free_addr(ip: &str) -> SocketAddr {
     let l = TcpListener::bind((ip, 0)).expect("binding port 0 on loopback");
     l.local_addr().expect("bound listener has an address")
 }
 
 /// A running child process; killed (SIGKILL) on drop unless already waited for.
-/// Its stderr and stdout lines are captured for diagnostics.
+/// Its stderr and stdout lines are captured for diagnostics; stdout lines also on their
+/// own, for [`Proc::wait_line`].
 pub struct Proc {
     pub name: String,
     pub child: Child,
     pub output: Arc<Mutex<Vec<String>>>,
+    pub stdout: Arc<Mutex<Vec<String>>>,
 }
 
 impl Proc {
@@ -49,25 +52,80 @@ impl Proc {
             .spawn()
             .unwrap_or_else(|e| panic!("failed to start {name}: {e}"));
         let output = Arc::new(Mutex::new(Vec::new()));
-        for pipe in [
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            capture(pipe, output.clone());
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        for (pipe, own) in [
+            (
+                child
+                    .stdout
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+                Some(stdout.clone()),
+            ),
+            (
+                child
+                    .stderr
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+                None,
+            ),
+        ] {
+            let Some(pipe) = pipe else { continue };
+            let out = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if std::env::var_os("WHOUSES_TEST_ECHO").is_some() {
+                        eprintln!("{line}");
+                    }
+                    if let Some(own) = &own {
+                        own.lock().map(|mut o| o.push(line.clone())).ok();
+                    }
+                    out.lock().map(|mut o| o.push(line)).ok();
+                }
+            });
         }
         Proc {
             name: name.to_string(),
             child,
             output,
+            stdout,
+        }
+    }
+
+    /// Wait for a stdout line that `matches`, up to `timeout`; panics with the output if
+    /// the process exits first or the time runs out.
+    pub fn wait_line(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let found = self
+                .stdout
+                .lock()
+                .ok()
+                .and_then(|o| o.iter().find(|l| matches(l)).cloned());
+            if let Some(line) = found {
+                return line;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // Let the reader threads catch the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "{} exited ({status}) before printing {what}; output:\n{}",
+                    self.name,
+                    self.output()
+                );
+            }
+            if std::time::Instant::now() >= deadline {
+                panic!(
+                    "{} did not print {what} within {timeout:?}; output:\n{}",
+                    self.name,
+                    self.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -138,18 +196,6 @@ impl Drop for Proc {
             eprintln!("---- output of {} ----\n{}", self.name, self.output());
         }
     }
-}
-
-/// Collect a child's output lines on a thread (echoed when `WHOUSES_TEST_ECHO` is set).
-pub fn capture(pipe: impl std::io::Read + Send + 'static, output: Arc<Mutex<Vec<String>>>) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            if std::env::var_os("WHOUSES_TEST_ECHO").is_some() {
-                eprintln!("{line}");
-            }
-            output.lock().map(|mut o| o.push(line)).ok();
-        }
-    });
 }
 
 /// `Duration` helper for readability in tests.

@@ -2,11 +2,10 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Output};
 use std::time::Duration;
 
-use whouses_plumbing::process::await_listening;
+use whouses_plumbing::process::parse_listening;
 
 use serde_json::Value;
 use whouses_wire::Report;
@@ -214,33 +213,15 @@ fn start(args: &[String], listen: &str, ca: Option<&Path>) -> (Proc, SocketAddr)
     let mut cmd = Command::new(bin_path("whouses-collector"));
     cmd.args(args)
         .args(["--listen", listen])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdin(Stdio::null());
-    let mut child = cmd.spawn().expect("starting whouses-collector");
-    let output = Arc::new(Mutex::new(Vec::new()));
-    let stdout = child.stdout.take().expect("piped stdout");
-    let stderr = child.stderr.take().expect("piped stderr");
-    crate::bins::capture(stderr, output.clone());
-    let lines = output.clone();
-    let listening = await_listening(stdout, Duration::from_secs(30), move |l| {
-        if let Ok(mut o) = lines.lock() {
-            o.push(l.to_string());
-        }
-    });
-    let mut proc = Proc {
-        name: "collector".into(),
-        child,
-        output,
-    };
-    let Some(listening) = listening else {
-        let code = proc.child.try_wait().ok().flatten();
-        panic!(
-            "the collector did not start on {listen} (exit {code:?}); output:\n{}",
-            proc.output()
-        );
-    };
+        .env("RUST_LOG", "info");
+    let mut proc = Proc::spawn("collector", cmd);
+    let line = proc.wait_line(
+        &format!("its listening line (--listen {listen})"),
+        Duration::from_secs(30),
+        |l| l.starts_with("{\"listening\""),
+    );
+    let listening = parse_listening(&line)
+        .unwrap_or_else(|| panic!("the collector printed a bad listening line: {line:?}"));
     let addr = listening
         .addr("api")
         .expect("the listening line names the api");
