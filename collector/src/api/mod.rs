@@ -35,6 +35,16 @@ pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 pub const MAX_CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
 /// The longest quiet period or `since` window a query may ask for.
 const MAX_WINDOW: Duration = Duration::from_secs(100 * 365 * 86_400);
+/// Largest refused body read to its end before the 413 is sent.
+const MAX_DRAIN_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Read a body to its end, keeping none of it.
+async fn drain(body: Body) {
+    use http_body_util::BodyExt as _;
+    let mut body = body;
+    while let Some(Ok(_)) = body.frame().await {}
+}
+
 /// How long a report waits for a free ingest slot before it is told to retry.
 const INGEST_SLOT_WAIT: Duration = Duration::from_secs(10);
 
@@ -132,6 +142,11 @@ async fn ingest(
     {
         if len > s.max_body_bytes as u64 {
             reject("too_large");
+            // Read (and drop) a body of sane size before answering, so the sender sees
+            // the 413 rather than a connection reset in the middle of its upload.
+            if len <= MAX_DRAIN_BYTES {
+                drain(body).await;
+            }
             return Err(too_large());
         }
     }
