@@ -84,6 +84,7 @@ fn to_report(b: &Batch, base: i64) -> Report {
                 },
             })
             .collect(),
+        ..Default::default()
     }
 }
 

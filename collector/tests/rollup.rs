@@ -42,6 +42,7 @@ fn report(seq: u64, hour_start: i64, edges: &[(&str, u64)]) -> Report {
                 },
             })
             .collect(),
+        ..Default::default()
     }
 }
 

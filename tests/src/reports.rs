@@ -56,5 +56,6 @@ pub fn report(
         period_end: Timestamp(end),
         flush_interval_ms: 10_000,
         edges,
+        ..Default::default()
     }
 }

@@ -64,6 +64,7 @@ fn seed(c: &Collector, token: Option<&str>) {
             // no check below depends on how long the browser takes to start.
             flush_interval_ms: 3_600_000,
             edges,
+            ..Default::default()
         };
         let (s, v) = c.post_report(&r, token);
         assert_eq!(s, 200, "{v}");

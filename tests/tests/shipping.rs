@@ -196,6 +196,7 @@ fn a_batch_refused_for_good_is_set_aside_and_later_batches_still_ship() {
                     last_seen: t,
                 },
             }],
+            ..Default::default()
         })
         .unwrap()
         .len()
@@ -292,6 +293,7 @@ fn spooled_report(instance: &str, seq: u64, period_end: i64, requests: u64) -> R
                 last_seen: Timestamp(period_end - 1_000),
             },
         }],
+        ..Default::default()
     }
 }
 

@@ -31,6 +31,7 @@ fn report(edges: usize) -> Report {
                 },
             })
             .collect(),
+        ..Default::default()
     }
 }
 

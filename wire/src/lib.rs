@@ -20,5 +20,7 @@ pub mod time;
 pub use counts::{Counts, MAX_COUNT};
 pub use duration::{parse_duration, DurationArg};
 pub use host::{HostError, HostPort, Scheme};
-pub use report::{Edge, Report, ReportError, MAX_EDGES_PER_REPORT, OTHER_HOST, REPORT_VERSION};
+pub use report::{
+    Bypass, Edge, Lookup, Report, ReportError, MAX_EDGES_PER_REPORT, OTHER_HOST, REPORT_VERSION,
+};
 pub use time::Timestamp;

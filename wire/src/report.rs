@@ -27,7 +27,7 @@ pub const FLUSH_INTERVAL_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
 /// between the moment a call is counted and the moment the batch is cut).
 pub const EDGE_TIME_SLACK_MS: i64 = 60_000;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     /// Schema version, [`REPORT_VERSION`].
     pub version: u32,
@@ -46,7 +46,48 @@ pub struct Report {
     pub flush_interval_ms: u64,
     #[serde(default)]
     pub edges: Vec<Edge>,
+    /// Names the app looked up through the sidecar's DNS forwarder in this period (a
+    /// lookup is a sign of use even before a connection; also what names the addresses
+    /// of opaque and bypassing connections).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lookups: Vec<Lookup>,
+    /// Connections the app made around the proxy, seen by the bypass detector in this
+    /// period (explicit mode): evidence that the counts above are not the whole story.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bypass: Vec<Bypass>,
 }
+
+/// Lookups of one name through the sidecar's DNS forwarder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lookup {
+    /// The name asked for, normalised like a host.
+    pub name: String,
+    /// Queries for the name in this period (any record type).
+    pub lookups: u64,
+    /// The addresses the answers held (at most [`MAX_LOOKUP_ADDRESSES`]).
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+}
+
+/// Connections to one remote address that did not go through the proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bypass {
+    /// The remote IP address (canonical form).
+    pub address: String,
+    pub port: u16,
+    /// The name the app resolved for the address through the DNS forwarder, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Distinct connections seen in this period (a sampler: short ones can be missed).
+    pub connections: u64,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+}
+
+/// Most addresses one lookup entry carries.
+pub const MAX_LOOKUP_ADDRESSES: usize = 16;
 
 /// One edge's counts in a batch: the upstream key and the [`Counts`] since the previous
 /// batch (on the wire, the count fields sit beside `host`, `port` and `scheme`).
@@ -239,7 +280,118 @@ impl Report {
                 ));
             }
         }
+        if self.lookups.len() > MAX_EDGES_PER_REPORT {
+            return Err(ReportError::field(
+                "lookups",
+                format!("at most {MAX_EDGES_PER_REPORT} per report"),
+            ));
+        }
+        for (i, l) in self.lookups.iter().enumerate() {
+            let f = |name: &str| format!("lookups[{i}].{name}");
+            match normalize_host(&l.name) {
+                Ok(n) if n == l.name => {}
+                Ok(_) => {
+                    return Err(ReportError::field(
+                        f("name"),
+                        "must be lower-case without a trailing dot",
+                    ))
+                }
+                Err(err) => return Err(ReportError::field(f("name"), err.to_string())),
+            }
+            if l.lookups > MAX_COUNT {
+                return Err(ReportError::field(
+                    f("lookups"),
+                    format!("must be at most {MAX_COUNT}"),
+                ));
+            }
+            if l.addresses.len() > MAX_LOOKUP_ADDRESSES {
+                return Err(ReportError::field(
+                    f("addresses"),
+                    format!("at most {MAX_LOOKUP_ADDRESSES}"),
+                ));
+            }
+            for a in &l.addresses {
+                check_ip(&f("addresses"), a)?;
+            }
+            self.check_times(&f, l.first_seen, l.last_seen)?;
+        }
+        if self.bypass.len() > MAX_EDGES_PER_REPORT {
+            return Err(ReportError::field(
+                "bypass",
+                format!("at most {MAX_EDGES_PER_REPORT} per report"),
+            ));
+        }
+        for (i, b) in self.bypass.iter().enumerate() {
+            let f = |name: &str| format!("bypass[{i}].{name}");
+            check_ip(&f("address"), &b.address)?;
+            if b.port == 0 {
+                return Err(ReportError::field(f("port"), "must be 1-65535"));
+            }
+            if let Some(n) = &b.name {
+                if normalize_host(n).as_deref() != Ok(n.as_str()) {
+                    return Err(ReportError::field(
+                        f("name"),
+                        "must be a normalised host name",
+                    ));
+                }
+            }
+            if b.connections > MAX_COUNT {
+                return Err(ReportError::field(
+                    f("connections"),
+                    format!("must be at most {MAX_COUNT}"),
+                ));
+            }
+            self.check_times(&f, b.first_seen, b.last_seen)?;
+        }
         Ok(())
+    }
+}
+
+impl Report {
+    /// Entries the batch carries: edges, lookups and bypass observations (what a split
+    /// divides).
+    pub fn items(&self) -> usize {
+        self.edges.len() + self.lookups.len() + self.bypass.len()
+    }
+
+    /// A first/last seen pair must be ordered and within the batch's lifetime.
+    fn check_times(
+        &self,
+        f: &dyn Fn(&str) -> String,
+        first: Timestamp,
+        last: Timestamp,
+    ) -> Result<(), ReportError> {
+        if first > last {
+            return Err(ReportError::field(f("first_seen"), "is after last_seen"));
+        }
+        if last.0 > self.period_end.0.saturating_add(EDGE_TIME_SLACK_MS) {
+            return Err(ReportError::field(
+                f("last_seen"),
+                "is after the batch's period_end",
+            ));
+        }
+        if first.0 < self.started_at.0.saturating_sub(EDGE_TIME_SLACK_MS) {
+            return Err(ReportError::field(
+                f("first_seen"),
+                "is before the sidecar's started_at",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An IP address in its canonical spelling.
+fn check_ip(field: &str, a: &str) -> Result<(), ReportError> {
+    match a.parse::<std::net::IpAddr>() {
+        Ok(ip) if ip.to_string() == a => Ok(()),
+        Ok(_) => Err(ReportError::field(
+            field,
+            "must be an IP address in canonical form",
+        )),
+        Err(_) => Err(ReportError::field(
+            field,
+            format!("{a:?} is not an IP address"),
+        )),
     }
 }
 
@@ -307,6 +459,7 @@ mod tests {
                     last_seen: Timestamp(1_795_000_009_000),
                 },
             }],
+            ..Default::default()
         }
     }
 

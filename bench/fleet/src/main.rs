@@ -135,6 +135,7 @@ fn report(f: &Fleet, s: usize, day: i64, base: i64, rng: &mut StdRng) -> Report 
         period_end: Timestamp(start + DAY),
         flush_interval_ms: DAY as u64 / 100,
         edges,
+        ..Default::default()
     }
 }
 

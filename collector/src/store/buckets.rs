@@ -150,6 +150,7 @@ mod tests {
             period_end: Timestamp(end),
             flush_interval_ms: 10_000,
             edges: vec![],
+            ..Default::default()
         }
     }
 

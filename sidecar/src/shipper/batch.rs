@@ -81,19 +81,25 @@ impl Size {
     }
 }
 
-/// Split a report into two halves by edge count, numbered `seqs`; everything else
-/// (instance, period) is kept, so together they say exactly what the original said.
+/// Split a report into two halves, each with half of its edges, lookups and bypass
+/// observations, numbered `seqs`; everything else (instance, period) is kept, so together
+/// they say exactly what the original said.
 pub fn split(report: &Report, seqs: (u64, u64)) -> (Report, Report) {
-    let mid = report.edges.len() / 2;
-    let half = |edges: &[Edge], seq: u64| Report {
+    fn halves<T: Clone>(v: &[T]) -> (Vec<T>, Vec<T>) {
+        let (a, b) = v.split_at(v.len() / 2);
+        (a.to_vec(), b.to_vec())
+    }
+    let (e1, e2) = halves(&report.edges);
+    let (l1, l2) = halves(&report.lookups);
+    let (b1, b2) = halves(&report.bypass);
+    let half = |seq, edges, lookups, bypass| Report {
         seq,
-        edges: edges.to_vec(),
+        edges,
+        lookups,
+        bypass,
         ..report.clone()
     };
-    (
-        half(&report.edges[..mid], seqs.0),
-        half(&report.edges[mid..], seqs.1),
-    )
+    (half(seqs.0, e1, l1, b1), half(seqs.1, e2, l2, b2))
 }
 
 #[cfg(test)]
@@ -128,6 +134,7 @@ mod tests {
                     },
                 })
                 .collect(),
+            ..Default::default()
         }
     }
 

@@ -527,6 +527,7 @@ impl Core {
             period_end,
             flush_interval_ms: self.settings.flush_interval.as_millis() as u64,
             edges: Vec::new(),
+            ..Default::default()
         };
         let mut size = Size::of_envelope(&report);
         self.more = false;
@@ -603,7 +604,7 @@ impl Core {
             .await;
             let (maybe_stored, edges, write_failures) = (
                 front.maybe_stored,
-                front.report.edges.len(),
+                front.report.items(),
                 front.write_failures,
             );
             let error = match result {

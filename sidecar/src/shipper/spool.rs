@@ -333,6 +333,7 @@ mod tests {
             period_end: Timestamp(2),
             flush_interval_ms: 10_000,
             edges: vec![],
+            ..Default::default()
         }
     }
 
