@@ -118,9 +118,9 @@ impl InjectConfig {
             Ok(_) => errors.push("--flush-interval must be at least 100ms".into()),
             Err(e) => errors.push(format!("--flush-interval {:?}: {e}", self.flush_interval)),
         }
-        let cpu = quantity("--sidecar-cpu-request", &self.cpu_request);
-        let request = quantity("--sidecar-memory-request", &self.memory_request);
-        let limit = quantity("--sidecar-memory-limit", &self.memory_limit);
+        let cpu = quantity("--cpu-request", &self.cpu_request);
+        let request = quantity("--memory-request", &self.memory_request);
+        let limit = quantity("--memory-limit", &self.memory_limit);
         for q in [&cpu, &request, &limit] {
             if let Err(e) = q {
                 errors.push(e.clone());
@@ -129,7 +129,7 @@ impl InjectConfig {
         if let (Ok(r), Ok(l)) = (request, limit) {
             if r > l {
                 errors.push(format!(
-                    "--sidecar-memory-request {} is above --sidecar-memory-limit {} (the API server would refuse every injected pod)",
+                    "--memory-request {} is above --memory-limit {} (the API server would refuse every injected pod)",
                     self.memory_request, self.memory_limit
                 ));
             }
@@ -248,8 +248,8 @@ mod tests {
             "--default-environment",
             "--no-proxy",
             "--flush-interval",
-            "--sidecar-cpu-request",
-            "above --sidecar-memory-limit",
+            "--cpu-request",
+            "above --memory-limit",
         ] {
             assert!(e.contains(flag), "{flag} missing from: {e}");
         }

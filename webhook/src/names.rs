@@ -172,8 +172,9 @@ fn sanitize(s: &str) -> String {
     }
 }
 
-/// A name over 128 characters as `PREFIX-HASH`: the first 111 characters and 16 hex
-/// digits of a 64-bit FNV-1a hash of the whole name (128 in all). Deterministic, so a
+/// A name over 128 characters as `PREFIX-HASH`: the first 111 characters (without a
+/// trailing `-` or `.`) and 16 hex digits of a 64-bit FNV-1a hash of the whole name (at
+/// most 128 in all). Deterministic, so a
 /// pod keeps its id across sidecar restarts; the hash keeps long names that share a
 /// prefix apart.
 pub fn shorten(name: &str) -> String {
@@ -285,7 +286,7 @@ mod tests {
         let Instance::Shortened(s) = id.instance else {
             panic!("not shortened: {id:?}")
         };
-        assert_eq!(s.len(), 128);
+        assert_eq!(s.len(), 128, "{s}");
         assert!(check("instance", &s).is_ok());
         assert_eq!(s, shorten(&long), "deterministic");
         let other = format!("{}-1", "a".repeat(200));
