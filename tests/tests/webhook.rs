@@ -379,6 +379,10 @@ fn pods_whose_sidecar_could_not_start_are_admitted_without_it() {
         let w = m.warnings();
         assert_eq!(w.len(), 1, "{fixture_name}: {w:?}");
         assert!(
+            w[0].len() <= 256,
+            "{fixture_name}: the API server truncates longer warnings: {w:?}"
+        );
+        assert!(
             w[0].starts_with("whouses: not injected: ") && w[0].contains(says),
             "{fixture_name}: {w:?}"
         );

@@ -43,12 +43,26 @@ pub enum NameKind {
     Instance,
 }
 
-/// Check one name as the sidecar does; the error is one sentence naming `what`.
+/// Check one name as the sidecar does; the error is one sentence naming `what`, short
+/// enough for an AdmissionReview warning (the API server truncates long ones).
 pub fn check(what: &str, v: &str) -> Result<(), String> {
-    check_name(what, v).map_err(|e| match e {
-        ReportError::Field { field, reason } => format!("{field} {v:?}: {reason}"),
-        other => format!("{what} {v:?}: {other}"),
+    check_name(what, v).map_err(|e| {
+        let shown = shown(v);
+        match e {
+            ReportError::Field { field, reason } => format!("{field} {shown}: {reason}"),
+            other => format!("{what} {shown}: {other}"),
+        }
     })
+}
+
+/// A value quoted for a message: at most 40 characters, then how long it really is.
+fn shown(v: &str) -> String {
+    if v.chars().count() <= 40 {
+        format!("{v:?}")
+    } else {
+        let head: String = v.chars().take(40).collect();
+        format!("{head:?}… ({} characters)", v.chars().count())
+    }
 }
 
 /// Derive and check the identity of a pod. `namespace` is the review's namespace.
@@ -252,6 +266,11 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.what, NameKind::Service);
         assert!(e.message.contains("longer than 128"), "{}", e.message);
+        assert!(
+            e.message.len() < 160,
+            "short enough for a warning: {}",
+            e.message
+        );
         // Empty annotations are unset ones.
         let id = identity(
             &pod(
