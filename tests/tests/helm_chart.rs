@@ -10,12 +10,11 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use serde_json::{json, Value};
-use whouses_plumbing::process::await_listening;
-use whouses_tests::bins::{bin_path, capture, secs, Proc};
+use whouses_plumbing::process::parse_listening;
+use whouses_tests::bins::{bin_path, secs, Proc};
 use whouses_tests::collector::Collector;
 use whouses_tests::reports::{edge, now, report, MIN};
 
@@ -805,25 +804,11 @@ fn the_rendered_webhook_settings_start_the_real_webhook() {
         };
         cmd.env(name, value);
     }
-    cmd.stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdin(Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    let output = Arc::new(Mutex::new(Vec::new()));
-    capture(child.stderr.take().unwrap(), output.clone());
-    let listening = await_listening(child.stdout.take().unwrap(), secs(30), |_| {});
-    let proc = Proc {
-        name: "webhook".into(),
-        child,
-        output,
-    };
-    let listening = listening.unwrap_or_else(|| {
-        panic!(
-            "the webhook did not start:
-{}",
-            proc.output()
-        )
+    let mut proc = Proc::spawn("webhook", cmd);
+    let line = proc.wait_line("its listening line", secs(30), |l| {
+        parse_listening(l).is_some()
     });
+    let listening = parse_listening(&line).unwrap();
     let port = listening.addr("webhook").unwrap().port();
 
     // The API server calls https://whouses-webhook.whouses.svc:443/…, trusting caBundle.

@@ -7,14 +7,13 @@
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{json, Value};
-use whouses_plumbing::process::await_listening;
-use whouses_tests::bins::{bin_path, capture, secs, Proc};
+use whouses_plumbing::process::{parse_listening, Listening};
+use whouses_tests::bins::{bin_path, secs, Proc};
 use whouses_tests::certs::Ca;
 use whouses_tests::wait;
 use whouses_webhook::ca::CollectorCa;
@@ -623,28 +622,20 @@ fn start_injected(m: &Mutated, dir: &Path) -> (Proc, Value) {
         std::fs::write(&path, pem).unwrap();
         cmd.env("WHOUSES_COLLECTOR_CA", &path);
     }
-    cmd.stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdin(Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    let output = Arc::new(Mutex::new(Vec::new()));
-    capture(child.stderr.take().unwrap(), output.clone());
-    let lines = output.clone();
-    let listening = await_listening(child.stdout.take().unwrap(), secs(30), move |l| {
-        lines.lock().unwrap().push(l.to_string())
-    });
-    let proc = Proc {
-        name: "injected sidecar".into(),
-        child,
-        output,
-    };
-    let listening = listening.unwrap_or_else(|| {
-        panic!(
-            "the injected sidecar did not start with args {args:?} (it needs --probe-listen); output:\n{}",
-            proc.output()
-        )
-    });
+    let mut proc = Proc::spawn(&format!("injected sidecar {args:?}"), cmd);
+    let listening = listening(&mut proc);
     (proc, listening.line)
+}
+
+/// The process's listening line (it binds port 0 and says where); panics with its output
+/// if it exits first.
+fn listening(proc: &mut Proc) -> Listening {
+    let line = proc.wait_line("its listening line", secs(30), |l| {
+        parse_listening(l).is_some()
+    });
+    let listening = parse_listening(&line).unwrap();
+    assert_eq!(listening.line["pid"].as_u64(), Some(u64::from(proc.pid())));
+    listening
 }
 
 /// The patch is what the real sidecar accepts: started with the injected args and env, it
@@ -724,26 +715,9 @@ fn spawn_webhook(args: &[&str], cert: &Path, key: &Path) -> Webhook {
         .arg(cert)
         .arg("--tls-key")
         .arg(key)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdin(Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    let output = Arc::new(Mutex::new(Vec::new()));
-    capture(child.stderr.take().unwrap(), output.clone());
-    let lines = output.clone();
-    let listening = await_listening(child.stdout.take().unwrap(), secs(30), move |l| {
-        lines.lock().unwrap().push(l.to_string())
-    });
-    let proc = Proc {
-        name: "webhook".into(),
-        child,
-        output,
-    };
-    let listening =
-        listening.unwrap_or_else(|| panic!("the webhook did not start:\n{}", proc.output()));
-    assert_eq!(listening.line["pid"].as_u64(), Some(u64::from(proc.pid())));
-    let addr = listening.addr("webhook").unwrap();
+        .env("RUST_LOG", "info");
+    let mut proc = Proc::spawn("webhook", cmd);
+    let addr = listening(&mut proc).addr("webhook").unwrap();
     Webhook {
         proc,
         url: format!("https://127.0.0.1:{}", addr.port()),
