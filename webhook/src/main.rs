@@ -8,6 +8,12 @@ use whouses_webhook::server::{run, WebhookConfig};
 
 fn main() {
     let cfg = WebhookConfig::parse();
+    if let Err(e) = cfg.inject.validate() {
+        // A bad setting must stop the webhook, not reach pods: with failurePolicy Ignore
+        // pods are admitted unchanged while it is down.
+        eprintln!("whouses-webhook: {e}");
+        std::process::exit(2);
+    }
     logging::init(LogFormat::Json, "info");
     let result = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

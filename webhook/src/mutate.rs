@@ -1,10 +1,20 @@
 //! What injection does to a pod, as a JSON patch inside an AdmissionReview response.
-//! Pure functions: the server only moves bytes. It fails open: anything it cannot
-//! understand is allowed unchanged, with a warning, so a webhook problem never blocks a
-//! deployment.
+//! Pure functions: the server only moves bytes, counts outcomes and logs them.
+//!
+//! It fails open: the pod is always allowed. Anything the webhook cannot understand, and
+//! any pod whose sidecar could not start (a name the sidecar refuses, a port it needs
+//! already declared, host networking, an unusable collector CA), is admitted **without**
+//! the sidecar, with an AdmissionReview warning and a `whouses.io/skipped` annotation
+//! saying why — never a pod that cannot start.
 
 use base64::Engine as _;
 use serde_json::{json, Value};
+
+use crate::ca::CollectorCa;
+use crate::config::InjectConfig;
+use crate::env::{self, ProxyEnv};
+use crate::names::{self, NameKind};
+use crate::sidecar::{self, CA_VOLUME, COLLECTOR_CA_ANNOTATION, PORTS, PROXY_PORT, SIDECAR_NAME};
 
 /// Label (on a pod or namespace) that asks for injection.
 pub const INJECT_LABEL: &str = "whouses.io/inject";
@@ -14,70 +24,12 @@ pub const INJECTED_ANNOTATION: &str = "whouses.io/injected";
 pub const ENVIRONMENT_ANNOTATION: &str = "whouses.io/environment";
 /// Annotation that overrides the service name.
 pub const SERVICE_ANNOTATION: &str = "whouses.io/service";
-pub const SIDECAR_NAME: &str = "whouses-sidecar";
-pub const PROXY_PORT: u16 = 15001;
-pub const ADMIN_PORT: u16 = 15020;
+/// Annotation set on a pod that was selected but not injected: the reason.
+pub const SKIPPED_ANNOTATION: &str = "whouses.io/skipped";
+/// Annotation set on an injected pod with warnings (e.g. a container left unproxied).
+pub const WARNINGS_ANNOTATION: &str = "whouses.io/warnings";
 
-/// How the sidecar is injected (from the webhook's flags / the chart's values).
-#[derive(Debug, Clone, clap::Args)]
-pub struct InjectConfig {
-    /// Sidecar image.
-    #[arg(
-        long,
-        env = "WHOUSES_SIDECAR_IMAGE",
-        default_value = "ghcr.io/whouses/whouses:latest"
-    )]
-    pub sidecar_image: String,
-    /// Collector URL the sidecars ship to.
-    #[arg(
-        long,
-        env = "WHOUSES_COLLECTOR_URL",
-        default_value = "http://whouses-collector:7070"
-    )]
-    pub collector_url: String,
-    /// Secret (in the pod's namespace) holding the ingest token under key `ingest-token`;
-    /// optional, so pods start even where it is missing.
-    #[arg(
-        long,
-        env = "WHOUSES_TOKEN_SECRET",
-        default_value = "whouses-ingest-token"
-    )]
-    pub token_secret: String,
-    /// Environment name when the pod has no `whouses.io/environment` annotation
-    /// (default: the pod's namespace).
-    #[arg(long, env = "WHOUSES_DEFAULT_ENVIRONMENT")]
-    pub default_environment: Option<String>,
-    /// Extra NO_PROXY entries, comma-separated (besides loopback and the Kubernetes API).
-    #[arg(long, env = "WHOUSES_NO_PROXY", default_value = "")]
-    pub no_proxy: String,
-    /// Sidecar flush interval.
-    #[arg(long, env = "WHOUSES_FLUSH_INTERVAL", default_value = "10s")]
-    pub flush_interval: String,
-    #[arg(long, env = "WHOUSES_SIDECAR_CPU_REQUEST", default_value = "10m")]
-    pub cpu_request: String,
-    #[arg(long, env = "WHOUSES_SIDECAR_MEMORY_REQUEST", default_value = "16Mi")]
-    pub memory_request: String,
-    #[arg(long, env = "WHOUSES_SIDECAR_MEMORY_LIMIT", default_value = "64Mi")]
-    pub memory_limit: String,
-}
-
-impl Default for InjectConfig {
-    fn default() -> Self {
-        InjectConfig {
-            sidecar_image: "ghcr.io/whouses/whouses:latest".into(),
-            collector_url: "http://whouses-collector:7070".into(),
-            token_secret: "whouses-ingest-token".into(),
-            default_environment: None,
-            no_proxy: String::new(),
-            flush_interval: "10s".into(),
-            cpu_request: "10m".into(),
-            memory_request: "16Mi".into(),
-            memory_limit: "64Mi".into(),
-        }
-    }
-}
-
-/// Why a review cannot be answered at all (the HTTP layer turns this into a 400).
+/// Why the review cannot be answered at all (the HTTP layer turns this into a 400).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ReviewError {
     #[error("not JSON: {0}")]
@@ -86,14 +38,92 @@ pub enum ReviewError {
     NotAReview,
 }
 
+/// A pod that was wanted but is admitted without the sidecar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SkipReason {
+    NotAPod,
+    NoPodObject,
+    NoContainers,
+    InvalidService,
+    InvalidEnvironment,
+    InvalidInstance,
+    HostNetwork,
+    NotLinux,
+    PortInUse,
+    NameInUse,
+    CollectorCaUnavailable,
+}
+
+impl SkipReason {
+    /// Every reason, for metrics that show zeros.
+    pub const ALL: [SkipReason; 11] = [
+        SkipReason::NotAPod,
+        SkipReason::NoPodObject,
+        SkipReason::NoContainers,
+        SkipReason::InvalidService,
+        SkipReason::InvalidEnvironment,
+        SkipReason::InvalidInstance,
+        SkipReason::HostNetwork,
+        SkipReason::NotLinux,
+        SkipReason::PortInUse,
+        SkipReason::NameInUse,
+        SkipReason::CollectorCaUnavailable,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            SkipReason::NotAPod => "not_a_pod",
+            SkipReason::NoPodObject => "no_pod_object",
+            SkipReason::NoContainers => "no_containers",
+            SkipReason::InvalidService => "invalid_service",
+            SkipReason::InvalidEnvironment => "invalid_environment",
+            SkipReason::InvalidInstance => "invalid_instance",
+            SkipReason::HostNetwork => "host_network",
+            SkipReason::NotLinux => "not_linux",
+            SkipReason::PortInUse => "port_in_use",
+            SkipReason::NameInUse => "name_in_use",
+            SkipReason::CollectorCaUnavailable => "collector_ca_unavailable",
+        }
+    }
+}
+
+/// What happened to one review, for the server's log line and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Patched; the warnings were returned too.
+    Injected {
+        service: String,
+        environment: String,
+        warnings: Vec<String>,
+    },
+    /// Wanted, but admitted without the sidecar.
+    Skipped { reason: SkipReason, detail: String },
+    /// Not labelled (or opted out), or not a CREATE.
+    NotSelected,
+    /// Our annotation or container is already there.
+    AlreadyInjected,
+}
+
+/// The response document and what it decided.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub review: Value,
+    pub outcome: Outcome,
+    /// The pod's namespace and name (or generateName), for logs.
+    pub pod: String,
+}
+
 /// Answer one AdmissionReview (the request body) with an AdmissionReview response.
 /// `namespace_selected`: the request came through the namespace-label webhook, so pods
-/// are injected unless they opt out with `whouses.io/inject: "false"`.
+/// are injected unless they opt out with `whouses.io/inject: "false"`. `ca`: the
+/// collector's CA as read for this review.
 pub fn review(
     body: &[u8],
     cfg: &InjectConfig,
+    ca: &CollectorCa,
     namespace_selected: bool,
-) -> Result<Value, ReviewError> {
+) -> Result<Answer, ReviewError> {
     let review: Value =
         serde_json::from_slice(body).map_err(|e| ReviewError::Json(e.to_string()))?;
     let request = review.get("request").ok_or(ReviewError::NotAReview)?;
@@ -106,60 +136,90 @@ pub fn review(
         .and_then(Value::as_str)
         .unwrap_or("admission.k8s.io/v1");
     let mut response = json!({ "uid": uid, "allowed": true });
-    match decide(request, cfg, namespace_selected) {
-        Decision::Skip => {}
-        Decision::Warn(w) => {
-            tracing::warn!(uid, reason = %w, "Allowed a pod without injecting.");
-            response["warnings"] = json!([format!("whouses: {w}")]);
-        }
-        Decision::Patch { patch, warnings } => {
-            let bytes = serde_json::to_vec(&patch).unwrap_or_default();
-            response["patchType"] = json!("JSONPatch");
-            response["patch"] = json!(base64::engine::general_purpose::STANDARD.encode(bytes));
-            if !warnings.is_empty() {
-                response["warnings"] = json!(warnings
-                    .iter()
-                    .map(|w| format!("whouses: {w}"))
-                    .collect::<Vec<_>>());
-            }
-        }
+    let (outcome, patch) = decide(request, cfg, ca, namespace_selected);
+    let warnings: Vec<String> = match &outcome {
+        Outcome::Injected { warnings, .. } => warnings.clone(),
+        Outcome::Skipped { detail, .. } => vec![format!("not injected: {detail}")],
+        Outcome::NotSelected | Outcome::AlreadyInjected => Vec::new(),
+    };
+    if !warnings.is_empty() {
+        response["warnings"] = json!(warnings
+            .iter()
+            .map(|w| format!("whouses: {w}"))
+            .collect::<Vec<_>>());
     }
-    Ok(json!({
-        "apiVersion": api_version,
-        "kind": "AdmissionReview",
-        "response": response,
-    }))
+    if !patch.is_empty() {
+        let bytes = serde_json::to_vec(&patch).unwrap_or_default();
+        response["patchType"] = json!("JSONPatch");
+        response["patch"] = json!(base64::engine::general_purpose::STANDARD.encode(bytes));
+    }
+    let namespace = request
+        .get("namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let name = request
+        .pointer("/object/metadata/name")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .or_else(|| {
+            request
+                .get("name")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        })
+        .or_else(|| {
+            request
+                .pointer("/object/metadata/generateName")
+                .and_then(Value::as_str)
+        })
+        .unwrap_or("");
+    Ok(Answer {
+        review: json!({
+            "apiVersion": api_version,
+            "kind": "AdmissionReview",
+            "response": response,
+        }),
+        outcome,
+        pod: format!("{namespace}/{name}"),
+    })
 }
 
-#[derive(Debug)]
-enum Decision {
-    /// Not ours to touch (not selected, or already injected).
-    Skip,
-    /// Allowed unchanged, with a reason.
-    Warn(String),
-    Patch {
-        patch: Vec<Value>,
-        warnings: Vec<String>,
-    },
+fn skip(reason: SkipReason, detail: impl Into<String>) -> Outcome {
+    Outcome::Skipped {
+        reason,
+        detail: detail.into(),
+    }
 }
 
-fn decide(request: &Value, cfg: &InjectConfig, namespace_selected: bool) -> Decision {
+/// The outcome and the patch (empty: unchanged).
+fn decide(
+    request: &Value,
+    cfg: &InjectConfig,
+    ca: &CollectorCa,
+    namespace_selected: bool,
+) -> (Outcome, Vec<Value>) {
     let kind = request
         .pointer("/kind/kind")
         .and_then(Value::as_str)
         .unwrap_or("");
     if kind != "Pod" {
-        return Decision::Warn(format!("expected a Pod, got {kind:?}"));
+        return (
+            skip(SkipReason::NotAPod, format!("expected a Pod, got {kind:?}")),
+            Vec::new(),
+        );
     }
     if request
         .get("operation")
         .and_then(Value::as_str)
         .is_some_and(|o| o != "CREATE")
     {
-        return Decision::Skip;
+        return (Outcome::NotSelected, Vec::new());
     }
     let Some(pod) = request.get("object").filter(|o| o.is_object()) else {
-        return Decision::Warn("the review carries no pod object".into());
+        return (
+            skip(SkipReason::NoPodObject, "the review carries no pod object"),
+            Vec::new(),
+        );
     };
     let label = pod
         .pointer(&format!("/metadata/labels/{}", escape(INJECT_LABEL)))
@@ -170,73 +230,194 @@ fn decide(request: &Value, cfg: &InjectConfig, namespace_selected: bool) -> Deci
         _ => namespace_selected,
     };
     if !wanted {
-        return Decision::Skip;
+        return (Outcome::NotSelected, Vec::new());
     }
     if is_injected(pod) {
-        return Decision::Skip;
+        return (Outcome::AlreadyInjected, Vec::new());
     }
+    match plan(request, pod, cfg, ca) {
+        Ok((outcome, patch)) => (outcome, patch),
+        Err(outcome) => {
+            let detail = match &outcome {
+                Outcome::Skipped { detail, .. } => detail.clone(),
+                _ => String::new(),
+            };
+            // Say why on the pod itself: for pods made by a controller, the warnings go to
+            // the controller, and the annotation is what a person will see.
+            (outcome, annotate(pod, &[(SKIPPED_ANNOTATION, detail)]))
+        }
+    }
+}
+
+/// The injection patch, or the reason the pod is admitted without the sidecar.
+fn plan(
+    request: &Value,
+    pod: &Value,
+    cfg: &InjectConfig,
+    ca: &CollectorCa,
+) -> Result<(Outcome, Vec<Value>), Outcome> {
     let Some(containers) = pod.pointer("/spec/containers").and_then(Value::as_array) else {
-        return Decision::Warn("the pod has no spec.containers".into());
+        return Err(skip(
+            SkipReason::NoContainers,
+            "the pod has no spec.containers",
+        ));
     };
+    if pod.pointer("/spec/hostNetwork").and_then(Value::as_bool) == Some(true) {
+        return Err(skip(
+            SkipReason::HostNetwork,
+            format!(
+                "hostNetwork pods share the node's ports; the sidecar's {PROXY_PORT} would clash"
+            ),
+        ));
+    }
+    if let Some(os) = pod
+        .pointer("/spec/os/name")
+        .and_then(Value::as_str)
+        .filter(|os| *os != "linux")
+    {
+        return Err(skip(
+            SkipReason::NotLinux,
+            format!("spec.os.name is {os:?}; the sidecar image is Linux only"),
+        ));
+    }
+    if let Some((container, port)) = declared_port_clash(pod) {
+        return Err(skip(
+            SkipReason::PortInUse,
+            format!("container {container} declares port {port}, which the sidecar needs"),
+        ));
+    }
+    let volumes = pod.pointer("/spec/volumes").and_then(Value::as_array);
+    if volumes.is_some_and(|vs| {
+        vs.iter()
+            .any(|v| v.get("name").and_then(Value::as_str) == Some(CA_VOLUME))
+    }) {
+        return Err(skip(
+            SkipReason::NameInUse,
+            format!("the pod already has a volume named {CA_VOLUME}"),
+        ));
+    }
     let namespace = request
         .get("namespace")
         .and_then(Value::as_str)
         .or_else(|| pod.pointer("/metadata/namespace").and_then(Value::as_str))
         .unwrap_or("default");
-    let service = service_name(pod);
-    let environment = pod
-        .pointer(&format!(
-            "/metadata/annotations/{}",
-            escape(ENVIRONMENT_ANNOTATION)
-        ))
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .or_else(|| cfg.default_environment.clone())
-        .unwrap_or_else(|| namespace.to_string());
+    let id = names::identity(
+        pod,
+        request.get("name").and_then(Value::as_str),
+        namespace,
+        cfg.default_environment.as_deref(),
+    )
+    .map_err(|e| {
+        let reason = match e.what {
+            NameKind::Service => SkipReason::InvalidService,
+            NameKind::Environment => SkipReason::InvalidEnvironment,
+            NameKind::Instance => SkipReason::InvalidInstance,
+        };
+        skip(reason, e.message)
+    })?;
+    let ca_pem = match ca {
+        CollectorCa::NotConfigured => None,
+        CollectorCa::Pem(pem) => Some(pem.as_str()),
+        CollectorCa::Unavailable(why) => {
+            return Err(skip(SkipReason::CollectorCaUnavailable, why.clone()))
+        }
+    };
 
     let mut patch = Vec::new();
     let mut warnings = Vec::new();
-    let sidecar = sidecar_container(cfg, &service, &environment);
+    let container = sidecar::container(cfg, &id, ca_pem.is_some());
     if pod
         .pointer("/spec/initContainers")
         .and_then(Value::as_array)
         .is_some()
     {
         // First, so the app's own init containers can already reach the network.
-        patch.push(json!({"op": "add", "path": "/spec/initContainers/0", "value": sidecar}));
+        patch.push(json!({"op": "add", "path": "/spec/initContainers/0", "value": container}));
     } else {
-        patch.push(json!({"op": "add", "path": "/spec/initContainers", "value": [sidecar]}));
+        patch.push(json!({"op": "add", "path": "/spec/initContainers", "value": [container]}));
     }
+    if ca_pem.is_some() {
+        if volumes.is_some() {
+            patch.push(
+                json!({"op": "add", "path": "/spec/volumes/-", "value": sidecar::ca_volume()}),
+            );
+        } else {
+            patch.push(
+                json!({"op": "add", "path": "/spec/volumes", "value": [sidecar::ca_volume()]}),
+            );
+        }
+    }
+    let want = proxy_env(cfg);
+    for (i, c) in containers.iter().enumerate() {
+        env::container_ops(i, c, &want, &mut patch, &mut warnings);
+    }
+    let mut notes = vec![(INJECTED_ANNOTATION, "true".to_string())];
+    if let Some(pem) = ca_pem {
+        notes.push((COLLECTOR_CA_ANNOTATION, pem.to_string()));
+    }
+    if !warnings.is_empty() {
+        notes.push((WARNINGS_ANNOTATION, warnings.join("; ")));
+    }
+    patch.extend(annotate(pod, &notes));
+    Ok((
+        Outcome::Injected {
+            service: id.service,
+            environment: id.environment,
+            warnings,
+        },
+        patch,
+    ))
+}
+
+/// Patch operations that set these annotations.
+fn annotate(pod: &Value, notes: &[(&str, String)]) -> Vec<Value> {
     if pod
         .pointer("/metadata/annotations")
         .and_then(Value::as_object)
         .is_some()
     {
-        patch.push(json!({"op": "add", "path": format!("/metadata/annotations/{}", escape(INJECTED_ANNOTATION)), "value": "true"}));
+        notes
+            .iter()
+            .map(|(k, v)| json!({"op": "add", "path": format!("/metadata/annotations/{}", escape(k)), "value": v}))
+            .collect()
     } else {
-        patch.push(json!({"op": "add", "path": "/metadata/annotations", "value": {INJECTED_ANNOTATION: "true"}}));
+        let map: serde_json::Map<String, Value> = notes
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), Value::String(v.clone())))
+            .collect();
+        let mut ops = Vec::new();
+        if pod.get("metadata").and_then(Value::as_object).is_none() {
+            ops.push(json!({"op": "add", "path": "/metadata", "value": {}}));
+        }
+        ops.push(json!({"op": "add", "path": "/metadata/annotations", "value": map}));
+        ops
     }
-    let wanted_env = proxy_env(cfg);
-    for (i, c) in containers.iter().enumerate() {
-        let cname = c.get("name").and_then(Value::as_str).unwrap_or("?");
-        let existing = c.get("env").and_then(Value::as_array);
-        let Some(existing) = existing else {
-            patch.push(json!({"op": "add", "path": format!("/spec/containers/{i}/env"), "value": wanted_env.iter().map(|(k, v)| json!({"name": k, "value": v})).collect::<Vec<_>>()}));
-            continue;
-        };
-        for (name, value) in &wanted_env {
-            match existing.iter().position(|e| e.get("name").and_then(Value::as_str) == Some(name)) {
-                None => patch.push(json!({"op": "add", "path": format!("/spec/containers/{i}/env/-"), "value": {"name": name, "value": value}})),
-                Some(j) if *name == "JAVA_TOOL_OPTIONS" => match existing[j].get("value").and_then(Value::as_str) {
-                    // Appended: the app's own JVM options stay.
-                    Some(old) => patch.push(json!({"op": "replace", "path": format!("/spec/containers/{i}/env/{j}/value"), "value": format!("{old} {value}")})),
-                    None => warnings.push(format!("container {cname}: JAVA_TOOL_OPTIONS comes from a reference; add the proxy properties yourself")),
-                },
-                Some(_) => warnings.push(format!("container {cname} sets {name} itself; left unchanged")),
+}
+
+/// A container (app or init) that declares one of the sidecar's ports.
+fn declared_port_clash(pod: &Value) -> Option<(String, u64)> {
+    for list in ["/spec/containers", "/spec/initContainers"] {
+        for c in pod
+            .pointer(list)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            for p in c
+                .get("ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let port = p.get("containerPort").and_then(Value::as_u64);
+                if let Some(port) = port.filter(|p| PORTS.iter().any(|s| u64::from(*s) == *p)) {
+                    let name = c.get("name").and_then(Value::as_str).unwrap_or("?");
+                    return Some((name.to_string(), port));
+                }
             }
         }
     }
-    Decision::Patch { patch, warnings }
+    None
 }
 
 /// Already injected: our annotation or our container is present.
@@ -260,62 +441,14 @@ fn is_injected(pod: &Value) -> bool {
         })
 }
 
-/// The caller's name: an explicit annotation, the standard labels, else the workload's
-/// name derived from the pod's generateName (`billing-7d9f8b6c4-` → `billing`).
-pub fn service_name(pod: &Value) -> String {
-    let get = |p: &str| {
-        pod.pointer(p)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-    };
-    if let Some(s) = get(&format!(
-        "/metadata/annotations/{}",
-        escape(SERVICE_ANNOTATION)
-    )) {
-        return sanitize(s);
-    }
-    for l in ["app.kubernetes.io/name", "app"] {
-        if let Some(s) = get(&format!("/metadata/labels/{}", escape(l))) {
-            return sanitize(s);
-        }
-    }
-    if let Some(g) = get("/metadata/generateName") {
-        let mut parts: Vec<&str> = g.trim_end_matches('-').split('-').collect();
-        // Drop ReplicaSet / Job hash segments (short alphanumerics with a digit).
-        while parts.len() > 1
-            && parts
-                .last()
-                .is_some_and(|p| p.len() <= 10 && p.chars().any(|c| c.is_ascii_digit()))
-        {
-            parts.pop();
-        }
-        return sanitize(&parts.join("-"));
-    }
-    get("/metadata/name")
-        .map(sanitize)
-        .unwrap_or_else(|| "unknown".into())
-}
-
-fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(128)
-        .collect()
-}
-
 /// JSON-pointer escaping of one reference token (RFC 6901).
 pub fn escape(token: &str) -> String {
     token.replace('~', "~0").replace('/', "~1")
 }
 
+/// Our NO_PROXY entries: only loopback and the API server, because in-cluster calls are
+/// exactly what we count.
 fn no_proxy_list(cfg: &InjectConfig) -> Vec<String> {
-    // Only loopback and the API server: in-cluster calls are exactly what we count.
     let mut v: Vec<String> = [
         "localhost",
         "127.0.0.1",
@@ -326,21 +459,15 @@ fn no_proxy_list(cfg: &InjectConfig) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    v.extend(
-        cfg.no_proxy
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from),
-    );
+    v.extend(cfg.no_proxy_entries().map(String::from));
     v
 }
 
-/// The env vars set on every app container.
-pub fn proxy_env(cfg: &InjectConfig) -> Vec<(&'static str, String)> {
+/// What is set on every app container (see [`crate::env`] for how it meets the app's own).
+pub fn proxy_env(cfg: &InjectConfig) -> ProxyEnv {
     let proxy = format!("http://127.0.0.1:{PROXY_PORT}");
-    let no_proxy = no_proxy_list(cfg).join(",");
-    let java_non_proxy = no_proxy_list(cfg)
+    let no_proxy = no_proxy_list(cfg);
+    let java_non_proxy = no_proxy
         .iter()
         .map(|h| {
             h.strip_prefix('.')
@@ -352,78 +479,16 @@ pub fn proxy_env(cfg: &InjectConfig) -> Vec<(&'static str, String)> {
     let java = format!(
         "-Dhttp.proxyHost=127.0.0.1 -Dhttp.proxyPort={PROXY_PORT} -Dhttps.proxyHost=127.0.0.1 -Dhttps.proxyPort={PROXY_PORT} -Dhttp.nonProxyHosts={java_non_proxy}"
     );
-    vec![
-        ("HTTP_PROXY", proxy.clone()),
-        ("HTTPS_PROXY", proxy.clone()),
-        ("http_proxy", proxy.clone()),
-        ("https_proxy", proxy),
-        ("NO_PROXY", no_proxy.clone()),
-        ("no_proxy", no_proxy),
-        ("JAVA_TOOL_OPTIONS", java),
-    ]
-}
-
-/// The sidecar as a native sidecar (an init container with `restartPolicy: Always`):
-/// it starts before the app and stops after it, so the final flush sees every call.
-pub fn sidecar_container(cfg: &InjectConfig, service: &str, environment: &str) -> Value {
-    json!({
-        "name": SIDECAR_NAME,
-        "image": cfg.sidecar_image,
-        "command": ["/usr/local/bin/whouses-sidecar"],
-        "restartPolicy": "Always",
-        "args": ["--listen", format!("127.0.0.1:{PROXY_PORT}"), "--admin-listen", format!("0.0.0.0:{ADMIN_PORT}")],
-        "env": [
-            {"name": "WHOUSES_SERVICE", "value": service},
-            {"name": "WHOUSES_ENVIRONMENT", "value": environment},
-            {"name": "WHOUSES_INSTANCE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-            {"name": "WHOUSES_COLLECTOR_URL", "value": cfg.collector_url},
-            {"name": "WHOUSES_FLUSH_INTERVAL", "value": cfg.flush_interval},
-            {"name": "WHOUSES_TOKEN", "valueFrom": {"secretKeyRef": {"name": cfg.token_secret, "key": "ingest-token", "optional": true}}},
-            {"name": "WHOUSES_LOG_FORMAT", "value": "json"}
-        ],
-        "ports": [{"name": "whouses-admin", "containerPort": ADMIN_PORT, "protocol": "TCP"}],
-        "startupProbe": {"httpGet": {"path": "/healthz", "port": ADMIN_PORT}, "periodSeconds": 1, "failureThreshold": 30},
-        "readinessProbe": {"httpGet": {"path": "/readyz", "port": ADMIN_PORT}, "periodSeconds": 5},
-        "livenessProbe": {"httpGet": {"path": "/healthz", "port": ADMIN_PORT}, "periodSeconds": 10},
-        "resources": {
-            "requests": {"cpu": cfg.cpu_request, "memory": cfg.memory_request},
-            "limits": {"memory": cfg.memory_limit}
-        },
-        "securityContext": {
-            "runAsNonRoot": true,
-            "runAsUser": 65532,
-            "allowPrivilegeEscalation": false,
-            "readOnlyRootFilesystem": true,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"}
-        }
-    })
+    ProxyEnv {
+        proxy,
+        no_proxy,
+        java,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn service_names_come_from_labels_then_generate_name() {
-        assert_eq!(
-            service_name(&json!({"metadata": {"labels": {"app.kubernetes.io/name": "billing"}}})),
-            "billing"
-        );
-        assert_eq!(
-            service_name(&json!({"metadata": {"labels": {"app": "orders"}}})),
-            "orders"
-        );
-        assert_eq!(
-            service_name(&json!({"metadata": {"generateName": "tis-sync-7d9f8b6c4-"}})),
-            "tis-sync"
-        );
-        assert_eq!(
-            service_name(&json!({"metadata": {"generateName": "nightly-job-28475610-"}})),
-            "nightly-job"
-        );
-        assert_eq!(service_name(&json!({"metadata": {}})), "unknown");
-    }
 
     #[test]
     fn pointer_escaping() {
@@ -437,7 +502,7 @@ mod tests {
             no_proxy: "metadata.internal".into(),
             ..Default::default()
         });
-        let no_proxy = &env.iter().find(|(k, _)| *k == "NO_PROXY").unwrap().1;
+        let no_proxy = env.no_proxy.join(",");
         assert!(
             no_proxy.contains("kubernetes.default.svc") && no_proxy.ends_with("metadata.internal")
         );
@@ -458,11 +523,26 @@ mod tests {
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         let cfg = InjectConfig::default();
+        let ca = CollectorCa::NotConfigured;
         assert!(matches!(
-            review(b"{not json", &cfg, false),
+            review(b"{not json", &cfg, &ca, false),
             Err(ReviewError::Json(_))
         ));
-        assert_eq!(review(b"{}", &cfg, false), Err(ReviewError::NotAReview));
-        assert_eq!(review(b"[]", &cfg, false), Err(ReviewError::NotAReview));
+        assert_eq!(
+            review(b"{}", &cfg, &ca, false).map(|a| a.outcome),
+            Err(ReviewError::NotAReview)
+        );
+        assert_eq!(
+            review(b"[]", &cfg, &ca, false).map(|a| a.outcome),
+            Err(ReviewError::NotAReview)
+        );
+    }
+
+    #[test]
+    fn every_skip_reason_has_a_distinct_label() {
+        let mut labels: Vec<_> = SkipReason::ALL.iter().map(|r| r.label()).collect();
+        labels.sort();
+        labels.dedup();
+        assert_eq!(labels.len(), SkipReason::ALL.len());
     }
 }

@@ -1,6 +1,7 @@
 //! The webhook's HTTPS server: `/mutate` (pod label selected), `/mutate/namespace`
-//! (namespace label selected: inject unless the pod opts out), `/healthz`. TLS by rustls; the certificate files are
-//! re-read when they change (cert-manager rotates them in place).
+//! (namespace label selected: inject unless the pod opts out), `/healthz`, `/metrics`.
+//! TLS by rustls; the certificate files are re-read when they change (cert-manager and
+//! Kubernetes Secret volumes rotate them in place). Every review gets one log line.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,7 +19,10 @@ use tokio::net::TcpListener;
 use whouses_plumbing::server::{serve, Limits};
 use whouses_plumbing::tls::ReloadingTls;
 
-use super::mutate::{self, InjectConfig};
+use crate::ca::CollectorCa;
+use crate::config::InjectConfig;
+use crate::metrics::Metrics;
+use crate::mutate::{self, Outcome};
 
 /// Mutating admission webhook that adds the whouses sidecar to labelled pods.
 #[derive(Debug, Clone, clap::Parser)]
@@ -43,6 +47,7 @@ pub struct WebhookConfig {
 #[derive(Clone)]
 struct AppState {
     inject: Arc<InjectConfig>,
+    metrics: Arc<Metrics>,
     max_body_bytes: usize,
 }
 
@@ -58,8 +63,10 @@ pub fn router(inject: InjectConfig, max_body_bytes: usize) -> Router {
         .route("/mutate", post(mutate_handler))
         .route("/mutate/namespace", post(mutate_namespace_handler))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics_handler))
         .with_state(AppState {
             inject: Arc::new(inject),
+            metrics: Arc::new(Metrics::default()),
             max_body_bytes,
         })
 }
@@ -78,20 +85,39 @@ async fn mutate_handler(
     answer(&s, body, namespace).await
 }
 
+async fn metrics_handler(State(s): State<AppState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
 async fn answer(s: &AppState, body: Body, namespace: bool) -> Response {
     let bytes = match axum::body::to_bytes(body, s.max_body_bytes).await {
         Ok(b) => b,
         Err(_) => {
+            s.metrics.record_malformed();
             return (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 Json(serde_json::json!({"error": format!("review larger than {} bytes", s.max_body_bytes)})),
             )
-                .into_response()
+                .into_response();
         }
     };
-    match mutate::review(&bytes, &s.inject, namespace) {
-        Ok(v) => Json(v).into_response(),
+    // Read for every review: small, and a rotated CA reaches the next pod.
+    let ca = CollectorCa::load(s.inject.collector_ca.as_deref());
+    match mutate::review(&bytes, &s.inject, &ca, namespace) {
+        Ok(answer) => {
+            s.metrics.record(&answer.outcome);
+            log(&answer.pod, &answer.outcome);
+            Json(answer.review).into_response()
+        }
         Err(e) => {
+            s.metrics.record_malformed();
             tracing::warn!(error = %e, "Rejected a malformed admission review.");
             (
                 StatusCode::BAD_REQUEST,
@@ -102,6 +128,38 @@ async fn answer(s: &AppState, body: Body, namespace: bool) -> Response {
     }
 }
 
+/// One line per review: what happened to which pod.
+fn log(pod: &str, outcome: &Outcome) {
+    match outcome {
+        Outcome::Injected {
+            service,
+            environment,
+            warnings,
+        } if warnings.is_empty() => {
+            tracing::info!(pod, service, environment, "Injected the sidecar.")
+        }
+        Outcome::Injected {
+            service,
+            environment,
+            warnings,
+        } => tracing::warn!(
+            pod,
+            service,
+            environment,
+            warnings = %warnings.join("; "),
+            "Injected the sidecar, with warnings."
+        ),
+        Outcome::Skipped { reason, detail } => tracing::warn!(
+            pod,
+            reason = reason.label(),
+            detail,
+            "Admitted a pod without the sidecar."
+        ),
+        Outcome::NotSelected => tracing::debug!(pod, "Pod not selected for injection."),
+        Outcome::AlreadyInjected => tracing::debug!(pod, "Pod already injected."),
+    }
+}
+
 /// Serve HTTPS on `listener` until `shutdown`.
 pub async fn run(
     cfg: WebhookConfig,
@@ -109,6 +167,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let tls = ReloadingTls::new(cfg.tls_cert.clone(), cfg.tls_key.clone())?;
+    if let CollectorCa::Unavailable(why) = CollectorCa::load(cfg.inject.collector_ca.as_deref()) {
+        // Not fatal: the file may appear later (an optional Secret volume); until then
+        // pods are admitted without the sidecar, each with a warning.
+        tracing::warn!(reason = %why, "The collector CA is not usable yet; pods will not be injected until it is.");
+    }
     let app = router(cfg.inject.clone(), cfg.max_body_bytes);
     let addr = listener.local_addr()?;
     tracing::info!(listen = %addr, "Injection webhook started.");

@@ -8,7 +8,18 @@
 {{- define "whouses.image" -}}{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}{{- end -}}
 {{- define "whouses.tokenSecret" -}}{{ .Values.tokens.existingSecret | default (printf "%s-tokens" (include "whouses.fullname" .)) }}{{- end -}}
 {{- define "whouses.serviceAccount" -}}{{ if .Values.serviceAccount.create }}{{ .Values.serviceAccount.name | default (include "whouses.fullname" .) }}{{ else }}{{ .Values.serviceAccount.name | default "default" }}{{ end }}{{- end -}}
-{{- define "whouses.collectorUrl" -}}http://{{ include "whouses.collector" . }}.{{ .Release.Namespace }}.svc:{{ .Values.service.port }}{{- end -}}
+{{- define "whouses.collectorScheme" -}}{{ if .Values.collector.tls.enabled }}https{{ else }}http{{ end }}{{- end -}}
+{{- define "whouses.collectorUrl" -}}{{ include "whouses.collectorScheme" . }}://{{ include "whouses.collector" . }}.{{ .Release.Namespace }}.svc:{{ .Values.service.port }}{{- end -}}
+{{/* The Secret with the collector's tls.crt, tls.key and ca.crt (generated or from cert-manager). */}}
+{{- define "whouses.collectorTlsSecret" -}}{{ include "whouses.collector" . }}-tls{{- end -}}
+{{/* The names the collector's certificate is valid for: its Service, and loopback for port-forward. */}}
+{{- define "whouses.collectorDnsNames" -}}
+{{- $name := include "whouses.collector" . -}}
+{{- $names := list (printf "%s.%s.svc" $name .Release.Namespace) (printf "%s.%s.svc.cluster.local" $name .Release.Namespace) (printf "%s.%s" $name .Release.Namespace) $name "localhost" -}}
+{{- concat $names .Values.collector.tls.extraDnsNames | uniq | toJson -}}
+{{- end -}}
+{{/* The Secret holding the scoped ingest tokens file (tokens.namespaces). */}}
+{{- define "whouses.scopedTokenSecret" -}}{{ include "whouses.fullname" . }}-ingest-tokens{{- end -}}
 
 {{- define "whouses.labels" -}}
 app.kubernetes.io/name: {{ include "whouses.name" . }}
@@ -26,7 +37,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/* Invalid combinations fail the render with a message that says what to change. */}}
 {{- define "whouses.validate" -}}
 {{- if and (gt (int .Values.collector.replicas) 1) (not .Values.externalDatabase.enabled) -}}
-{{- fail "collector.replicas > 1 needs externalDatabase.enabled: SQLite has a single writer" -}}
+{{- fail (printf "collector.replicas=%d needs externalDatabase.enabled (PostgreSQL): SQLite has a single writer, so the embedded database runs one replica" (int .Values.collector.replicas)) -}}
+{{- end -}}
+{{- if not (has .Values.collector.tls.source (list "helm" "cert-manager")) -}}
+{{- fail "collector.tls.source must be \"helm\" or \"cert-manager\"" -}}
+{{- end -}}
+{{- if and (not .Values.tokens.fleetIngest) (not .Values.tokens.namespaces) -}}
+{{- fail "tokens.fleetIngest=false needs tokens.namespaces: with no ingest token at all the collector would accept reports from anyone" -}}
+{{- end -}}
+{{- range $ns, $scope := .Values.tokens.namespaces -}}
+{{- if not (and $scope $scope.service) -}}
+{{- fail (printf "tokens.namespaces.%s needs service: a glob of the services that namespace may report for (\"*\" for any)" $ns) -}}
+{{- end -}}
 {{- end -}}
 {{- if and .Values.externalDatabase.enabled (not .Values.externalDatabase.existingSecret) -}}
 {{- fail "externalDatabase.enabled needs externalDatabase.existingSecret (a Secret holding the database URL)" -}}
@@ -44,8 +66,14 @@ The sidecar container, for teams that add it by hand instead of using injection.
 chart that lists whouses as a dependency (or from this chart):
   initContainers:
     {{- include "whouses.sidecar" (dict "root" $ "service" "billing" "environment" "prod") | nindent 4 }}
+  volumes:
+    {{- include "whouses.sidecarVolumes" (dict "root" $) | nindent 4 }}
 and set HTTP_PROXY/HTTPS_PROXY=http://127.0.0.1:15001 on the app containers. From a
 parent chart, the image, collector address and settings come from the whouses subchart.
+The admin port (stats, metrics) listens on loopback only; the kubelet probes port 15021,
+which serves only /healthz and /readyz. With collector.tls.enabled the sidecar trusts the
+collector's CA, mounted from the collector's TLS Secret (only its ca.crt), which lives in
+the release namespace: by hand, the app must run in that namespace (or copy the CA).
 */}}
 {{- define "whouses.sidecar" -}}
 {{- $root := .root -}}
@@ -57,7 +85,7 @@ parent chart, the image, collector address and settings come from the whouses su
   imagePullPolicy: {{ $root.Values.image.pullPolicy }}
   command: ["/usr/local/bin/whouses-sidecar"]
   restartPolicy: Always
-  args: ["--listen", "127.0.0.1:15001", "--admin-listen", "0.0.0.0:15020"]
+  args: ["--listen", "127.0.0.1:15001", "--admin-listen", "127.0.0.1:15020", "--probe-listen", "0.0.0.0:15021"]
   env:
     - name: WHOUSES_SERVICE
       value: {{ .service | quote }}
@@ -77,17 +105,27 @@ parent chart, the image, collector address and settings come from the whouses su
           name: {{ $root.Values.webhook.tokenSecretName }}
           key: ingest-token
           optional: true
+    {{- if $root.Values.collector.tls.enabled }}
+    - name: WHOUSES_COLLECTOR_CA
+      value: /etc/whouses/collector-ca/ca.crt
+    {{- end }}
+  {{- if $root.Values.collector.tls.enabled }}
+  volumeMounts:
+    - name: whouses-collector-ca
+      mountPath: /etc/whouses/collector-ca
+      readOnly: true
+  {{- end }}
   ports:
-    - name: whouses-admin
-      containerPort: 15020
+    - name: whouses-probe
+      containerPort: 15021
   startupProbe:
-    httpGet: {path: /healthz, port: 15020}
+    httpGet: {path: /healthz, port: 15021}
     periodSeconds: 1
     failureThreshold: 30
   readinessProbe:
-    httpGet: {path: /readyz, port: 15020}
+    httpGet: {path: /readyz, port: 15021}
   livenessProbe:
-    httpGet: {path: /healthz, port: 15020}
+    httpGet: {path: /healthz, port: 15021}
   resources:
     requests:
       cpu: {{ $root.Values.sidecar.cpuRequest }}
@@ -98,4 +136,22 @@ parent chart, the image, collector address and settings come from the whouses su
     runAsNonRoot: true
     runAsUser: 65532
     {{- toYaml $root.Values.securityContext | nindent 4 }}
+{{- end -}}
+
+
+{{/* The volumes the by-hand sidecar needs: nothing unless collector.tls.enabled (list
+it after the pod's own volumes, or alone under `volumes:`). */}}
+{{- define "whouses.sidecarVolumes" -}}
+{{- $root := .root -}}
+{{- if and $root.Subcharts (hasKey $root.Subcharts "whouses") -}}
+{{- $root = index $root.Subcharts "whouses" -}}
+{{- end -}}
+{{- if $root.Values.collector.tls.enabled -}}
+- name: whouses-collector-ca
+  secret:
+    secretName: {{ include "whouses.collectorTlsSecret" $root }}
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- end -}}
 {{- end -}}

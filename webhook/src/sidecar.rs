@@ -1,0 +1,98 @@
+//! The injected sidecar container and the pod-level pieces it needs.
+//!
+//! Ports, all in the pod's network namespace:
+//! * `127.0.0.1:15001` — the proxy, for the app's containers only;
+//! * `127.0.0.1:15020` — the admin port (`/stats`, `/metrics`, `/readyz` with detail):
+//!   loopback, because it has no authentication and must not be reachable from other pods;
+//! * `0.0.0.0:15021` — `--probe-listen`: only `/healthz` and `/readyz`, small bounded
+//!   answers, for the kubelet's probes (which come from the node, not from loopback).
+//!
+//! With an https collector, the CA the sidecar must trust travels in the pod's own
+//! annotation [`COLLECTOR_CA_ANNOTATION`] and is mounted as a file through the downward
+//! API: nothing has to exist in the app's namespace beforehand (a missing ConfigMap would
+//! leave the sidecar — and so the app — unable to start).
+
+use serde_json::{json, Value};
+
+use crate::config::InjectConfig;
+use crate::names::{Identity, Instance};
+
+pub const SIDECAR_NAME: &str = "whouses-sidecar";
+pub const PROXY_PORT: u16 = 15001;
+pub const ADMIN_PORT: u16 = 15020;
+pub const PROBE_PORT: u16 = 15021;
+/// Ports the sidecar binds; an app container declaring one of them would make it fail.
+pub const PORTS: [u16; 3] = [PROXY_PORT, ADMIN_PORT, PROBE_PORT];
+/// Pod annotation holding the collector's CA (PEM), projected into the sidecar.
+pub const COLLECTOR_CA_ANNOTATION: &str = "whouses.io/collector-ca";
+/// Name of the downward-API volume carrying the CA.
+pub const CA_VOLUME: &str = "whouses-collector-ca";
+/// Where the CA file appears in the sidecar.
+pub const CA_DIR: &str = "/etc/whouses/collector-ca";
+
+/// The sidecar as a native sidecar (an init container with `restartPolicy: Always`): it
+/// starts before the app and stops after it, so the final flush sees every call.
+/// `with_ca`: mount the CA volume and pass `--collector-ca`.
+pub fn container(cfg: &InjectConfig, id: &Identity, with_ca: bool) -> Value {
+    let instance = match &id.instance {
+        Instance::PodName => {
+            json!({"name": "WHOUSES_INSTANCE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
+        }
+        Instance::Shortened(s) => json!({"name": "WHOUSES_INSTANCE", "value": s}),
+    };
+    let mut env = vec![
+        json!({"name": "WHOUSES_SERVICE", "value": id.service}),
+        json!({"name": "WHOUSES_ENVIRONMENT", "value": id.environment}),
+        instance,
+        json!({"name": "WHOUSES_COLLECTOR_URL", "value": cfg.collector_url}),
+        json!({"name": "WHOUSES_FLUSH_INTERVAL", "value": cfg.flush_interval}),
+        json!({"name": "WHOUSES_TOKEN", "valueFrom": {"secretKeyRef": {"name": cfg.token_secret, "key": "ingest-token", "optional": true}}}),
+        json!({"name": "WHOUSES_LOG_FORMAT", "value": "json"}),
+    ];
+    let mut c = json!({
+        "name": SIDECAR_NAME,
+        "image": cfg.sidecar_image,
+        "command": ["/usr/local/bin/whouses-sidecar"],
+        "restartPolicy": "Always",
+        "args": [
+            "--listen", format!("127.0.0.1:{PROXY_PORT}"),
+            "--admin-listen", format!("127.0.0.1:{ADMIN_PORT}"),
+            "--probe-listen", format!("0.0.0.0:{PROBE_PORT}"),
+        ],
+        "ports": [{"name": "whouses-probe", "containerPort": PROBE_PORT, "protocol": "TCP"}],
+        "startupProbe": {"httpGet": {"path": "/healthz", "port": PROBE_PORT}, "periodSeconds": 1, "failureThreshold": 30},
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": PROBE_PORT}, "periodSeconds": 5},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": PROBE_PORT}, "periodSeconds": 10},
+        "resources": {
+            "requests": {"cpu": cfg.cpu_request, "memory": cfg.memory_request},
+            "limits": {"memory": cfg.memory_limit}
+        },
+        "securityContext": {
+            "runAsNonRoot": true,
+            "runAsUser": 65532,
+            "allowPrivilegeEscalation": false,
+            "readOnlyRootFilesystem": true,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"}
+        }
+    });
+    if with_ca {
+        env.push(json!({"name": "WHOUSES_COLLECTOR_CA", "value": format!("{CA_DIR}/ca.crt")}));
+        c["volumeMounts"] = json!([{"name": CA_VOLUME, "mountPath": CA_DIR, "readOnly": true}]);
+    }
+    c["env"] = Value::Array(env);
+    c
+}
+
+/// The downward-API volume that turns the CA annotation into `ca.crt`.
+pub fn ca_volume() -> Value {
+    json!({
+        "name": CA_VOLUME,
+        "downwardAPI": {
+            "items": [{
+                "path": "ca.crt",
+                "fieldRef": {"fieldPath": format!("metadata.annotations['{COLLECTOR_CA_ANNOTATION}']")}
+            }]
+        }
+    })
+}
