@@ -165,7 +165,11 @@ fn path_of(url: &str) -> Result<PathBuf, StoreError> {
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn ingest(&self, batch: Batch) -> Result<Ingested, StoreError> {
-        self.ask(|reply| Job::Ingest { batch, reply }).await
+        self.ask(|reply| Job::Ingest {
+            batch: Box::new(batch),
+            reply,
+        })
+        .await
     }
 
     async fn edges(&self, f: &EdgeFilter) -> Result<Vec<EdgeRow>, StoreError> {

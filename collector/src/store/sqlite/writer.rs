@@ -102,7 +102,7 @@ macro_rules! add_to_current {
 
 pub(super) enum Job {
     Ingest {
-        batch: Batch,
+        batch: Box<Batch>,
         reply: oneshot::Sender<Result<Ingested, StoreError>>,
     },
     Prune {
@@ -155,7 +155,7 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, health: Arc<Health>) {
             }
         }
         if !ingests.is_empty() {
-            let batches: Vec<&Batch> = ingests.iter().map(|(b, _)| b).collect();
+            let batches: Vec<&Batch> = ingests.iter().map(|(b, _)| b.as_ref()).collect();
             match commit_group(&mut conn, &batches, &mut cache) {
                 Ok(results) => {
                     health.wrote();
