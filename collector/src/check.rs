@@ -12,19 +12,25 @@
 //! [`decide`] is a pure function of the evidence (table-tested below); [`check`] only
 //! gathers it from the store.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use whouses_wire::api::{CallerEvidence, CheckResponse, EdgeRow, FoldEvidence, Verdict};
+use whouses_wire::api::{
+    BypassRow, CallerEvidence, CheckResponse, EdgeRow, FoldEvidence, LookupRow, Verdict,
+};
 use whouses_wire::{counts, Timestamp, OTHER_HOST};
 
 use crate::query::callers_of;
-use crate::store::{merge_interval, EdgeFilter, InstanceCoverage, Interval, Store, StoreError};
+use crate::store::{
+    merge_interval, EdgeFilter, InstanceCoverage, Interval, ObsFilter, Store, StoreError,
+};
 use crate::targets::HostPattern;
 
 /// Everything [`decide`] looks at.
 #[derive(Debug, Clone, Copy)]
 pub struct Evidence<'a> {
     pub host: &'a str,
+    /// What the host name stands for (a host, `host:port`, `*.suffix`, a target's list).
+    pub patterns: &'a [HostPattern],
     pub quiet_for_ms: u64,
     pub now: Timestamp,
     /// The host's edges over the whole retained history.
@@ -38,6 +44,52 @@ pub struct Evidence<'a> {
     pub coverage: &'a [InstanceCoverage],
     /// When the collector's earliest coverage starts.
     pub observed_since: Option<Timestamp>,
+    /// Lookups of the host's names through sidecars' DNS forwarders (all retained
+    /// history: their addresses name bypassing connections).
+    pub lookups: &'a [LookupRow],
+    /// Connections seen going around a proxy since the window start: to the host's names
+    /// or addresses, or by its past callers.
+    pub bypass: &'a [BypassRow],
+}
+
+/// How a bypassing connection relates to the host being checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Around {
+    /// To the host: by the name the app resolved, or by one of its addresses.
+    Host,
+    /// By a past caller, to an address nobody named, on a port the host is called on:
+    /// it may be the host.
+    Maybe,
+    /// Something else.
+    Other,
+}
+
+/// Classify a bypass row against the host (`patterns`), its known addresses and ports, and
+/// its past callers.
+fn around(
+    b: &BypassRow,
+    patterns: &[HostPattern],
+    addresses: &BTreeSet<&str>,
+    ports: &BTreeSet<u16>,
+    past: &BTreeSet<(&str, &str)>,
+) -> Around {
+    if let Some(n) = &b.name {
+        if patterns.iter().any(|p| p.matches(n, b.port)) {
+            return Around::Host;
+        }
+    }
+    if addresses.contains(b.address.as_str())
+        || patterns.iter().any(|p| p.matches(&b.address, b.port))
+    {
+        return Around::Host;
+    }
+    if b.name.is_none()
+        && ports.contains(&b.port)
+        && past.contains(&(b.service.as_str(), b.environment.as_str()))
+    {
+        return Around::Maybe;
+    }
+    Around::Other
 }
 
 /// Names for a one-line reason: the first [`REASON_NAMES`], then how many more (the
@@ -175,6 +227,32 @@ pub fn decide(ev: &Evidence<'_>) -> CheckResponse {
         })
         .collect();
     let folded = folds(ev.folded, &evidence);
+    let patterns = ev.patterns;
+    let addresses: BTreeSet<&str> = ev
+        .lookups
+        .iter()
+        .flat_map(|l| l.addresses.iter().map(String::as_str))
+        .collect();
+    let ports: BTreeSet<u16> = ev.edges.iter().map(|e| e.port).collect();
+    let past: BTreeSet<(&str, &str)> = evidence
+        .iter()
+        .map(|e| (e.service.as_str(), e.environment.as_str()))
+        .collect();
+    let in_window_bypass = ev.bypass.iter().filter(|b| b.last_seen >= window_start);
+    let (mut bypass, mut maybe_bypass): (Vec<BypassRow>, Vec<BypassRow>) = (Vec::new(), Vec::new());
+    for b in in_window_bypass {
+        match around(b, patterns, &addresses, &ports, &past) {
+            Around::Host => bypass.push(b.clone()),
+            Around::Maybe => maybe_bypass.push(b.clone()),
+            Around::Other => {}
+        }
+    }
+    let lookups: Vec<LookupRow> = ev
+        .lookups
+        .iter()
+        .filter(|l| l.last_seen >= window_start)
+        .cloned()
+        .collect();
 
     let quiet = spell_duration(ev.quiet_for_ms);
     let host = ev.host;
@@ -183,16 +261,27 @@ pub fn decide(ev: &Evidence<'_>) -> CheckResponse {
         .filter(|e| e.last_seen >= window_start)
         .cloned()
         .collect();
-    let (verdict, reason) = if ev.edges.is_empty() {
+    let (verdict, reason) = if !callers.is_empty() || !bypass.is_empty() {
+        let mut parts = Vec::new();
+        if !callers.is_empty() {
+            let names: Vec<&str> = callers.iter().map(|c| c.service.as_str()).collect();
+            parts.push(format!(
+                "called within the last {quiet} by {}",
+                name_some(&names)
+            ));
+        }
+        if !bypass.is_empty() {
+            let what: Vec<String> = bypass.iter().map(describe_bypass).collect();
+            parts.push(format!(
+                "reached around the proxy within the last {quiet}: {}",
+                name_some(&what)
+            ));
+        }
+        (Verdict::InUse, parts.join("; and "))
+    } else if ev.edges.is_empty() && lookups.is_empty() && maybe_bypass.is_empty() {
         (
             Verdict::Unknown,
             format!("no call to {host} has ever been recorded; check the name (a typo must not read as safe)"),
-        )
-    } else if !callers.is_empty() {
-        let names: Vec<&str> = callers.iter().map(|c| c.service.as_str()).collect();
-        (
-            Verdict::InUse,
-            format!("called within the last {quiet} by {}", name_some(&names)),
         )
     } else if ev.observed_since.is_none_or(|t| t > window_start) {
         (
@@ -237,6 +326,33 @@ pub fn decide(ev: &Evidence<'_>) -> CheckResponse {
                 name_some(&folders)
             ));
         }
+        if !maybe_bypass.is_empty() {
+            let what: Vec<String> = maybe_bypass.iter().map(describe_bypass).collect();
+            doubts.push(format!(
+                "these past callers connected around their proxy to unnamed addresses on {host}'s ports, which may be {host}: {}",
+                name_some(&what)
+            ));
+        }
+        if !lookups.is_empty() {
+            let what: Vec<String> = lookups
+                .iter()
+                .map(|l| {
+                    format!(
+                        "{} ({} lookup(s) of {}, last {})",
+                        l.service, l.lookups, l.name, l.last_seen
+                    )
+                })
+                .collect();
+            doubts.push(format!(
+                "these services looked the name up (no call seen): {}",
+                name_some(&what)
+            ));
+        }
+        if ev.edges.is_empty() {
+            doubts.push(format!(
+                "no call to {host} was ever recorded through a proxy"
+            ));
+        }
         if doubts.is_empty() {
             (
                 Verdict::Unused,
@@ -263,6 +379,23 @@ pub fn decide(ev: &Evidence<'_>) -> CheckResponse {
         callers,
         evidence,
         folded,
+        bypass: bypass.into_iter().chain(maybe_bypass).collect(),
+        lookups,
+    }
+}
+
+/// "node-app reached 198.18.0.2:8080 (old.internal) around the proxy 12 times".
+fn describe_bypass(b: &BypassRow) -> String {
+    let addr = crate::query::host_port(&b.address, b.port);
+    match &b.name {
+        Some(n) => format!(
+            "{} reached {addr} ({n}) {} time(s), last {}",
+            b.service, b.connections, b.last_seen
+        ),
+        None => format!(
+            "{} reached {addr} {} time(s), last {}",
+            b.service, b.connections, b.last_seen
+        ),
     }
 }
 
@@ -283,7 +416,7 @@ pub async fn check(
         .await?;
     let in_window = store
         .edges(&EdgeFilter {
-            hosts: Some(patterns),
+            hosts: Some(patterns.clone()),
             since: Some(window_start),
             ..Default::default()
         })
@@ -303,8 +436,29 @@ pub async fn check(
     services.dedup();
     let coverage = store.coverage(&services, window_start).await?;
     let observed_since = store.observed_since().await?;
+    let lookups = store
+        .lookups(&ObsFilter {
+            names: Some(patterns.clone()),
+            ..Default::default()
+        })
+        .await?;
+    let mut addresses: Vec<String> = lookups
+        .iter()
+        .flat_map(|l| l.addresses.iter().cloned())
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    let bypass = store
+        .bypass(&ObsFilter {
+            names: Some(patterns.clone()),
+            addresses,
+            services: services.clone(),
+            since: Some(window_start),
+        })
+        .await?;
     Ok(decide(&Evidence {
         host,
+        patterns: &patterns,
         quiet_for_ms,
         now,
         edges: &edges,
@@ -312,6 +466,8 @@ pub async fn check(
         folded: &folded,
         coverage: &coverage,
         observed_since,
+        lookups: &lookups,
+        bypass: &bypass,
     }))
 }
 
@@ -366,6 +522,8 @@ mod tests {
         folded: Vec<EdgeRow>,
         coverage: Vec<InstanceCoverage>,
         observed: Option<i64>,
+        lookups: Vec<LookupRow>,
+        bypass: Vec<BypassRow>,
     }
 
     impl Case {
@@ -376,12 +534,15 @@ mod tests {
                 folded: vec![],
                 coverage,
                 observed: Some(0),
+                lookups: vec![],
+                bypass: vec![],
             }
         }
 
         fn run(&self) -> CheckResponse {
             decide(&Evidence {
                 host: "old.internal",
+                patterns: &[HostPattern::Host("old.internal".into())],
                 quiet_for_ms: QUIET,
                 now: Timestamp(NOW),
                 edges: &self.edges,
@@ -389,7 +550,34 @@ mod tests {
                 folded: &self.folded,
                 coverage: &self.coverage,
                 observed_since: self.observed.map(Timestamp),
+                lookups: &self.lookups,
+                bypass: &self.bypass,
             })
+        }
+    }
+
+    fn bypass(service: &str, address: &str, port: u16, name: Option<&str>, last: i64) -> BypassRow {
+        BypassRow {
+            service: service.into(),
+            environment: "prod".into(),
+            address: address.into(),
+            port,
+            name: name.map(String::from),
+            connections: 12,
+            first_seen: Timestamp(last - H),
+            last_seen: Timestamp(last),
+        }
+    }
+
+    fn lookup(service: &str, addresses: &[&str], last: i64) -> LookupRow {
+        LookupRow {
+            service: service.into(),
+            environment: "prod".into(),
+            name: "old.internal".into(),
+            lookups: 3,
+            addresses: addresses.iter().map(|a| a.to_string()).collect(),
+            first_seen: Timestamp(0),
+            last_seen: Timestamp(last),
         }
     }
 
@@ -583,6 +771,7 @@ mod tests {
     fn huge_quiet_periods_do_not_overflow() {
         let r = decide(&Evidence {
             host: "old.internal",
+            patterns: &[HostPattern::Host("old.internal".into())],
             quiet_for_ms: u64::MAX,
             now: Timestamp(NOW),
             edges: &[edge("a", H)],
@@ -590,9 +779,102 @@ mod tests {
             folded: &[],
             coverage: &[cov("a", 0, NOW)],
             observed_since: Some(Timestamp(0)),
+            lookups: &[],
+            bypass: &[],
         });
         assert_eq!(r.window_start, Timestamp(0));
         assert_eq!(r.verdict, Verdict::InUse);
         serde_json::to_string(&r).unwrap();
+    }
+
+    #[test]
+    fn a_connection_around_the_proxy_to_the_host_is_in_use() {
+        // By the name the app resolved through the DNS forwarder.
+        let mut c = Case::new(vec![edge("a", 50 * H)], vec![cov("a", 0, NOW)]);
+        c.bypass = vec![bypass(
+            "node-app",
+            "198.18.0.2",
+            8080,
+            Some("old.internal"),
+            99 * H,
+        )];
+        let r = c.run();
+        assert_eq!(r.verdict, Verdict::InUse, "{}", r.reason);
+        assert!(
+            r.reason
+                .contains("node-app reached 198.18.0.2:8080 (old.internal) 12 time(s)"),
+            "{}",
+            r.reason
+        );
+        // By an address the host's name resolved to (the app looked it up elsewhere).
+        let mut c = Case::new(vec![edge("a", 50 * H)], vec![cov("a", 0, NOW)]);
+        c.lookups = vec![lookup("a", &["198.18.0.2"], 10 * H)];
+        c.bypass = vec![bypass("node-app", "198.18.0.2", 8080, None, 99 * H)];
+        assert_eq!(c.run().verdict, Verdict::InUse);
+        // A host never called through any proxy, only around one: in use, not "never seen".
+        let mut c = Case::new(vec![], vec![]);
+        c.bypass = vec![bypass(
+            "node-app",
+            "198.18.0.2",
+            8080,
+            Some("old.internal"),
+            99 * H,
+        )];
+        assert_eq!(c.run().verdict, Verdict::InUse);
+        // Before the window: no longer evidence of use.
+        let mut c = Case::new(vec![edge("a", 50 * H)], vec![cov("a", 0, NOW)]);
+        c.bypass = vec![bypass(
+            "node-app",
+            "198.18.0.2",
+            8080,
+            Some("old.internal"),
+            80 * H,
+        )];
+        assert_eq!(c.run().verdict, Verdict::Unused, "{}", c.run().reason);
+    }
+
+    #[test]
+    fn a_past_caller_going_around_to_an_unnamed_address_on_the_hosts_port_is_a_doubt() {
+        let mut c = Case::new(vec![edge("a", 50 * H)], vec![cov("a", 0, NOW)]);
+        c.bypass = vec![bypass("a", "198.18.0.9", 80, None, 99 * H)];
+        let r = c.run();
+        assert_eq!(r.verdict, Verdict::Unknown, "{}", r.reason);
+        assert!(
+            r.reason.contains("connected around their proxy")
+                && r.reason.contains("a reached 198.18.0.9:80"),
+            "{}",
+            r.reason
+        );
+        // Another port, another service, or a named other host: not about this host.
+        for b in [
+            bypass("a", "198.18.0.9", 5432, None, 99 * H),
+            bypass("z", "198.18.0.9", 80, None, 99 * H),
+            bypass("a", "198.18.0.9", 80, Some("db.internal"), 99 * H),
+        ] {
+            let mut c = Case::new(vec![edge("a", 50 * H)], vec![cov("a", 0, NOW)]);
+            c.bypass = vec![b.clone()];
+            assert_eq!(
+                c.run().verdict,
+                Verdict::Unused,
+                "{b:?}: {}",
+                c.run().reason
+            );
+        }
+    }
+
+    #[test]
+    fn a_lookup_without_a_call_is_a_doubt_not_a_proof() {
+        let mut c = Case::new(vec![edge("a", 50 * H)], vec![cov("a", 0, NOW)]);
+        c.lookups = vec![lookup("b", &[], 99 * H)];
+        let r = c.run();
+        assert_eq!(r.verdict, Verdict::Unknown, "{}", r.reason);
+        assert!(r.reason.contains("looked the name up"), "{}", r.reason);
+        assert_eq!(r.lookups.len(), 1);
+        // Only lookups, never a call: still not "never recorded" (it is a real name).
+        let mut c = Case::new(vec![], vec![]);
+        c.lookups = vec![lookup("b", &[], 99 * H)];
+        let r = c.run();
+        assert_eq!(r.verdict, Verdict::Unknown);
+        assert!(!r.reason.contains("ever been recorded"), "{}", r.reason);
     }
 }

@@ -49,6 +49,8 @@ pub struct AdminState {
     pub counters: Arc<Counters>,
     pub registry: Registry,
     pub shipping: Option<Arc<Mutex<ShippingStatus>>>,
+    /// The DNS forwarder's lookups and the bypass detector's connections, when enabled.
+    pub observers: crate::shipper::Observers,
     /// Set once the proxy listener is being served: `/readyz` is 503 before.
     pub serving: AtomicBool,
     /// Set once shutdown begins: `/readyz` turns 503 so no new traffic is sent here.
@@ -112,6 +114,33 @@ impl AdminState {
             "keys": self.counters.len(),
             "max_hosts": self.counters.max_hosts(),
             "folded": self.counters.folded(),
+            "lookups": self.observers.names.as_ref().map(|n| {
+                n.snapshot()
+                    .into_iter()
+                    .map(|(name, t)| serde_json::json!({
+                        "name": name,
+                        "lookups": t.lookups,
+                        "addresses": t.addresses,
+                        "first_seen": whouses_wire::Timestamp(t.first_seen),
+                        "last_seen": whouses_wire::Timestamp(t.last_seen),
+                    }))
+                    .collect::<Vec<_>>()
+            }),
+            "lookups_folded": self.observers.names.as_ref().map(|n| n.folded()),
+            "bypass": self.observers.bypass.as_ref().map(|b| {
+                b.snapshot()
+                    .into_iter()
+                    .map(|(addr, t)| serde_json::json!({
+                        "address": addr.ip().to_string(),
+                        "port": addr.port(),
+                        "name": t.name,
+                        "connections": t.connections,
+                        "first_seen": whouses_wire::Timestamp(t.first_seen),
+                        "last_seen": whouses_wire::Timestamp(t.last_seen),
+                    }))
+                    .collect::<Vec<_>>()
+            }),
+            "bypass_folded": self.observers.bypass.as_ref().map(|b| b.folded()),
             "shipping": self.shipping(),
         })
     }

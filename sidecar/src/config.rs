@@ -185,6 +185,29 @@ pub struct Config {
     /// --resolve). The count still keys on HOST. Repeatable.
     #[arg(long, env = "WHOUSES_RESOLVE", value_delimiter = ',')]
     pub resolve: Vec<ResolveRule>,
+
+    /// DNS forwarder (UDP and TCP) on this address: point the app's resolver here
+    /// (iptables does it in transparent mode; `dnsServers` on ECS) to count which names it
+    /// looks up and to name connections that carry no host name. Off when absent.
+    #[arg(long, env = "WHOUSES_DNS_LISTEN")]
+    pub dns_listen: Option<SocketAddr>,
+
+    /// Where the DNS forwarder sends queries (default: the first nameserver of
+    /// /etc/resolv.conf).
+    #[arg(long, env = "WHOUSES_DNS_UPSTREAM")]
+    pub dns_upstream: Option<SocketAddr>,
+
+    /// Distinct names the DNS forwarder remembers (lookups of more names are counted as
+    /// folded); bounds memory under a flood of random names.
+    #[arg(long, env = "WHOUSES_MAX_DNS_NAMES", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_dns_names: u32,
+
+    /// Explicit mode without iptables: every this often, list the namespace's TCP
+    /// connections and report those that went around the proxy (off when absent; 1s is a
+    /// good start).
+    #[arg(long, env = "WHOUSES_BYPASS_SCAN_INTERVAL")]
+    pub bypass_scan_interval: Option<DurationArg>,
 }
 
 impl Config {
@@ -203,6 +226,12 @@ impl Config {
             if let Err(e) = whouses_wire::report::check_name("--instance", i) {
                 errors.push(e.to_string());
             }
+        }
+        if self
+            .bypass_scan_interval
+            .is_some_and(|d| d.0 < std::time::Duration::from_millis(100))
+        {
+            errors.push("--bypass-scan-interval must be at least 100ms".to_string());
         }
         if self.flush_interval.0 < std::time::Duration::from_millis(100) {
             errors.push("--flush-interval must be at least 100ms".to_string());

@@ -26,8 +26,10 @@ use tokio::sync::{watch, Semaphore};
 use whouses_wire::Timestamp;
 
 pub mod admin;
+pub mod bypass;
 pub mod config;
 pub mod counters;
+pub mod dns;
 pub mod metrics;
 pub mod proxy;
 pub mod shipper;
@@ -41,6 +43,24 @@ pub struct Identity {
     pub environment: String,
     pub instance: String,
     pub started_at: Timestamp,
+}
+
+/// Bind the DNS forwarder's UDP socket and TCP listener on one address (with port 0, the
+/// TCP listener takes the port the UDP socket got) and find its upstream.
+async fn bind_dns(
+    addr: std::net::SocketAddr,
+    upstream: Option<std::net::SocketAddr>,
+) -> anyhow::Result<(tokio::net::UdpSocket, TcpListener, std::net::SocketAddr)> {
+    let udp = tokio::net::UdpSocket::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on --dns-listen {addr} (UDP)"))?;
+    let bound = udp.local_addr()?;
+    let tcp = TcpListener::bind(bound)
+        .await
+        .with_context(|| format!("cannot listen on --dns-listen {bound} (TCP)"))?;
+    let upstream = dns::forwarder::upstream(upstream, "/etc/resolv.conf", bound)?;
+    tracing::info!(listen = %bound, %upstream, "DNS forwarder started.");
+    Ok((udp, tcp, upstream))
 }
 
 /// The listeners the sidecar serves, already bound.
@@ -101,9 +121,26 @@ pub async fn run_with(
         started_at: Timestamp::now(),
     };
     let counters = Arc::new(counters::Counters::new(config.max_hosts as usize));
+    let dns = match config.dns_listen {
+        Some(addr) => Some(bind_dns(addr, config.dns_upstream).await?),
+        None => None,
+    };
+    let observers = shipper::Observers {
+        names: dns
+            .as_ref()
+            .map(|_| Arc::new(dns::Names::new(config.max_dns_names as usize))),
+        bypass: config
+            .bypass_scan_interval
+            .map(|_| Arc::new(bypass::Bypass::new(config.max_hosts as usize))),
+    };
     let mut registry = Registry::default();
-    let shipper =
-        shipper::Shipper::start(&config, identity.clone(), counters.clone(), &mut registry)?;
+    let shipper = shipper::Shipper::start(
+        &config,
+        identity.clone(),
+        counters.clone(),
+        observers.clone(),
+        &mut registry,
+    )?;
     let proxy_metrics = metrics::ProxyMetrics::register(&mut registry, counters.clone());
 
     let dialer = proxy::connect::Dialer::new(&config.resolve, config.connect_timeout.0);
@@ -129,6 +166,7 @@ pub async fn run_with(
         counters: counters.clone(),
         registry,
         shipping: shipper.as_ref().map(|s| s.status_handle()),
+        observers: observers.clone(),
         serving: AtomicBool::new(false),
         draining: AtomicBool::new(false),
     });
@@ -148,6 +186,31 @@ pub async fn run_with(
         admin::Surface::Admin,
         stopped(admin_stop_rx.clone()),
     ));
+    let mut observer_tasks = Vec::new();
+    let mut dns_addr = None;
+    if let (Some((udp, tcp, upstream)), Some(names)) = (dns, observers.names.clone()) {
+        dns_addr = Some(udp.local_addr()?);
+        observer_tasks.push(tokio::spawn(dns::forwarder::serve_udp(
+            udp,
+            upstream,
+            names.clone(),
+            stopped(admin_stop_rx.clone()),
+        )));
+        observer_tasks.push(tokio::spawn(dns::forwarder::serve_tcp(
+            tcp,
+            upstream,
+            names,
+            stopped(admin_stop_rx.clone()),
+        )));
+    }
+    if let (Some(b), Some(every)) = (observers.bypass.clone(), config.bypass_scan_interval) {
+        observer_tasks.push(tokio::spawn(bypass::run(
+            b,
+            observers.names.clone(),
+            every.0,
+            stopped(admin_stop_rx.clone()),
+        )));
+    }
     let probe_task = probe_listener.map(|l| {
         tokio::spawn(admin::serve(
             l,
@@ -173,6 +236,7 @@ pub async fn run_with(
     if config.announce {
         let mut listeners = vec![("proxy", proxy_addr), ("admin", admin_addr)];
         listeners.extend(probe_addr.map(|p| ("probe", p)));
+        listeners.extend(dns_addr.map(|d| ("dns", d)));
         whouses_plumbing::listening::announce(
             &listeners,
             &[("instance", identity.instance.clone().into())],
@@ -203,6 +267,9 @@ pub async fn run_with(
     let _ = admin_stop.send(true);
     let _ = admin_task.await;
     if let Some(t) = probe_task {
+        let _ = t.await;
+    }
+    for t in observer_tasks {
         let _ = t.await;
     }
     tracing::info!("Sidecar stopped.");

@@ -22,6 +22,34 @@ pub struct EdgeRow {
     pub counts: Counts,
 }
 
+/// Lookups of one name by one service through its sidecar's DNS forwarder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LookupRow {
+    pub service: String,
+    pub environment: String,
+    pub name: String,
+    pub lookups: u64,
+    /// The latest answer's addresses.
+    pub addresses: Vec<String>,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+}
+
+/// Connections one service made to one remote address around its proxy (the bypass
+/// detector), named when its DNS forwarder saw the lookup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BypassRow {
+    pub service: String,
+    pub environment: String,
+    pub address: String,
+    pub port: u16,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub connections: u64,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+}
+
 /// A row of `/v1/callers`: one calling service, its counts summed over the host's names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Caller {
@@ -194,6 +222,14 @@ pub struct CheckResponse {
     /// Services whose calls were folded into `(other)` within the quiet period.
     #[serde(default)]
     pub folded: Vec<FoldEvidence>,
+    /// Connections around a proxy within the quiet period: to the host (by name or
+    /// address: in use), or by a past caller to an unnamed address on the host's port (a
+    /// doubt).
+    #[serde(default)]
+    pub bypass: Vec<BypassRow>,
+    /// Lookups of the host's names within the quiet period.
+    #[serde(default)]
+    pub lookups: Vec<LookupRow>,
 }
 
 #[cfg(test)]

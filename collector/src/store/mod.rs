@@ -18,12 +18,15 @@
 //!   caller kept reporting through the window".
 //! * `seen` — `(instance, seq)` of stored batches, for idempotency, plus a per-instance
 //!   floor once old entries are pruned.
+//! * `lookups`, `bypass` — what sidecars observe beside edges: names looked up through
+//!   their DNS forwarder (with the latest answer's addresses), and connections seen going
+//!   around the proxy; totals with first/last seen per key.
 //!
 //! Every counter saturates at [`whouses_wire::MAX_COUNT`] instead of overflowing.
 
 use std::sync::Arc;
 
-use whouses_wire::api::{EdgeRow, InstanceRow};
+use whouses_wire::api::{BypassRow, EdgeRow, InstanceRow, LookupRow};
 use whouses_wire::{Report, Timestamp};
 
 use crate::targets::HostPattern;
@@ -42,6 +45,17 @@ pub struct EdgeFilter {
     pub environment: Option<String>,
     /// Only counts from this time on (hour granularity: the hour holding `since` counts
     /// whole, so an answer errs towards "still used"), and only edges active since.
+    pub since: Option<Timestamp>,
+}
+
+/// Which lookups or bypass observations a query wants: those active since `since` that
+/// match any of the given names, addresses or calling services (bypass); lookups use only
+/// the names.
+#[derive(Debug, Clone, Default)]
+pub struct ObsFilter {
+    pub names: Option<Vec<HostPattern>>,
+    pub addresses: Vec<String>,
+    pub services: Vec<(String, String)>,
     pub since: Option<Timestamp>,
 }
 
@@ -109,6 +123,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Edge rows matching the filter, sorted by host, port, scheme, service, environment.
     async fn edges(&self, f: &EdgeFilter) -> Result<Vec<EdgeRow>, StoreError>;
+
+    /// Lookups through sidecars' DNS forwarders (names matching `f.names`, since `f.since`).
+    async fn lookups(&self, f: &ObsFilter) -> Result<Vec<LookupRow>, StoreError>;
+
+    /// Connections seen going around sidecars (matching any part of `f`).
+    async fn bypass(&self, f: &ObsFilter) -> Result<Vec<BypassRow>, StoreError>;
 
     /// Every instance, sorted by service, environment, instance.
     async fn instances(&self) -> Result<Vec<InstanceRow>, StoreError>;

@@ -44,7 +44,7 @@ impl Write for Counter {
     }
 }
 
-fn json_len<T: serde::Serialize>(v: &T) -> usize {
+pub fn json_len<T: serde::Serialize>(v: &T) -> usize {
     let mut c = Counter(0);
     // Serialising plain structs into a counter cannot fail; 0 would only under-count.
     let _ = serde_json::to_writer(&mut c, v);

@@ -54,7 +54,9 @@ use rand::Rng;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use whouses_wire::{Counts, Edge, Report, Timestamp, MAX_EDGES_PER_REPORT, REPORT_VERSION};
+use whouses_wire::{
+    Bypass, Counts, Edge, Lookup, Report, Timestamp, MAX_EDGES_PER_REPORT, REPORT_VERSION,
+};
 
 pub mod batch;
 pub mod client;
@@ -176,6 +178,16 @@ pub struct Settings {
     pub flush_interval: Duration,
     pub max_batch_bytes: usize,
     pub client: reqwest::Client,
+    /// What is observed besides the edges and shipped with them.
+    pub observers: Observers,
+}
+
+/// Observations shipped beside the edges: the DNS forwarder's lookups and the bypass
+/// detector's connections (each only when enabled).
+#[derive(Debug, Clone, Default)]
+pub struct Observers {
+    pub names: Option<Arc<crate::dns::Names>>,
+    pub bypass: Option<Arc<crate::bypass::Bypass>>,
 }
 
 impl Shipper {
@@ -185,6 +197,7 @@ impl Shipper {
         config: &crate::config::Config,
         identity: Identity,
         counters: Arc<Counters>,
+        observers: Observers,
         registry: &mut Registry,
     ) -> anyhow::Result<Option<Shipper>> {
         let Some(base) = config.collector_url.as_deref() else {
@@ -205,6 +218,7 @@ impl Shipper {
                 flush_interval,
                 max_batch_bytes: config.max_batch_bytes as usize,
                 client,
+                observers,
             },
             spool,
             identity,
@@ -270,6 +284,10 @@ struct Core {
     counters: Arc<Counters>,
     /// Cumulative totals already cut into a batch, per key.
     cut: HashMap<Key, Totals>,
+    /// Cumulative lookups already cut, per name.
+    cut_lookups: HashMap<String, u64>,
+    /// Cumulative bypassing connections already cut, per remote address.
+    cut_bypass: HashMap<std::net::SocketAddr, u64>,
     /// Batches cut but not acknowledged, in seq order; sent strictly in order.
     pending: VecDeque<Pending>,
     /// Batches set aside in memory (no spool), newest last.
@@ -347,6 +365,8 @@ impl Core {
             identity,
             counters,
             cut: HashMap::new(),
+            cut_lookups: HashMap::new(),
+            cut_bypass: HashMap::new(),
             pending,
             rejected: VecDeque::new(),
             more: false,
@@ -529,8 +549,9 @@ impl Core {
             edges: Vec::new(),
             ..Default::default()
         };
-        let mut size = Size::of_envelope(&report);
         self.more = false;
+        self.cut_observations(&mut report);
+        let mut size = Size::of_envelope(&report);
         for (key, totals) in self.counters.snapshot() {
             let prev = self.cut.get(&key).copied().unwrap_or_default();
             let d = totals.since(&prev);
@@ -573,6 +594,60 @@ impl Core {
             write_failures: 0,
         });
         self.publish();
+    }
+
+    /// Add the lookups and bypass observations since the last cut to `report`, within half
+    /// the batch budget (the edges get the rest; what does not fit waits for the next cut).
+    fn cut_observations(&mut self, report: &mut Report) {
+        let budget = self.settings.max_batch_bytes / 2;
+        let mut used = 0usize;
+        if let Some(names) = self.settings.observers.names.clone() {
+            for (name, t) in names.snapshot() {
+                let prev = self.cut_lookups.get(&name).copied().unwrap_or(0);
+                let delta = t.lookups.saturating_sub(prev);
+                if delta == 0 {
+                    continue;
+                }
+                if report.lookups.len() == MAX_EDGES_PER_REPORT || used > budget {
+                    self.more = true;
+                    break;
+                }
+                let l = Lookup {
+                    name: name.clone(),
+                    lookups: delta,
+                    addresses: t.addresses.iter().map(|a| a.to_string()).collect(),
+                    first_seen: Timestamp(t.first_seen),
+                    last_seen: Timestamp(t.last_seen),
+                };
+                used = used.saturating_add(batch::json_len(&l) + 1);
+                report.lookups.push(l);
+                self.cut_lookups.insert(name, t.lookups);
+            }
+        }
+        if let Some(bypass) = self.settings.observers.bypass.clone() {
+            for (addr, t) in bypass.snapshot() {
+                let prev = self.cut_bypass.get(&addr).copied().unwrap_or(0);
+                let delta = t.connections.saturating_sub(prev);
+                if delta == 0 {
+                    continue;
+                }
+                if report.bypass.len() == MAX_EDGES_PER_REPORT || used > budget {
+                    self.more = true;
+                    break;
+                }
+                let b = Bypass {
+                    address: addr.ip().to_string(),
+                    port: addr.port(),
+                    name: t.name.clone(),
+                    connections: delta,
+                    first_seen: Timestamp(t.first_seen),
+                    last_seen: Timestamp(t.last_seen),
+                };
+                used = used.saturating_add(batch::json_len(&b) + 1);
+                report.bypass.push(b);
+                self.cut_bypass.insert(addr, t.connections);
+            }
+        }
     }
 
     /// Spool a batch; on failure it is still sent, just not durable, and health shows it.

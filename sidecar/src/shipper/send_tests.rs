@@ -93,6 +93,7 @@ fn core(
         flush_interval: Duration::from_secs(1),
         max_batch_bytes,
         client: super::client::build(Duration::from_secs(1), None).unwrap(),
+        observers: Default::default(),
     };
     Core::new(
         settings,

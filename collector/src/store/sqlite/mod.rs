@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot, Semaphore};
-use whouses_wire::api::{EdgeRow, InstanceRow};
+use whouses_wire::api::{BypassRow, EdgeRow, InstanceRow, LookupRow};
 use whouses_wire::Timestamp;
 
-use super::{Batch, EdgeFilter, Ingested, InstanceCoverage, Options, Store, StoreError};
+use super::{Batch, EdgeFilter, Ingested, InstanceCoverage, ObsFilter, Options, Store, StoreError};
 
 mod read;
 mod schema;
@@ -175,6 +175,16 @@ impl Store for SqliteStore {
     async fn edges(&self, f: &EdgeFilter) -> Result<Vec<EdgeRow>, StoreError> {
         let f = f.clone();
         self.readers.run(move |c| read::edges(c, &f)).await
+    }
+
+    async fn lookups(&self, f: &ObsFilter) -> Result<Vec<LookupRow>, StoreError> {
+        let f = f.clone();
+        self.readers.run(move |c| read::lookups(c, &f)).await
+    }
+
+    async fn bypass(&self, f: &ObsFilter) -> Result<Vec<BypassRow>, StoreError> {
+        let f = f.clone();
+        self.readers.run(move |c| read::bypass(c, &f)).await
     }
 
     async fn instances(&self) -> Result<Vec<InstanceRow>, StoreError> {

@@ -2,11 +2,11 @@
 
 use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection, Row};
-use whouses_wire::api::{EdgeRow, InstanceRow};
+use whouses_wire::api::{BypassRow, EdgeRow, InstanceRow, LookupRow};
 use whouses_wire::{Counts, Scheme, Timestamp};
 
 use crate::store::buckets::{day_of, escape_like, hour_of, sum_rows};
-use crate::store::{EdgeFilter, InstanceCoverage, Interval, StoreError};
+use crate::store::{EdgeFilter, InstanceCoverage, Interval, ObsFilter, StoreError};
 use crate::targets::HostPattern;
 
 /// Most `(service, environment)` pairs per coverage statement (2 parameters each, well
@@ -70,39 +70,9 @@ fn edge_rows(c: &Connection, f: &EdgeFilter, source: Source) -> Result<Vec<EdgeR
             )
         }
     };
-    let arg = |args: &mut Vec<Value>, v: Value| {
-        args.push(v);
-        format!("?{}", args.len())
-    };
     if let Some(hosts) = &f.hosts {
-        // No constant-false first term (`0 = 1 OR …`): it stops SQLite from using the
-        // host index, and every lookup becomes a scan of all edges.
-        sql.push_str(" AND (");
-        if hosts.is_empty() {
-            sql.push_str("0 = 1");
-        }
-        for (i, p) in hosts.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(" OR ");
-            }
-            match p {
-                HostPattern::Host(h) => {
-                    let a = arg(&mut args, Value::Text(h.clone()));
-                    sql.push_str(&format!("e.host = {a}"));
-                }
-                HostPattern::HostPort(h, port) => {
-                    let a = arg(&mut args, Value::Text(h.clone()));
-                    let b = arg(&mut args, Value::Integer(i64::from(*port)));
-                    sql.push_str(&format!("(e.host = {a} AND e.port = {b})"));
-                }
-                HostPattern::Suffix(s) => {
-                    let a = arg(&mut args, Value::Text(s.clone()));
-                    let b = arg(&mut args, Value::Text(format!("%.{}", escape_like(s))));
-                    sql.push_str(&format!("e.host = {a} OR e.host LIKE {b} ESCAPE '\\'"));
-                }
-            }
-        }
-        sql.push(')');
+        sql.push_str(" AND ");
+        sql.push_str(&host_condition("e.host", Some("e.port"), hosts, &mut args));
     }
     if let Some(s) = &f.service {
         let a = arg(&mut args, Value::Text(s.clone()));
@@ -118,6 +88,135 @@ fn edge_rows(c: &Connection, f: &EdgeFilter, source: Source) -> Result<Vec<EdgeR
     sql.push_str(" ORDER BY e.host, e.port, e.scheme, e.service, e.environment");
     let mut stmt = c.prepare_cached(&sql)?;
     let rows = stmt.query_map(params_from_iter(args), edge_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Push a parameter; returns its placeholder (`?n`).
+fn arg(args: &mut Vec<Value>, v: Value) -> String {
+    args.push(v);
+    format!("?{}", args.len())
+}
+
+/// `(… OR …)`: `column` matches one of `patterns` (with `port_column`, a `host:port`
+/// pattern also matches the port; without, only the name). Never a constant-false first
+/// term (`0 = 1 OR …`): it stops SQLite from using the index, and every lookup becomes a
+/// scan.
+fn host_condition(
+    column: &str,
+    port_column: Option<&str>,
+    patterns: &[HostPattern],
+    args: &mut Vec<Value>,
+) -> String {
+    if patterns.is_empty() {
+        return "0 = 1".to_string();
+    }
+    let terms: Vec<String> = patterns
+        .iter()
+        .map(|p| match p {
+            HostPattern::Host(h) => format!("{column} = {}", arg(args, Value::Text(h.clone()))),
+            HostPattern::HostPort(h, port) => {
+                let a = arg(args, Value::Text(h.clone()));
+                match port_column {
+                    Some(pc) => {
+                        let b = arg(args, Value::Integer(i64::from(*port)));
+                        format!("({column} = {a} AND {pc} = {b})")
+                    }
+                    None => format!("{column} = {a}"),
+                }
+            }
+            HostPattern::Suffix(s) => {
+                let a = arg(args, Value::Text(s.clone()));
+                let b = arg(args, Value::Text(format!("%.{}", escape_like(s))));
+                format!("{column} = {a} OR {column} LIKE {b} ESCAPE '\\'")
+            }
+        })
+        .collect();
+    format!("({})", terms.join(" OR "))
+}
+
+/// Lookups of names matching `f`, active since `f.since`.
+pub(super) fn lookups(c: &Connection, f: &ObsFilter) -> Result<Vec<LookupRow>, StoreError> {
+    let mut args = Vec::new();
+    let mut sql = String::from(
+        "SELECT service, environment, name, lookups, addresses, first_seen, last_seen
+         FROM lookups WHERE 1 = 1",
+    );
+    if let Some(since) = f.since {
+        sql.push_str(&format!(
+            " AND last_seen >= {}",
+            arg(&mut args, Value::Integer(since.0))
+        ));
+    }
+    if let Some(names) = &f.names {
+        sql.push_str(" AND ");
+        sql.push_str(&host_condition("name", None, names, &mut args));
+    }
+    sql.push_str(" ORDER BY name, service, environment");
+    let mut stmt = c.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(args), |row| {
+        let addresses: String = row.get(4)?;
+        Ok(LookupRow {
+            service: row.get(0)?,
+            environment: row.get(1)?,
+            name: row.get(2)?,
+            lookups: count(row, 3)?,
+            addresses: addresses.split_whitespace().map(String::from).collect(),
+            first_seen: Timestamp(row.get(5)?),
+            last_seen: Timestamp(row.get(6)?),
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Bypass observations matching any part of `f` (a name, an address, a service), active
+/// since `f.since`.
+pub(super) fn bypass(c: &Connection, f: &ObsFilter) -> Result<Vec<BypassRow>, StoreError> {
+    let mut args = Vec::new();
+    let mut sql = String::from(
+        "SELECT service, environment, address, port, name, connections, first_seen, last_seen
+         FROM bypass WHERE 1 = 1",
+    );
+    if let Some(since) = f.since {
+        sql.push_str(&format!(
+            " AND last_seen >= {}",
+            arg(&mut args, Value::Integer(since.0))
+        ));
+    }
+    let mut any: Vec<String> = Vec::new();
+    if let Some(names) = &f.names {
+        any.push(host_condition("name", Some("port"), names, &mut args));
+    }
+    for a in &f.addresses {
+        any.push(format!(
+            "address = {}",
+            arg(&mut args, Value::Text(a.clone()))
+        ));
+    }
+    for (svc, env) in &f.services {
+        let a = arg(&mut args, Value::Text(svc.clone()));
+        let b = arg(&mut args, Value::Text(env.clone()));
+        any.push(format!("(service = {a} AND environment = {b})"));
+    }
+    if f.names.is_some() || !f.addresses.is_empty() || !f.services.is_empty() {
+        if any.is_empty() {
+            any.push("0 = 1".into());
+        }
+        sql.push_str(&format!(" AND ({})", any.join(" OR ")));
+    }
+    sql.push_str(" ORDER BY address, port, service, environment");
+    let mut stmt = c.prepare(&sql)?;
+    let rows = stmt.query_map(params_from_iter(args), |row| {
+        Ok(BypassRow {
+            service: row.get(0)?,
+            environment: row.get(1)?,
+            address: row.get(2)?,
+            port: u16::try_from(row.get::<_, i64>(3)?).unwrap_or(0),
+            name: row.get(4)?,
+            connections: count(row, 5)?,
+            first_seen: Timestamp(row.get(6)?),
+            last_seen: Timestamp(row.get(7)?),
+        })
+    })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

@@ -28,6 +28,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "coverage by start",
         include_str!("../../../migrations/sqlite/0004_coverage_by_start.sql"),
     ),
+    (
+        "observations",
+        include_str!("../../../migrations/sqlite/0005_observations.sql"),
+    ),
 ];
 
 /// How long a connection waits for a lock held by another before failing.

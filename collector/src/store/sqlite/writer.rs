@@ -529,7 +529,61 @@ fn ingest_one(
         cache.set(&key, now_known);
         stored += 1;
     }
+    observations(tx, r)?;
     Ok(Ingested::Stored { edges: stored })
+}
+
+/// Store a batch's lookups and bypass observations (totals per key, saturating).
+fn observations(tx: &Connection, r: &whouses_wire::Report) -> Result<(), StoreError> {
+    if !r.lookups.is_empty() {
+        let mut up = tx.prepare_cached(concat!(
+            "INSERT INTO lookups (name, service, environment, lookups, first_seen, last_seen,
+                 addresses)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (name, service, environment) DO UPDATE SET lookups = ",
+            sat_add!("lookups.lookups", "excluded.lookups"),
+            ", first_seen = MIN(lookups.first_seen, excluded.first_seen),
+               last_seen = MAX(lookups.last_seen, excluded.last_seen),
+               addresses = CASE WHEN excluded.last_seen >= lookups.last_seen
+                   AND excluded.addresses != '' THEN excluded.addresses ELSE lookups.addresses END"
+        ))?;
+        for l in &r.lookups {
+            up.execute(params![
+                l.name,
+                r.service,
+                r.environment,
+                l.lookups as i64,
+                l.first_seen.0,
+                l.last_seen.0,
+                l.addresses.join(" "),
+            ])?;
+        }
+    }
+    if !r.bypass.is_empty() {
+        let mut up = tx.prepare_cached(concat!(
+            "INSERT INTO bypass (address, port, service, environment, name, connections,
+                 first_seen, last_seen)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (address, port, service, environment) DO UPDATE SET connections = ",
+            sat_add!("bypass.connections", "excluded.connections"),
+            ", first_seen = MIN(bypass.first_seen, excluded.first_seen),
+               last_seen = MAX(bypass.last_seen, excluded.last_seen),
+               name = COALESCE(excluded.name, bypass.name)"
+        ))?;
+        for b in &r.bypass {
+            up.execute(params![
+                b.address,
+                i64::from(b.port),
+                r.service,
+                r.environment,
+                b.name,
+                b.connections as i64,
+                b.first_seen.0,
+                b.last_seen.0,
+            ])?;
+        }
+    }
+    Ok(())
 }
 
 /// Merge `new` into the instance's stored coverage intervals.
@@ -593,6 +647,11 @@ fn prune(
         r#"DELETE FROM coverage WHERE "end" < ?1"#,
         params![cutoff.0],
     )? as u64;
+    n += tx.execute(
+        "DELETE FROM lookups WHERE last_seen < ?1",
+        params![cutoff.0],
+    )? as u64;
+    n += tx.execute("DELETE FROM bypass WHERE last_seen < ?1", params![cutoff.0])? as u64;
     n += tx.execute(
         "DELETE FROM instances WHERE last_report < ?1",
         params![cutoff.0],
