@@ -177,7 +177,7 @@ impl Bypass {
         let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let mut v: Vec<(SocketAddr, BypassTotals)> =
             inner.totals.iter().map(|(k, t)| (*k, t.clone())).collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v.sort_by_key(|a| a.0);
         v
     }
 
