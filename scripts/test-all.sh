@@ -11,6 +11,7 @@ log() { printf '\n== %s\n' "$*"; }
 need_apt=()
 for pair in curl:curl python3:python3 openssl:openssl unzip:unzip dot:graphviz \
     chromium:chromium chromedriver:chromium-driver npm:npm pgrep:procps \
+    dnsmasq:dnsmasq-base ip:iproute2 node:nodejs \
     wrk:wrk nginx:nginx-light haproxy:haproxy squid:squid tinyproxy:tinyproxy; do
   bin=${pair%%:*}; pkg=${pair##*:}
   command -v "$bin" >/dev/null 2>&1 || need_apt+=("$pkg")

@@ -42,7 +42,9 @@ pub struct Conn {
 /// What one scan of the namespace found.
 #[derive(Debug, Default)]
 pub struct Scan {
-    /// Established connections.
+    /// Connections that are, or recently were, open: established, opening, or closing
+    /// (a closed connection lingers in TIME_WAIT for a minute, so the sampler also sees
+    /// short ones the app closed itself).
     pub established: Vec<Conn>,
     /// Ports something listens on (connections to them are inbound).
     pub listening: HashSet<u16>,
@@ -56,15 +58,15 @@ pub fn scan() -> Result<Scan, procfs::ProcError> {
     entries.extend(procfs::net::tcp6().unwrap_or_default());
     for e in entries {
         match e.state {
-            TcpState::Established => out.established.push(Conn {
+            TcpState::Listen => {
+                out.listening.insert(e.local_address.port());
+            }
+            TcpState::Close => {}
+            _ => out.established.push(Conn {
                 local: e.local_address,
                 remote: e.remote_address,
                 inode: e.inode,
             }),
-            TcpState::Listen => {
-                out.listening.insert(e.local_address.port());
-            }
-            _ => {}
         }
     }
     Ok(out)
@@ -90,10 +92,45 @@ fn loopback(ip: IpAddr) -> bool {
     ip.to_canonical().is_loopback()
 }
 
+/// Which connections are this process's own: by socket inode while open, and by address
+/// pair for a while after (a closed socket lingers in TIME_WAIT with no inode).
+#[derive(Debug, Default)]
+pub struct Own {
+    inodes: HashSet<u64>,
+    /// Address pairs of our sockets, with the scan that last saw them open.
+    pairs: HashMap<(SocketAddr, SocketAddr), u64>,
+    scans: u64,
+}
+
+/// Scans an address pair of ours is remembered after its socket is gone (TIME_WAIT lasts
+/// 60 s; scans are at least 100 ms apart, so this covers it at the default interval and
+/// errs towards "ours" at shorter ones).
+const OWN_PAIR_SCANS: u64 = 600;
+
+impl Own {
+    /// Update from this scan: `inodes` are the sockets this process holds now.
+    pub fn update(&mut self, scan: &Scan, inodes: HashSet<u64>) {
+        self.scans += 1;
+        for c in &scan.established {
+            if c.inode != 0 && inodes.contains(&c.inode) {
+                self.pairs.insert((c.local, c.remote), self.scans);
+            }
+        }
+        let now = self.scans;
+        self.pairs.retain(|_, seen| now - *seen <= OWN_PAIR_SCANS);
+        self.inodes = inodes;
+    }
+
+    fn contains(&self, c: &Conn) -> bool {
+        (c.inode != 0 && self.inodes.contains(&c.inode))
+            || self.pairs.contains_key(&(c.local, c.remote))
+    }
+}
+
 /// The app's connections around the proxy, out of one scan.
-pub fn bypassing<'a>(scan: &'a Scan, own: &'a HashSet<u64>) -> impl Iterator<Item = Conn> + 'a {
+pub fn bypassing<'a>(scan: &'a Scan, own: &'a Own) -> impl Iterator<Item = Conn> + 'a {
     scan.established.iter().copied().filter(move |c| {
-        !own.contains(&c.inode)
+        !own.contains(c)
             && !loopback(c.remote.ip())
             && !loopback(c.local.ip())
             && !scan.listening.contains(&c.local.port())
@@ -127,7 +164,9 @@ impl Bypass {
     /// Count the new bypassing connections of one scan.
     pub fn record(&self, conns: impl Iterator<Item = Conn>, names: Option<&Names>, now_ms: i64) {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let current: HashSet<Conn> = conns.collect();
+        // A connection is the same one through its states: its inode changes (to 0 in
+        // TIME_WAIT), its address pair does not.
+        let current: HashSet<Conn> = conns.map(|c| Conn { inode: 0, ..c }).collect();
         for c in current
             .difference(&inner.previous)
             .copied()
@@ -200,6 +239,7 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     let mut warned = false;
+    let mut own = Own::default();
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
@@ -207,7 +247,8 @@ pub async fn run(
         }
         let found = tokio::task::spawn_blocking(|| scan().map(|s| (s, own_sockets()))).await;
         match found {
-            Ok(Ok((scan, own))) => {
+            Ok(Ok((scan, inodes))) => {
+                own.update(&scan, inodes);
                 let now = whouses_wire::Timestamp::now().as_millis();
                 bypass.record(bypassing(&scan, &own), names.as_deref(), now);
             }
@@ -244,9 +285,17 @@ mod tests {
             ],
             listening: [8080, 15001].into_iter().collect(),
         };
-        let own: HashSet<u64> = [2].into_iter().collect();
+        let mut own = Own::default();
+        own.update(&scan, [2].into_iter().collect());
         let got: Vec<u64> = bypassing(&scan, &own).map(|c| c.inode).collect();
         assert_eq!(got, vec![1, 5]);
+        // Our connection, closed and lingering in TIME_WAIT without an inode: still ours.
+        let later = Scan {
+            established: vec![conn("198.18.0.1:40001", "198.18.0.2:8080", 0)],
+            listening: scan.listening.clone(),
+        };
+        own.update(&later, HashSet::new());
+        assert_eq!(bypassing(&later, &own).count(), 0);
     }
 
     #[test]

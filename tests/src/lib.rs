@@ -8,6 +8,7 @@
 //! * [`upstream`] — small real HTTP upstreams that count what they answer.
 //! * [`certs`] — a throwaway CA and server certificates (the `openssl` command).
 //! * [`collector`] — starting a real `whouses-collector` and running the `whouses` CLI.
+//! * [`netns`] — test hosts in network namespaces the test creates (198.18.0.0/15).
 //! * [`reports`] — batches as a sidecar would send them, for tests of the collector.
 //!
 //! The binaries must be built first (`cargo build --workspace --bins`); the README's test
@@ -16,6 +17,7 @@
 pub mod bins;
 pub mod certs;
 pub mod collector;
+pub mod netns;
 pub mod reports;
 pub mod sidecar;
 pub mod upstream;
