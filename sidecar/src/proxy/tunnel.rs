@@ -1,64 +1,33 @@
-//! `CONNECT host:port`: dial the upstream first (so a closed port is a 502, not a tunnel
-//! that dies at once), answer 200, then copy bytes both ways, counted as they pass, until
-//! either side closes. TLS is never terminated.
+//! Byte tunnels: after `CONNECT` (the upstream dialed first, so a closed port is a 502,
+//! not a tunnel that dies at once) and after a `101 Switching Protocols` (WebSocket).
+//! Bytes are copied both ways, counted as they pass, until either side closes. TLS is
+//! never terminated.
 
 use std::sync::Arc;
 
-use http::{Request, Response};
-use hyper_util::rt::TokioIo;
-use tokio::sync::Semaphore;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
-use super::body::CountingIo;
-use super::connect::Dialer;
-use super::error::ProxyError;
-use super::target::Target;
-use super::track::Tracker;
+use super::body::{count, CountingIo, Direction};
 use crate::counters::EdgeStats;
 
-pub struct Tunnels {
-    pub dialer: Dialer,
-    /// Live tunnels, so shutdown can wait for them.
-    pub tracker: Tracker,
-    /// Shared with the accept loop: a tunnel keeps a connection slot after its HTTP
-    /// connection has handed over the socket.
-    pub slots: Arc<Semaphore>,
-}
-
-impl Tunnels {
-    pub async fn open<B>(
-        &self,
-        req: Request<B>,
-        target: &Target,
-        stats: Arc<EdgeStats>,
-    ) -> Result<Response<()>, ProxyError> {
-        let slot = self.slots.clone().try_acquire_owned().map_err(|_| {
-            ProxyError::Overloaded("too many open connections (--max-connections)".into())
-        })?;
-        let upstream = self.dialer.dial(&target.host, target.port).await?;
-        let on_upgrade = hyper::upgrade::on(req);
-        let guard = self.tracker.track();
-        let host = format!("{}:{}", target.host, target.port);
-        tokio::spawn(async move {
-            let _slot = slot;
-            let _guard = guard;
-            match on_upgrade.await {
-                Ok(upgraded) => {
-                    let mut client = TokioIo::new(upgraded);
-                    let mut upstream = CountingIo::new(upstream, stats);
-                    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                        Ok((sent, received)) => {
-                            tracing::debug!(host, sent, received, "Tunnel closed.")
-                        }
-                        Err(error) => {
-                            tracing::debug!(%error, host, "Tunnel ended with an error.")
-                        }
-                    }
-                }
-                Err(error) => {
-                    tracing::debug!(%error, host, "Client left before the tunnel opened.")
-                }
-            }
-        });
-        Ok(Response::new(()))
+/// Relay until both directions are done. `to_upstream` / `to_app`: bytes already read
+/// from one side (sent along with the request head, or after the 101 head) that belong to
+/// the tunnel. Returns the bytes relayed each way.
+pub async fn run(
+    app: &mut TcpStream,
+    upstream: TcpStream,
+    to_upstream: &[u8],
+    to_app: &[u8],
+    stats: Arc<EdgeStats>,
+) -> std::io::Result<(u64, u64)> {
+    let mut upstream = CountingIo::new(upstream, stats.clone());
+    if !to_upstream.is_empty() {
+        upstream.write_all(to_upstream).await?;
     }
+    if !to_app.is_empty() {
+        app.write_all(to_app).await?;
+        count(&stats, Direction::Received, to_app.len());
+    }
+    tokio::io::copy_bidirectional(app, &mut upstream).await
 }
