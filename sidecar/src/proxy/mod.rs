@@ -8,6 +8,7 @@
 //!   differs between the explicit, transparent and inbound modes).
 //! * [`head`] — request and response heads: parsing, smuggling checks, rewriting.
 //! * [`chunked`] — the chunked coding, read as it streams.
+//! * [`invariants`] — what must hold for any input: the fuzz target's body.
 //! * [`body`] — bodies relayed by their framing, counted as they stream.
 //! * [`conn`] — sockets with read buffers held only while bytes are in flight.
 //! * [`upstream`] — the idle pool of upstream connections between app connections.
@@ -20,6 +21,7 @@ pub mod conn;
 pub mod connect;
 pub mod error;
 pub mod head;
+pub mod invariants;
 pub mod relay;
 pub mod route;
 pub mod server;
