@@ -10,7 +10,9 @@
 # no assertions on speed; missing tools are skipped and named.
 #
 # Environment: BENCH_DURATION (seconds per closed-loop run, default 10), BENCH_THREADS
-# (worker threads for the sidecar and HAProxy's nbthread, default 1), BENCH_SKIP_OHA=1.
+# (worker threads for the sidecar and HAProxy's nbthread, default 1), BENCH_SKIP_OHA=1,
+# BENCH_SKIP_FLEET=1 (the proxy part only: builds only the sidecar). Each run's results are
+# also kept as target/bench/results-<UTC time>.md, with the machine's load at the start.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -54,7 +56,9 @@ PROFILE=release
 log "Building $PROFILE binaries"
 # The whole workspace's binaries, as the test command builds them (same features, so a
 # smoke run after the tests rebuilds nothing).
-if [ $PROFILE = release ]; then
+if [ "${BENCH_SKIP_FLEET:-0}" = 1 ] && [ $PROFILE = release ]; then
+  cargo build --release -q -p whouses-sidecar --bin whouses-sidecar || exit 1
+elif [ $PROFILE = release ]; then
   cargo build --release -q --workspace --bins || exit 1
 else
   cargo build -q --workspace --bins || exit 1
@@ -68,6 +72,7 @@ tree() { echo "$1"; pgrep -P "$1" 2>/dev/null; }
 cpu_ticks() { local t=0 p; for p in $(tree "$1"); do t=$(( t + $(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0) )); done; echo $t; }
 hwm_kib() { local m=0 p v; for p in $(tree "$1"); do v=$(awk '/VmHWM/{print $2}' "/proc/$p/status" 2>/dev/null); [ "${v:-0}" -gt $m ] && m=$v; done; echo $m; }
 TCK=$(getconf CLK_TCK)
+LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---- upstream: nginx, one worker, 100-byte body, keep-alive --------------------------
 UP=$(port)
@@ -248,6 +253,7 @@ added() { python3 -c "a,b='$1','$2'; print('%+.3f' % (float(a)-float(b)) if a no
   echo "## Proxy benchmark ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
   echo
   echo "wrk -t2 -c$CONNS -d${DUR}s (closed loop); oha -q 2000 --latency-correction -c 32 (fixed rate); worker threads: $THREADS; upstream nginx, 100-byte body."
+  echo "Load average at the start (1, 5, 15 min): $LOAD_AT_START; sidecar commit $(git rev-parse --short HEAD 2>/dev/null || echo ?)."
   [ $SMOKE = 1 ] && echo && echo "**Smoke run: debug build, tiny load — the numbers mean nothing.**"
   echo
   echo "| path | req/s | vs direct | vs HAProxy | p50 ms | p99 ms | fixed-rate added p50 / p90 / p99 ms | CPU ms per 1,000 req | vs HAProxy | RSS MiB @$CONNS | RSS MiB @$BIG |"
@@ -276,12 +282,15 @@ added() { python3 -c "a,b='$1','$2'; print('%+.3f' % (float(a)-float(b)) if a no
   fi
   for t in haproxy squid tinyproxy oha; do have $t || echo "(skipped: $t not installed)"; done
   echo
-  echo "## Collector fleet benchmark"
-  echo
-  if [ $SMOKE = 1 ]; then
+  if [ "${BENCH_SKIP_FLEET:-0}" = 1 ]; then
+    echo "(collector fleet benchmark skipped: BENCH_SKIP_FLEET=1)"
+  elif [ $SMOKE = 1 ]; then
+    echo "## Collector fleet benchmark"; echo
     "$BIN/whouses-fleet" --smoke --dir "$OUT/fleet" 2>/dev/null
   else
+    echo "## Collector fleet benchmark"; echo
     "$BIN/whouses-fleet" --dir "$OUT/fleet" ${FLEET_ARGS:-} 2>/dev/null
   fi
 } > "$RESULTS"
+cp "$RESULTS" "$OUT/results-$(date -u +%Y%m%dT%H%M%SZ).md"
 cat "$RESULTS"

@@ -293,16 +293,15 @@ impl Session<'_> {
         route: &Route,
         stats: &EdgeStats,
     ) -> Result<(Upstream, bool), ProxyError> {
-        let key = match &route.dial {
-            Dial::Name => PoolKey::Name(route.target.host.clone(), route.target.port),
-            Dial::Addr(a) => PoolKey::Addr(*a),
-        };
+        // The connection this app connection already holds, when it goes the same way
+        // (compared without building a key: this is every request's path).
         if let Some(up) = self.upstream.take() {
-            if up.key == key {
+            if up.key.is(route) {
                 return Ok((up, true));
             }
             self.relay.pool.put(up.key, up.conn.stream);
         }
+        let key = PoolKey::of(route);
         if let Some(stream) = self.relay.pool.take(&key) {
             return Ok((
                 Upstream {

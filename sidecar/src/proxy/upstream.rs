@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
+use super::route::{Dial, Route};
+
 /// Idle upstream connections kept per upstream.
 const MAX_IDLE_PER_TARGET: usize = 64;
 /// Idle upstream connections kept in all.
@@ -26,6 +28,24 @@ const MAX_IDLE: usize = 1024;
 pub enum PoolKey {
     Name(String, u16),
     Addr(SocketAddr),
+}
+
+impl PoolKey {
+    pub fn of(route: &Route) -> PoolKey {
+        match route.dial {
+            Dial::Name => PoolKey::Name(route.target.host.clone(), route.target.port),
+            Dial::Addr(a) => PoolKey::Addr(a),
+        }
+    }
+
+    /// Whether a connection to this key serves `route`.
+    pub fn is(&self, route: &Route) -> bool {
+        match (self, &route.dial) {
+            (PoolKey::Name(h, p), Dial::Name) => *p == route.target.port && *h == route.target.host,
+            (PoolKey::Addr(a), Dial::Addr(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 /// Idle upstream connections, shared by all app connections.
