@@ -149,6 +149,11 @@ pub struct Config {
     #[arg(long, env = "WHOUSES_FINAL_FLUSH_TIMEOUT", default_value = "10s")]
     pub final_flush_timeout: DurationArg,
 
+    /// Copy tunnel bytes (CONNECT, WebSocket) with splice(2) through a kernel pipe instead
+    /// of through the sidecar's memory. Off by default: see docs/benchmarks.md.
+    #[arg(long, env = "WHOUSES_TUNNEL_SPLICE")]
+    pub tunnel_splice: bool,
+
     /// HOST:PORT:ADDR — dial ADDR for HOST:PORT instead of resolving HOST (like curl's
     /// --resolve). The count still keys on HOST. Repeatable.
     #[arg(long, env = "WHOUSES_RESOLVE", value_delimiter = ',')]

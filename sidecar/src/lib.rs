@@ -72,6 +72,7 @@ pub async fn run(
         pool,
         max_header_bytes: config.max_header_bytes as usize,
         header_read_timeout: config.header_read_timeout.0,
+        tunnel_splice: config.tunnel_splice,
     });
 
     let admin_state = Arc::new(admin::AdminState {

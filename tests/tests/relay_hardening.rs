@@ -176,3 +176,32 @@ fn ensure_websockets() {
         assert!(ok, "pip install websockets failed; install it to run this test");
     }
 }
+
+/// `--tunnel-splice`: a CONNECT tunnel copied by the kernel is byte-identical and counted
+/// like the user-space copy.
+#[test]
+fn tunnels_copied_with_splice_are_byte_identical_and_counted() {
+    let up = Upstream::start("127.0.0.1");
+    for splice in [false, true] {
+        let mut b = Sidecar::builder("splice").resolve("tunnel.internal", 8080, up.addr());
+        if splice {
+            b = b.arg("--tunnel-splice");
+        }
+        let s = b.spawn();
+        let out = Command::new("curl")
+            .args(["-sS", "--noproxy", "", "--proxytunnel", "-x", &s.proxy_url()])
+            .arg("http://tunnel.internal:8080/bytes/3000000")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.stdout.len(), 3_000_000, "splice: {splice}");
+        assert!(out.stdout.iter().all(|&b| b == b'x'));
+        wait::until("the tunnel counted", secs(10), || {
+            let e = s.edge("tunnel.internal", 8080, "tcp")?;
+            (e["connections"] == 1
+                && e["bytes_received"].as_u64()? > 3_000_000
+                && e["bytes_sent"].as_u64()? > 50)
+                .then_some(())
+        });
+    }
+}

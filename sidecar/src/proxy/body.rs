@@ -196,6 +196,10 @@ impl<T> CountingIo<T> {
     pub fn new(inner: T, stats: Arc<EdgeStats>) -> Self {
         CountingIo { inner, stats }
     }
+
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
 }
 
 impl<T: AsyncRead> AsyncRead for CountingIo<T> {

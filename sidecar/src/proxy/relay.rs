@@ -49,6 +49,8 @@ pub struct Relay {
     pub pool: Arc<Pool>,
     pub max_header_bytes: usize,
     pub header_read_timeout: Duration,
+    /// Tunnels copy with `splice(2)` instead of through user space.
+    pub tunnel_splice: bool,
 }
 
 /// Relay one app connection until it closes, fails, or the sidecar drains (`stop`): an
@@ -275,7 +277,7 @@ impl Session<'_> {
         }
         let early = std::mem::take(&mut self.app.buf);
         let t = &req.route.target;
-        match tunnel::run(&mut self.app.stream, upstream, &early, &[], stats).await {
+        match tunnel::run(&mut self.app.stream, upstream, &early, &[], stats, self.relay.tunnel_splice).await {
             Ok((sent, received)) => {
                 tracing::debug!(host = %t.host, port = t.port, sent, received, "Tunnel closed.")
             }
@@ -418,7 +420,7 @@ impl Session<'_> {
             let late = std::mem::take(&mut up.conn.buf);
             let stats = self.stats_for(&req.route.target);
             if let Err(error) =
-                tunnel::run(&mut self.app.stream, up.conn.stream, &early, &late, stats).await
+                tunnel::run(&mut self.app.stream, up.conn.stream, &early, &late, stats, self.relay.tunnel_splice).await
             {
                 tracing::debug!(%error, "Upgraded connection ended with an error.");
             }
