@@ -217,7 +217,9 @@ fn corpus() -> Vec<Case> {
         name: "close-delimited",
         request: "GET http://{H}/case/close-delimited HTTP/1.1\r\nHost: {H}\r\n\r\n".into(),
         after_continue: None,
-        responses: vec![b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end\n".to_vec()],
+        responses: vec![
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end\n".to_vec(),
+        ],
         close_after: true,
         expect_responses: 1,
         head: false,
@@ -299,7 +301,8 @@ fn parse(buf: &[u8], is_response: bool, response_to_head: bool, eof: bool) -> Pa
         msg.framing = "none".into();
         return Parsed::Done(msg, end + 4);
     }
-    let chunked = get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let chunked =
+        get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
     if chunked {
         msg.framing = "chunked".into();
         let mut at = 0;
@@ -325,7 +328,8 @@ fn parse(buf: &[u8], is_response: bool, response_to_head: bool, eof: bool) -> Pa
                         return Parsed::Done(msg, end + 4 + at);
                     }
                     if let Some((n, v)) = line.split_once(':') {
-                        msg.trailers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+                        msg.trailers
+                            .push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
                     }
                 }
             }
@@ -362,9 +366,9 @@ fn parse(buf: &[u8], is_response: bool, response_to_head: bool, eof: bool) -> Pa
 fn render_body(b: &[u8]) -> String {
     if b.len() > 256 {
         // Large bodies: length and a checksum (FNV-1a).
-        let h = b
-            .iter()
-            .fold(0xcbf29ce484222325u64, |h, &x| (h ^ x as u64).wrapping_mul(0x100000001b3));
+        let h = b.iter().fold(0xcbf29ce484222325u64, |h, &x| {
+            (h ^ x as u64).wrapping_mul(0x100000001b3)
+        });
         return format!("{} bytes, fnv1a {h:016x}", b.len());
     }
     let mut s = String::new();
@@ -412,7 +416,11 @@ fn render_stream(mut buf: &[u8], is_response: bool, head: bool, host: &str) -> S
                 buf = &buf[used..];
             }
             Parsed::Partial => {
-                let _ = writeln!(out, "[incomplete: {}]", render_body(buf).replace(host, "{H}"));
+                let _ = writeln!(
+                    out,
+                    "[incomplete: {}]",
+                    render_body(buf).replace(host, "{H}")
+                );
                 break;
             }
             Parsed::Bad(why) => {
@@ -433,19 +441,24 @@ fn render_stream(mut buf: &[u8], is_response: bool, head: bool, host: &str) -> S
 
 // ---- the scripted upstream -----------------------------------------------------------
 
+/// The raw bytes of one upstream connection.
+type ConnLog = Arc<Mutex<Vec<u8>>>;
+/// Each case's name, its responses, and whether to close after the last.
+type Answers = Arc<Vec<(&'static str, Vec<Vec<u8>>, bool)>>;
+
 /// Answers each request whose path starts `/case/NAME` with that case's next response;
 /// records the raw bytes of every connection.
 struct Script {
     addr: SocketAddr,
     /// Raw bytes received, one entry per connection, since the last `take`.
-    received: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>,
+    received: Arc<Mutex<Vec<ConnLog>>>,
 }
 
 fn start_upstream(cases: &[Case]) -> Script {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let received: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>> = Arc::default();
-    let answers: Arc<Vec<(&'static str, Vec<Vec<u8>>, bool)>> = Arc::new(
+    let received: Arc<Mutex<Vec<ConnLog>>> = Arc::default();
+    let answers: Answers = Arc::new(
         cases
             .iter()
             .map(|c| (c.name, c.responses.clone(), c.close_after))
@@ -468,18 +481,23 @@ fn start_upstream(cases: &[Case]) -> Script {
                     while let Parsed::Done(m, used) = parse(&buf, false, false, false) {
                         buf.drain(..used);
                         let path = m.start.split(' ').nth(1).unwrap_or("").to_string();
-                        let Some((name, responses, close)) = answers
-                            .iter()
-                            .find(|(n, _, _)| {
-                                path.strip_prefix("/case/")
-                                    .is_some_and(|p| p == *n || p.starts_with(&format!("{n}/")) || p.starts_with(&format!("{n}?")))
+                        let Some((name, responses, close)) = answers.iter().find(|(n, _, _)| {
+                            path.strip_prefix("/case/").is_some_and(|p| {
+                                p == *n
+                                    || p.starts_with(&format!("{n}/"))
+                                    || p.starts_with(&format!("{n}?"))
                             })
-                        else {
-                            let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                        }) else {
+                            let _ = conn
+                                .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
                             continue;
                         };
                         let i = served.entry(name).or_default();
-                        let resp = responses.get(*i).or(responses.last()).cloned().unwrap_or_default();
+                        let resp = responses
+                            .get(*i)
+                            .or(responses.last())
+                            .cloned()
+                            .unwrap_or_default();
                         *i += 1;
                         let _ = conn.write_all(&resp);
                         if *close && *i >= responses.len() {
@@ -519,8 +537,10 @@ impl Script {
 
 fn run_client(proxy: SocketAddr, c: &Case, host: &str) -> Vec<u8> {
     let mut s = TcpStream::connect(proxy).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    s.write_all(c.request.replace("{H}", host).as_bytes()).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    s.write_all(c.request.replace("{H}", host).as_bytes())
+        .unwrap();
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut continued = c.after_continue.is_none();
@@ -528,7 +548,8 @@ fn run_client(proxy: SocketAddr, c: &Case, host: &str) -> Vec<u8> {
     loop {
         if !continued && find(&got, b"\r\n\r\n").is_some() {
             // The interim response arrived: send the body.
-            s.write_all(c.after_continue.unwrap_or("").as_bytes()).unwrap();
+            s.write_all(c.after_continue.unwrap_or("").as_bytes())
+                .unwrap();
             continued = true;
         }
         let eof = match s.read(&mut chunk) {
@@ -596,7 +617,11 @@ fn the_relay_matches_the_recorded_behaviour_of_every_corpus_case() {
                 let _ = writeln!(
                     out,
                     "requests {} errors {} connections {} bytes_sent {} bytes_received {}",
-                    e["requests"], e["errors"], e["connections"], e["bytes_sent"], e["bytes_received"]
+                    e["requests"],
+                    e["errors"],
+                    e["connections"],
+                    e["bytes_sent"],
+                    e["bytes_received"]
                 );
             }
             None => out.push_str("nothing\n"),

@@ -40,16 +40,30 @@ fn host_is_rewritten_to_the_counted_authority_and_userinfo_never_forwarded() {
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     let seen = r.to_lowercase();
     assert!(seen.contains("\nhost: billing.internal\n"), "{r}");
-    assert!(!seen.contains("payroll"), "the client's Host was forwarded: {r}");
-    assert!(!seen.contains("admin") && !seen.contains("secret"), "userinfo leaked: {r}");
+    assert!(
+        !seen.contains("payroll"),
+        "the client's Host was forwarded: {r}"
+    );
+    assert!(
+        !seen.contains("admin") && !seen.contains("secret"),
+        "userinfo leaked: {r}"
+    );
     assert_eq!(s.count("billing.internal", 80, "http", "requests"), 1);
 
     // A port in the authority stays in Host; no Host at all gets one.
     let r = raw(
         s.proxy,
-        format!("GET http://{}/headers HTTP/1.1\r\nConnection: close\r\n\r\n", up.addr()).as_bytes(),
+        format!(
+            "GET http://{}/headers HTTP/1.1\r\nConnection: close\r\n\r\n",
+            up.addr()
+        )
+        .as_bytes(),
     );
-    assert!(r.to_lowercase().contains(&format!("\nhost: {}\n", up.addr())), "{r}");
+    assert!(
+        r.to_lowercase()
+            .contains(&format!("\nhost: {}\n", up.addr())),
+        "{r}"
+    );
 }
 
 #[test]
@@ -139,7 +153,10 @@ fn websocket_through_the_proxy_is_counted_then_tunnelled() {
         ip = s.proxy.ip(),
         port = s.proxy.port()
     );
-    let out = Command::new("python3").args(["-c", &client]).output().unwrap();
+    let out = Command::new("python3")
+        .args(["-c", &client])
+        .output()
+        .unwrap();
     assert!(
         out.status.success() && String::from_utf8_lossy(&out.stdout).contains("done"),
         "stdout: {}\nstderr: {}",
@@ -173,7 +190,10 @@ fn ensure_websockets() {
             .args(["-m", "pip", "install", "-q", "websockets>=14"])
             .status()
             .is_ok_and(|s| s.success());
-        assert!(ok, "pip install websockets failed; install it to run this test");
+        assert!(
+            ok,
+            "pip install websockets failed; install it to run this test"
+        );
     }
 }
 
@@ -189,11 +209,22 @@ fn tunnels_copied_with_splice_are_byte_identical_and_counted() {
         }
         let s = b.spawn();
         let out = Command::new("curl")
-            .args(["-sS", "--noproxy", "", "--proxytunnel", "-x", &s.proxy_url()])
+            .args([
+                "-sS",
+                "--noproxy",
+                "",
+                "--proxytunnel",
+                "-x",
+                &s.proxy_url(),
+            ])
             .arg("http://tunnel.internal:8080/bytes/3000000")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(out.stdout.len(), 3_000_000, "splice: {splice}");
         assert!(out.stdout.iter().all(|&b| b == b'x'));
         wait::until("the tunnel counted", secs(10), || {

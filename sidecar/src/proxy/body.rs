@@ -110,7 +110,9 @@ impl Body {
                 s.data = input.len();
             }
             Kind::Length(left) => {
-                let n = usize::try_from(*left).unwrap_or(usize::MAX).min(input.len());
+                let n = usize::try_from(*left)
+                    .unwrap_or(usize::MAX)
+                    .min(input.len());
                 // n ≤ left.
                 *left -= n as u64;
                 s.consumed = n;

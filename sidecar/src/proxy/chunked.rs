@@ -23,7 +23,9 @@ pub enum ChunkError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Reading hex digits; `seen`: at least one.
-    Size { seen: bool },
+    Size {
+        seen: bool,
+    },
     /// After the size: extensions (or whitespace) up to CR.
     Ext,
     /// CR of the size line seen; LF expected.
@@ -84,7 +86,9 @@ impl Decoder {
     /// input or when done.
     pub fn step(&mut self, input: &[u8]) -> Result<Step, ChunkError> {
         if self.state == State::Data {
-            let n = usize::try_from(self.size).unwrap_or(usize::MAX).min(input.len());
+            let n = usize::try_from(self.size)
+                .unwrap_or(usize::MAX)
+                .min(input.len());
             // n ≤ size: no underflow.
             self.size -= n as u64;
             if self.size == 0 {
@@ -266,7 +270,11 @@ mod tests {
             b"-1\r\n",
             b"5\x00\r\n",
         ] {
-            assert!(decode_all([bad], 1024).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                decode_all([bad], 1024).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         assert_eq!(
             decode_all([&b"0\r\nX: 12345\r\n\r\n"[..]], 8),

@@ -75,7 +75,8 @@ pub async fn write_two(w: &mut TcpStream, mut a: &[u8], mut b: &[u8]) -> io::Res
         } else if b.is_empty() {
             w.write(a).await?
         } else {
-            w.write_vectored(&[IoSlice::new(a), IoSlice::new(b)]).await?
+            w.write_vectored(&[IoSlice::new(a), IoSlice::new(b)])
+                .await?
         };
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());

@@ -56,7 +56,10 @@ impl ProxyError {
     /// Whether this counts as an error on the target's key (a failed call), rather than
     /// a request that never named a usable target.
     pub fn is_upstream(&self) -> bool {
-        !matches!(self, ProxyError::BadRequest(_) | ProxyError::HeadTooLarge(_))
+        !matches!(
+            self,
+            ProxyError::BadRequest(_) | ProxyError::HeadTooLarge(_)
+        )
     }
 }
 

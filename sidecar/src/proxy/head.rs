@@ -127,7 +127,10 @@ fn has_token(headers: &[httparse::Header<'_>], name: &str, token: &str) -> bool 
 }
 
 /// `Content-Length`: every value (repeated fields, comma lists) the same decimal number.
-fn content_length(headers: &[httparse::Header<'_>], what: &'static str) -> Result<Option<u64>, HeadError> {
+fn content_length(
+    headers: &[httparse::Header<'_>],
+    what: &'static str,
+) -> Result<Option<u64>, HeadError> {
     let mut found: Option<u64> = None;
     for t in tokens(headers, "content-length") {
         if t.is_empty() || t.len() > 19 || !t.iter().all(u8::is_ascii_digit) {
@@ -138,7 +141,9 @@ fn content_length(headers: &[httparse::Header<'_>], what: &'static str) -> Resul
         }
         let n = t
             .iter()
-            .try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+            .try_fold(0u64, |n, d| {
+                n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+            })
             .ok_or_else(|| malformed(what, "Content-Length out of range"))?;
         match found {
             Some(m) if m != n => {
@@ -148,14 +153,21 @@ fn content_length(headers: &[httparse::Header<'_>], what: &'static str) -> Resul
         }
     }
     // A field present with only empty values.
-    if found.is_none() && headers.iter().any(|h| h.name.eq_ignore_ascii_case("content-length")) {
+    if found.is_none()
+        && headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("content-length"))
+    {
         return Err(malformed(what, "empty Content-Length"));
     }
     Ok(found)
 }
 
 /// `Transfer-Encoding` ends in `chunked` (exactly once), or is absent.
-fn chunked(headers: &[httparse::Header<'_>], what: &'static str) -> Result<Option<bool>, HeadError> {
+fn chunked(
+    headers: &[httparse::Header<'_>],
+    what: &'static str,
+) -> Result<Option<bool>, HeadError> {
     if !headers
         .iter()
         .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
@@ -209,12 +221,10 @@ pub fn parse_request(buf: &[u8], max: usize) -> Result<Option<RequestHead<'_>>, 
     let cl = content_length(&headers, WHAT)?;
     let te = chunked(&headers, WHAT)?;
     let framing = match (te, cl) {
-        (Some(_), Some(_)) => {
-            return Err(malformed(
-                WHAT,
-                "both Content-Length and Transfer-Encoding (the upstream could read it another way)",
-            ))
-        }
+        (Some(_), Some(_)) => return Err(malformed(
+            WHAT,
+            "both Content-Length and Transfer-Encoding (the upstream could read it another way)",
+        )),
         (Some(true), None) => Framing::Chunked,
         (Some(false), None) => {
             return Err(malformed(WHAT, "Transfer-Encoding without chunked"));
@@ -229,10 +239,13 @@ pub fn parse_request(buf: &[u8], max: usize) -> Result<Option<RequestHead<'_>>, 
     };
     let expect_continue = minor == 1
         && headers.iter().any(|h| {
-            h.name.eq_ignore_ascii_case("expect") && trim(h.value).eq_ignore_ascii_case(b"100-continue")
+            h.name.eq_ignore_ascii_case("expect")
+                && trim(h.value).eq_ignore_ascii_case(b"100-continue")
         });
     let upgrade = has_token(&headers, "connection", "upgrade")
-        && headers.iter().any(|h| h.name.eq_ignore_ascii_case("upgrade"));
+        && headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("upgrade"));
     Ok(Some(RequestHead {
         method,
         target,
@@ -456,7 +469,9 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(r.framing, Framing::Length(3));
-        assert!(req("GET http://a/ HTTP/1.1\r\nHost: a\r\n").unwrap().is_none());
+        assert!(req("GET http://a/ HTTP/1.1\r\nHost: a\r\n")
+            .unwrap()
+            .is_none());
     }
 
     #[test]
@@ -484,7 +499,10 @@ mod tests {
 
     #[test]
     fn the_limit_is_on_the_whole_head() {
-        let big = format!("GET http://a/ HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(100_000));
+        let big = format!(
+            "GET http://a/ HTTP/1.1\r\nX: {}\r\n\r\n",
+            "a".repeat(100_000)
+        );
         assert_eq!(
             parse_request(big.as_bytes(), 65536).unwrap_err(),
             HeadError::TooLarge { limit: 65536 }
@@ -540,18 +558,45 @@ mod tests {
     #[test]
     fn framing_of_responses() {
         let p = |s: &'static str, head| parse_response(s.as_bytes(), 65536, head).unwrap().unwrap();
-        assert_eq!(p("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", false).framing, Framing::Length(3));
-        assert_eq!(p("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", true).framing, Framing::None);
-        assert_eq!(p("HTTP/1.1 304 Not Modified\r\nContent-Length: 3\r\n\r\n", false).framing, Framing::None);
+        assert_eq!(
+            p("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", false).framing,
+            Framing::Length(3)
+        );
+        assert_eq!(
+            p("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", true).framing,
+            Framing::None
+        );
+        assert_eq!(
+            p(
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 3\r\n\r\n",
+                false
+            )
+            .framing,
+            Framing::None
+        );
         let r = p("HTTP/1.1 200 OK\r\n\r\n", false);
         assert_eq!((r.framing, r.keep_alive), (Framing::UntilClose, false));
-        let r = p("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n", false);
+        let r = p(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n",
+            false,
+        );
         assert_eq!(r.framing, Framing::Chunked);
-        let r = p("HTTP/1.1 503 Busy Now\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", false);
-        assert_eq!((r.code, r.status_line, r.keep_alive), (503, &b"503 Busy Now"[..], false));
+        let r = p(
+            "HTTP/1.1 503 Busy Now\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            false,
+        );
+        assert_eq!(
+            (r.code, r.status_line, r.keep_alive),
+            (503, &b"503 Busy Now"[..], false)
+        );
         let r = p("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false);
         assert!(!r.keep_alive);
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 65536, false).is_err());
+        assert!(parse_response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            65536,
+            false
+        )
+        .is_err());
     }
 
     #[test]
@@ -585,7 +630,10 @@ mod tests {
         write_error(&mut out, 502, "Bad Gateway", "connecting failed", true);
         let s = String::from_utf8(out).unwrap();
         let body = s.split("\r\n\r\n").nth(1).unwrap();
-        assert!(s.contains(&format!("content-length: {}\r\n", body.len())), "{s}");
+        assert!(
+            s.contains(&format!("content-length: {}\r\n", body.len())),
+            "{s}"
+        );
         assert!(s.starts_with("HTTP/1.1 502 Bad Gateway\r\n") && s.contains("connection: close"));
     }
 }

@@ -55,7 +55,12 @@ pub struct Relay {
 
 /// Relay one app connection until it closes, fails, or the sidecar drains (`stop`): an
 /// idle connection closes at once, a busy one after its current exchange.
-pub async fn serve(relay: Arc<Relay>, stream: TcpStream, peer: SocketAddr, mut stop: watch::Receiver<bool>) {
+pub async fn serve(
+    relay: Arc<Relay>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut session = Session {
         relay: &relay,
         app: Conn::new(stream),
@@ -272,12 +277,27 @@ impl Session<'_> {
             Err(e) => return self.fail(&e, Some(&stats), true).await,
         };
         stats.record_connection(now_ms());
-        if self.app.stream.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.is_err() {
+        if self
+            .app
+            .stream
+            .write_all(b"HTTP/1.1 200 OK\r\n\r\n")
+            .await
+            .is_err()
+        {
             return Next::Close;
         }
         let early = std::mem::take(&mut self.app.buf);
         let t = &req.route.target;
-        match tunnel::run(&mut self.app.stream, upstream, &early, &[], stats, self.relay.tunnel_splice).await {
+        match tunnel::run(
+            &mut self.app.stream,
+            upstream,
+            &early,
+            &[],
+            stats,
+            self.relay.tunnel_splice,
+        )
+        .await
+        {
             Ok((sent, received)) => {
                 tracing::debug!(host = %t.host, port = t.port, sent, received, "Tunnel closed.")
             }
@@ -346,8 +366,12 @@ impl Session<'_> {
                     return self.fail(&e, None, true).await;
                 }
             };
-            if let Err(e) =
-                write_two(&mut up.conn.stream, &self.scratch, &self.app.buf[..scan.consumed]).await
+            if let Err(e) = write_two(
+                &mut up.conn.stream,
+                &self.scratch,
+                &self.app.buf[..scan.consumed],
+            )
+            .await
             {
                 if reused && !retried {
                     retried = true;
@@ -362,10 +386,16 @@ impl Session<'_> {
 
             // 4c. The rest of the body, by its framing; the proxy answers
             //     `Expect: 100-continue` itself once the upstream has the head.
-            if req.expect_continue && !body.is_done() {
-                if self.app.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
-                    return Next::Close;
-                }
+            let continue_100 = req.expect_continue && !body.is_done();
+            if continue_100
+                && self
+                    .app
+                    .stream
+                    .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    .await
+                    .is_err()
+            {
+                return Next::Close;
             }
             if let Err(e) = body::relay(
                 &mut self.app,
@@ -419,8 +449,15 @@ impl Session<'_> {
             let early = std::mem::take(&mut self.app.buf);
             let late = std::mem::take(&mut up.conn.buf);
             let stats = self.stats_for(&req.route.target);
-            if let Err(error) =
-                tunnel::run(&mut self.app.stream, up.conn.stream, &early, &late, stats, self.relay.tunnel_splice).await
+            if let Err(error) = tunnel::run(
+                &mut self.app.stream,
+                up.conn.stream,
+                &early,
+                &late,
+                stats,
+                self.relay.tunnel_splice,
+            )
+            .await
             {
                 tracing::debug!(%error, "Upgraded connection ended with an error.");
             }
@@ -442,7 +479,10 @@ impl Session<'_> {
         } else {
             &up.conn.buf[..scan.consumed]
         };
-        if write_two(&mut self.app.stream, &self.scratch, start).await.is_err() {
+        if write_two(&mut self.app.stream, &self.scratch, start)
+            .await
+            .is_err()
+        {
             return Next::Close;
         }
         body::count(stats, Direction::Received, scan.data);
@@ -498,10 +538,8 @@ impl Session<'_> {
                         ));
                     }
                     let dechunk = h.framing == Framing::Chunked && req.minor == 0;
-                    let close_app = !req.keep_alive
-                        || draining
-                        || dechunk
-                        || h.framing == Framing::UntilClose;
+                    let close_app =
+                        !req.keep_alive || draining || dechunk || h.framing == Framing::UntilClose;
                     let connection = if close_app {
                         Some("close")
                     } else if req.minor == 0 {

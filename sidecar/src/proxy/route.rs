@@ -167,7 +167,11 @@ mod tests {
         let Action::Forward { path, host } = r.action else {
             panic!("not forwarded")
         };
-        (r.target, uri[path].to_string(), uri[host.unwrap()].to_string())
+        (
+            r.target,
+            uri[path].to_string(),
+            uri[host.unwrap()].to_string(),
+        )
     }
 
     #[test]
@@ -179,7 +183,10 @@ mod tests {
         );
         assert_eq!((path.as_str(), host.as_str()), ("/x?y", "Old-LB.Internal."));
         let (t, path, _) = forward_parts("HTTP://10.0.3.7:8080");
-        assert_eq!((t.host.as_str(), t.port, path.as_str()), ("10.0.3.7", 8080, ""));
+        assert_eq!(
+            (t.host.as_str(), t.port, path.as_str()),
+            ("10.0.3.7", 8080, "")
+        );
     }
 
     #[test]
@@ -192,16 +199,27 @@ mod tests {
     #[test]
     fn an_empty_port_is_the_default_port() {
         let (t, _, host) = forward_parts("http://example.com:/");
-        assert_eq!((t.host.as_str(), t.port, host.as_str()), ("example.com", 80, "example.com"));
+        assert_eq!(
+            (t.host.as_str(), t.port, host.as_str()),
+            ("example.com", 80, "example.com")
+        );
         let (t, _, host) = forward_parts("http://[::1]:/");
-        assert_eq!((t.host.as_str(), t.port, host.as_str()), ("::1", 80, "[::1]"));
+        assert_eq!(
+            (t.host.as_str(), t.port, host.as_str()),
+            ("::1", 80, "[::1]")
+        );
     }
 
     #[test]
     fn connect_keys_on_the_target() {
         let r = route("CONNECT", "api.example.com:443").unwrap();
         assert_eq!(
-            (r.target.host.as_str(), r.target.port, r.target.scheme, r.action),
+            (
+                r.target.host.as_str(),
+                r.target.port,
+                r.target.scheme,
+                r.action
+            ),
             ("api.example.com", 443, Scheme::Https, Action::Tunnel)
         );
         let r = route("CONNECT", "db.internal:5432").unwrap();
@@ -214,8 +232,14 @@ mod tests {
         let e = route("GET", "/index.html").unwrap_err();
         assert!(e.to_string().contains("forward proxy"), "{e}");
         assert_eq!(e.status().0, 400);
-        assert!(route("GET", "https://x/").unwrap_err().to_string().contains("CONNECT"));
-        assert!(route("GET", "ftp://x/").unwrap_err().to_string().contains("ftp"));
+        assert!(route("GET", "https://x/")
+            .unwrap_err()
+            .to_string()
+            .contains("CONNECT"));
+        assert!(route("GET", "ftp://x/")
+            .unwrap_err()
+            .to_string()
+            .contains("ftp"));
         assert!(route("OPTIONS", "*").is_err());
     }
 }
