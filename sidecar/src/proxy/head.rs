@@ -4,9 +4,17 @@
 //! slices, no I/O: fuzzed by `sidecar/fuzz` and property-tested.
 
 use std::fmt::Write as _;
+use std::mem::MaybeUninit;
 
 /// Header fields per head; more is a 431.
 pub const MAX_HEADERS: usize = 128;
+
+/// Room for a head's fields, on the caller's stack: nothing is allocated per head.
+pub type Storage<'b> = [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS];
+
+pub fn storage<'b>() -> Storage<'b> {
+    [MaybeUninit::uninit(); MAX_HEADERS]
+}
 
 /// How the body of a message is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +54,7 @@ pub struct RequestHead<'b> {
     pub target: &'b str,
     /// `1` for HTTP/1.1, `0` for HTTP/1.0.
     pub minor: u8,
-    pub headers: Vec<httparse::Header<'b>>,
+    pub headers: &'b [httparse::Header<'b>],
     /// Bytes of the head, including its final empty line.
     pub len: usize,
     pub framing: Framing,
@@ -79,7 +87,7 @@ pub struct ResponseHead<'b> {
     /// The status line after the version: `200 OK`.
     pub status_line: &'b [u8],
     pub minor: u8,
-    pub headers: Vec<httparse::Header<'b>>,
+    pub headers: &'b [httparse::Header<'b>],
     pub len: usize,
     pub framing: Framing,
     /// The upstream connection can carry another request after this response.
@@ -194,11 +202,14 @@ fn chunked(
 
 /// Parse a request head at the start of `buf`. `Ok(None)`: not complete yet (and within
 /// `max` bytes so far).
-pub fn parse_request(buf: &[u8], max: usize) -> Result<Option<RequestHead<'_>>, HeadError> {
+pub fn parse_request<'b>(
+    buf: &'b [u8],
+    max: usize,
+    storage: &'b mut Storage<'b>,
+) -> Result<Option<RequestHead<'b>>, HeadError> {
     const WHAT: &str = "request";
-    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut storage);
-    let len = match req.parse(buf) {
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, storage) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
             return if buf.len() > max {
@@ -217,9 +228,9 @@ pub fn parse_request(buf: &[u8], max: usize) -> Result<Option<RequestHead<'_>>, 
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(malformed(WHAT, "incomplete request line"));
     };
-    let headers: Vec<httparse::Header<'_>> = req.headers.to_vec();
-    let cl = content_length(&headers, WHAT)?;
-    let te = chunked(&headers, WHAT)?;
+    let headers: &[httparse::Header<'_>] = req.headers;
+    let cl = content_length(headers, WHAT)?;
+    let te = chunked(headers, WHAT)?;
     let framing = match (te, cl) {
         (Some(_), Some(_)) => return Err(malformed(
             WHAT,
@@ -233,16 +244,16 @@ pub fn parse_request(buf: &[u8], max: usize) -> Result<Option<RequestHead<'_>>, 
         (None, Some(n)) => Framing::Length(n),
     };
     let keep_alive = if minor == 1 {
-        !has_token(&headers, "connection", "close")
+        !has_token(headers, "connection", "close")
     } else {
-        has_token(&headers, "connection", "keep-alive")
+        has_token(headers, "connection", "keep-alive")
     };
     let expect_continue = minor == 1
         && headers.iter().any(|h| {
             h.name.eq_ignore_ascii_case("expect")
                 && trim(h.value).eq_ignore_ascii_case(b"100-continue")
         });
-    let upgrade = has_token(&headers, "connection", "upgrade")
+    let upgrade = has_token(headers, "connection", "upgrade")
         && headers
             .iter()
             .any(|h| h.name.eq_ignore_ascii_case("upgrade"));
@@ -261,15 +272,17 @@ pub fn parse_request(buf: &[u8], max: usize) -> Result<Option<RequestHead<'_>>, 
 
 /// Parse a response head at the start of `buf`, for a request whose method was HEAD
 /// (`head`) or not.
-pub fn parse_response(
-    buf: &[u8],
+pub fn parse_response<'b>(
+    buf: &'b [u8],
     max: usize,
     head: bool,
-) -> Result<Option<ResponseHead<'_>>, HeadError> {
+    storage: &'b mut Storage<'b>,
+) -> Result<Option<ResponseHead<'b>>, HeadError> {
     const WHAT: &str = "response";
-    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut storage);
-    let len = match resp.parse(buf) {
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, storage)
+    {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
             return if buf.len() > max {
@@ -285,18 +298,18 @@ pub fn parse_response(
     let (Some(code), Some(minor)) = (resp.code, resp.version) else {
         return Err(malformed(WHAT, "incomplete status line"));
     };
-    let headers: Vec<httparse::Header<'_>> = resp.headers.to_vec();
+    let headers: &[httparse::Header<'_>] = resp.headers;
     // The status line after "HTTP/1.x ": the code and reason as sent.
     let line_end = buf[..len].iter().position(|&b| b == b'\r').unwrap_or(len);
     let status_line = buf.get(9..line_end).unwrap_or(b"");
     let framing = if head || (100..200).contains(&code) || code == 204 || code == 304 {
         Framing::None
     } else {
-        match chunked(&headers, WHAT)? {
+        match chunked(headers, WHAT)? {
             Some(true) => Framing::Chunked,
             // Another coding last: the body ends with the connection (RFC 9112 §6.3).
             Some(false) => Framing::UntilClose,
-            None => match content_length(&headers, WHAT)? {
+            None => match content_length(headers, WHAT)? {
                 Some(0) => Framing::None,
                 Some(n) => Framing::Length(n),
                 None => Framing::UntilClose,
@@ -305,9 +318,9 @@ pub fn parse_response(
     };
     let keep_alive = framing != Framing::UntilClose
         && if minor == 1 {
-            !has_token(&headers, "connection", "close")
+            !has_token(headers, "connection", "close")
         } else {
-            has_token(&headers, "connection", "keep-alive")
+            has_token(headers, "connection", "keep-alive")
         };
     Ok(Some(ResponseHead {
         code,
@@ -362,7 +375,7 @@ pub struct RequestRewrite<'a> {
 /// order and spelling less the hop-by-hop ones, `Host` rewritten, `Expect` answered by the
 /// proxy itself, and for an upgrade `Upgrade` kept with `Connection: upgrade`.
 pub fn write_request(out: &mut Vec<u8>, req: &RequestHead<'_>, rw: &RequestRewrite<'_>) {
-    let connection: Vec<&[u8]> = tokens(&req.headers, "connection").collect();
+    let connection: Vec<&[u8]> = tokens(req.headers, "connection").collect();
     out.extend_from_slice(req.method.as_bytes());
     out.push(b' ');
     if rw.slash {
@@ -376,7 +389,7 @@ pub fn write_request(out: &mut Vec<u8>, req: &RequestHead<'_>, rw: &RequestRewri
         push_header(out, "Host", host.as_bytes());
         host_written = true;
     }
-    for h in &req.headers {
+    for h in req.headers {
         if is_hop_by_hop(h.name, &connection, req.upgrade)
             || h.name.eq_ignore_ascii_case("expect")
             || (host_written && h.name.eq_ignore_ascii_case("host"))
@@ -406,11 +419,11 @@ pub struct ResponseRewrite {
 /// Write the response head for the app: `HTTP/1.1` and the upstream's status, its fields
 /// less the hop-by-hop ones.
 pub fn write_response(out: &mut Vec<u8>, resp: &ResponseHead<'_>, rw: &ResponseRewrite) {
-    let connection: Vec<&[u8]> = tokens(&resp.headers, "connection").collect();
+    let connection: Vec<&[u8]> = tokens(resp.headers, "connection").collect();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(resp.status_line);
     out.extend_from_slice(b"\r\n");
-    for h in &resp.headers {
+    for h in resp.headers {
         if is_hop_by_hop(h.name, &connection, rw.upgrade)
             || (rw.dechunk && h.name.eq_ignore_ascii_case("transfer-encoding"))
         {
@@ -450,8 +463,8 @@ impl std::fmt::Write for Adapter<'_> {
 mod tests {
     use super::*;
 
-    fn req(s: &str) -> Result<Option<RequestHead<'_>>, HeadError> {
-        parse_request(s.as_bytes(), 65536)
+    fn req(s: &'static str) -> Result<Option<RequestHead<'static>>, HeadError> {
+        parse_request(s.as_bytes(), 65536, Box::leak(Box::new(storage())))
     }
 
     #[test]
@@ -504,11 +517,11 @@ mod tests {
             "a".repeat(100_000)
         );
         assert_eq!(
-            parse_request(big.as_bytes(), 65536).unwrap_err(),
+            parse_request(big.as_bytes(), 65536, &mut storage()).unwrap_err(),
             HeadError::TooLarge { limit: 65536 }
         );
         // Incomplete and already too large.
-        assert!(parse_request(&big.as_bytes()[..70_000], 65536).is_err());
+        assert!(parse_request(&big.as_bytes()[..70_000], 65536, &mut storage()).is_err());
     }
 
     #[test]
@@ -557,7 +570,11 @@ mod tests {
 
     #[test]
     fn framing_of_responses() {
-        let p = |s: &'static str, head| parse_response(s.as_bytes(), 65536, head).unwrap().unwrap();
+        let p = |s: &'static str, head| {
+            parse_response(s.as_bytes(), 65536, head, Box::leak(Box::new(storage())))
+                .unwrap()
+                .unwrap()
+        };
         assert_eq!(
             p("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", false).framing,
             Framing::Length(3)
@@ -594,7 +611,8 @@ mod tests {
         assert!(parse_response(
             b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
             65536,
-            false
+            false,
+            &mut storage()
         )
         .is_err());
     }
@@ -605,6 +623,7 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nConnection: X-A, close\r\nX-A: 1\r\nKeep-Alive: t\r\nTransfer-Encoding: chunked\r\nX-B: 2\r\n\r\n",
             65536,
             false,
+            Box::leak(Box::new(storage())),
         )
         .unwrap()
         .unwrap();

@@ -29,7 +29,8 @@ pub fn check(input: &[u8]) {
 }
 
 fn request(data: &[u8]) {
-    let Ok(Some(h)) = head::parse_request(data, MAX) else {
+    let mut storage = head::storage();
+    let Ok(Some(h)) = head::parse_request(data, MAX, &mut storage) else {
         return;
     };
     assert!(h.len <= data.len() && h.len <= MAX);
@@ -51,7 +52,8 @@ fn request(data: &[u8]) {
             host,
         },
     );
-    let again = match head::parse_request(&out, usize::MAX) {
+    let mut storage2 = head::storage();
+    let again = match head::parse_request(&out, usize::MAX, &mut storage2) {
         Ok(Some(again)) => again,
         other => panic!(
             "the forwarded head does not parse: {other:?}\n{}",
@@ -68,7 +70,7 @@ fn request(data: &[u8]) {
         .filter(|x| x.name.eq_ignore_ascii_case("host"))
         .count();
     assert_eq!(hosts, 1, "one Host");
-    for x in &again.headers {
+    for x in again.headers {
         let n = x.name.to_ascii_lowercase();
         assert!(
             !n.starts_with("proxy-") && n != "keep-alive" && n != "te" && n != "expect",
@@ -81,7 +83,8 @@ fn request(data: &[u8]) {
 }
 
 fn response(data: &[u8], head_request: bool) {
-    let Ok(Some(h)) = head::parse_response(data, MAX, head_request) else {
+    let mut storage = head::storage();
+    let Ok(Some(h)) = head::parse_response(data, MAX, head_request, &mut storage) else {
         return;
     };
     assert!(h.len <= data.len() && h.len <= MAX);
@@ -98,7 +101,8 @@ fn response(data: &[u8], head_request: bool) {
             upgrade: false,
         },
     );
-    let again = match head::parse_response(&out, usize::MAX, head_request) {
+    let mut storage2 = head::storage();
+    let again = match head::parse_response(&out, usize::MAX, head_request, &mut storage2) {
         Ok(Some(again)) => again,
         other => panic!(
             "the response head for the app does not parse: {other:?}\n{}",

@@ -216,7 +216,10 @@ impl Session<'_> {
 
     /// Parse the buffered head; route it and write the head to forward into `scratch`.
     fn parse_request(&mut self) -> Result<Option<Request>, ProxyError> {
-        let Some(head) = head::parse_request(&self.app.buf, self.relay.max_header_bytes)? else {
+        let mut storage = head::storage();
+        let Some(head) =
+            head::parse_request(&self.app.buf, self.relay.max_header_bytes, &mut storage)?
+        else {
             return Ok(None);
         };
         let route = self.relay.router.route(&head)?;
@@ -242,7 +245,6 @@ impl Session<'_> {
             route,
         };
         let len = head.len;
-        drop(head);
         self.app.consume(len);
         Ok(Some(req))
     }
@@ -527,46 +529,7 @@ impl Session<'_> {
     ) -> Result<Response, ResponseError> {
         loop {
             if !up.conn.buf.is_empty() {
-                let parsed = head::parse_response(&up.conn.buf, MAX_RESPONSE_HEAD, req.is_head)
-                    .map_err(|e| ResponseError::Failed(e.to_string()))?;
-                if let Some(h) = parsed {
-                    let informational = (100..200).contains(&h.code) && h.code != 101;
-                    let upgrade = h.code == 101;
-                    if upgrade && !req.upgrade {
-                        return Err(ResponseError::Failed(
-                            "101 Switching Protocols to a request that asked for no upgrade".into(),
-                        ));
-                    }
-                    let dechunk = h.framing == Framing::Chunked && req.minor == 0;
-                    let close_app =
-                        !req.keep_alive || draining || dechunk || h.framing == Framing::UntilClose;
-                    let connection = if close_app {
-                        Some("close")
-                    } else if req.minor == 0 {
-                        Some("keep-alive")
-                    } else {
-                        None
-                    };
-                    self.scratch.clear();
-                    head::write_response(
-                        &mut self.scratch,
-                        &h,
-                        &ResponseRewrite {
-                            dechunk,
-                            connection: if informational { None } else { connection },
-                            upgrade,
-                        },
-                    );
-                    let resp = Response {
-                        code: h.code,
-                        framing: h.framing,
-                        upstream_keep_alive: h.keep_alive,
-                        close_app,
-                        dechunk,
-                    };
-                    let len = h.len;
-                    drop(h);
-                    up.conn.consume(len);
+                if let Some((resp, informational)) = self.response_head(up, req, draining)? {
                     if !informational {
                         return Ok(resp);
                     }
@@ -595,6 +558,61 @@ impl Session<'_> {
                 Err(e) => return Err(failed(format!("reading the response failed: {e}"))),
             }
         }
+    }
+
+    /// Parse a buffered response head and write the app's version into `scratch`;
+    /// `true`: an informational (1xx, not 101) response, another head follows.
+    fn response_head(
+        &mut self,
+        up: &mut Upstream,
+        req: &Request,
+        draining: bool,
+    ) -> Result<Option<(Response, bool)>, ResponseError> {
+        let mut storage = head::storage();
+        let parsed =
+            head::parse_response(&up.conn.buf, MAX_RESPONSE_HEAD, req.is_head, &mut storage)
+                .map_err(|e| ResponseError::Failed(e.to_string()))?;
+        let Some(h) = parsed else {
+            return Ok(None);
+        };
+        let informational = (100..200).contains(&h.code) && h.code != 101;
+        let upgrade = h.code == 101;
+        if upgrade && !req.upgrade {
+            return Err(ResponseError::Failed(
+                "101 Switching Protocols to a request that asked for no upgrade".into(),
+            ));
+        }
+        let dechunk = h.framing == Framing::Chunked && req.minor == 0;
+        let close_app = !req.keep_alive || draining || dechunk || h.framing == Framing::UntilClose;
+        let connection = if informational {
+            None
+        } else if close_app {
+            Some("close")
+        } else if req.minor == 0 {
+            Some("keep-alive")
+        } else {
+            None
+        };
+        self.scratch.clear();
+        head::write_response(
+            &mut self.scratch,
+            &h,
+            &ResponseRewrite {
+                dechunk,
+                connection,
+                upgrade,
+            },
+        );
+        let resp = Response {
+            code: h.code,
+            framing: h.framing,
+            upstream_keep_alive: h.keep_alive,
+            close_app,
+            dechunk,
+        };
+        let len = h.len;
+        up.conn.consume(len);
+        Ok(Some((resp, informational)))
     }
 
     /// Answer with the error's status and reason (counting an upstream failure on the

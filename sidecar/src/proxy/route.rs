@@ -158,7 +158,10 @@ mod tests {
 
     fn route(method: &str, uri: &str) -> Result<Route, ProxyError> {
         let raw = format!("{method} {uri} HTTP/1.1\r\n\r\n");
-        let head = parse_request(raw.as_bytes(), 8192).unwrap().unwrap();
+        let mut storage = crate::proxy::head::storage();
+        let head = parse_request(raw.as_bytes(), 8192, &mut storage)
+            .unwrap()
+            .unwrap();
         ExplicitProxy.route(&head)
     }
 
