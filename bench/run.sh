@@ -99,6 +99,11 @@ SC=$(port); SCA=$(port)
 "$BIN/whouses-sidecar" --service bench --listen 127.0.0.1:$SC --admin-listen 127.0.0.1:$SCA \
   --threads "$THREADS" --max-connections 4096 >/dev/null 2>"$WORK/sidecar.log" & PIDS+=($!)
 PPID_[whouses-sidecar]=$!; PADDR[whouses-sidecar]=127.0.0.1:$SC; KIND[whouses-sidecar]=forward
+# The same sidecar with tunnels copied by splice(2), for the CONNECT runs only.
+SCS=$(port); SCSA=$(port)
+"$BIN/whouses-sidecar" --service bench --listen 127.0.0.1:$SCS --admin-listen 127.0.0.1:$SCSA \
+  --threads "$THREADS" --max-connections 4096 --tunnel-splice >/dev/null 2>"$WORK/sidecar-splice.log" & PIDS+=($!)
+PPID_[sidecar-splice]=$!; PADDR[sidecar-splice]=127.0.0.1:$SCS; KIND[sidecar-splice]=forward
 if have haproxy; then
   HP=$(port)
   cat > "$WORK/haproxy.cfg" <<CONF
@@ -203,7 +208,7 @@ run_oha() { # target kind url
 
 have wrk || { log "wrk is missing (apt install wrk)"; exit 1; }
 ORDER=(direct whouses-sidecar haproxy nginx squid tinyproxy)
-declare -A RPS P50 P99 CPU RSS RSS1K F50 F90 F99 CRPS C50 CF50 CF99
+declare -A RPS P50 P99 CPU RSS RSS1K F50 F90 F99 CRPS C50 CF50 CF99 CCPU
 for name in "${ORDER[@]}"; do
   if [ "$name" = direct ]; then target=""; kind=direct; pid=""; else
     [ -n "${PADDR[$name]:-}" ] || continue
@@ -232,13 +237,18 @@ done
 # HTTPS through CONNECT (oha sends CONNECT for an https:// target through -x).
 if have oha; then
   SURL=https://127.0.0.1:$UPS/index.html
-  for name in direct whouses-sidecar squid tinyproxy; do
+  for name in direct whouses-sidecar sidecar-splice squid tinyproxy; do
     if [ "$name" = direct ]; then kind=direct; target=""; else [ -n "${PADDR[$name]:-}" ] || continue; kind=forward; target=${PADDR[$name]}; fi
     log "CONNECT: $name"
     px=(); [ $kind = forward ] && px=(-x "http://$target")
+    cpid=""; [ $kind = forward ] && cpid=$(measured_pid "$name"); cbefore=$( [ -n "$cpid" ] && cpu_ticks "$cpid" || echo 0 )
     read -r crps c50 < <(oha -z "${DUR}s" -c 32 --no-tui --insecure --output-format json "${px[@]}" "$SURL" 2>/dev/null \
       | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.0f %.3f" % (d["summary"]["requestsPerSec"], d["latencyPercentiles"]["p50"]*1000))' 2>/dev/null || echo "- -")
     CRPS[$name]=$crps; C50[$name]=$c50
+    if [ -n "$cpid" ] && [ "$crps" != "-" ]; then
+      cafter=$(cpu_ticks "$cpid")
+      CCPU[$name]=$(python3 -c "print('%.3f' % ((($cafter-$cbefore)/$TCK)/($crps*$DUR/1000.0)*1000))")
+    fi
     log "CONNECT at 2,000 req/s: $name"
     read -r cf50 cf99 < <(oha -z "${DUR}s" -q 2000 --latency-correction -c 32 --no-tui --insecure --output-format json "${px[@]}" "$SURL" 2>/dev/null \
       | python3 -c 'import json,sys; d=json.load(sys.stdin); p=d["latencyPercentiles"]; print("%.3f %.3f" % (p["p50"]*1000, p["p99"]*1000))' 2>/dev/null || echo "- -")
@@ -267,15 +277,15 @@ added() { python3 -c "a,b='$1','$2'; print('%+.3f' % (float(a)-float(b)) if a no
     echo
     echo "HTTPS through CONNECT (ECDSA P-256 upstream; oha -c 32 closed loop, then oha -q 2000 --latency-correction -c 32):"
     echo
-    echo "| path | req/s | vs squid | closed-loop added p50 ms | fixed-rate added p50 / p99 ms |"
-    echo "|---|---:|---:|---:|---|"
-    for name in direct whouses-sidecar squid tinyproxy; do
+    echo "| path | req/s | vs squid | closed-loop added p50 ms | fixed-rate added p50 / p99 ms | CPU ms per 1,000 req |"
+    echo "|---|---:|---:|---:|---|---:|"
+    for name in direct whouses-sidecar sidecar-splice squid tinyproxy; do
       [ -n "${CRPS[$name]:-}" ] || continue
       if [ $name = direct ]; then a50=-; fr=-; else
         a50=$(added "${C50[$name]}" "${C50[direct]}")
         fr="$(added "${CF50[$name]:-}" "${CF50[direct]:-}") / $(added "${CF99[$name]:-}" "${CF99[direct]:-}")"
       fi
-      echo "| $name | ${CRPS[$name]} | $(ratio "${CRPS[$name]}" "${CRPS[squid]:-}") | $a50 | $fr |"
+      echo "| $name | ${CRPS[$name]} | $(ratio "${CRPS[$name]}" "${CRPS[squid]:-}") | $a50 | $fr | ${CCPU[$name]:--} |"
     done
   else
     echo; echo "(oha not installed: fixed-rate and CONNECT runs skipped)"
