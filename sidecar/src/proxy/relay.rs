@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use whouses_wire::Timestamp;
 
 use super::body::{self, Body, Direction};
-use super::conn::{write_two, Conn};
+use super::conn::{write_head, Conn};
 use super::connect::Dialer;
 use super::error::ProxyError;
 use super::head::{self, Framing, RequestRewrite, ResponseRewrite};
@@ -368,13 +368,16 @@ impl Session<'_> {
                     return self.fail(&e, None, true).await;
                 }
             };
-            if let Err(e) = write_two(
+            // `scratch` keeps the head alone, for a retry.
+            let head_len = self.scratch.len();
+            let sent = write_head(
                 &mut up.conn.stream,
-                &self.scratch,
+                &mut self.scratch,
                 &self.app.buf[..scan.consumed],
             )
-            .await
-            {
+            .await;
+            self.scratch.truncate(head_len);
+            if let Err(e) = sent {
                 if reused && !retried {
                     retried = true;
                     continue;
@@ -481,7 +484,7 @@ impl Session<'_> {
         } else {
             &up.conn.buf[..scan.consumed]
         };
-        if write_two(&mut self.app.stream, &self.scratch, start)
+        if write_head(&mut self.app.stream, &mut self.scratch, start)
             .await
             .is_err()
         {
