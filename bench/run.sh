@@ -99,11 +99,12 @@ SC=$(port); SCA=$(port)
 "$BIN/whouses-sidecar" --service bench --listen 127.0.0.1:$SC --admin-listen 127.0.0.1:$SCA \
   --threads "$THREADS" --max-connections 4096 >/dev/null 2>"$WORK/sidecar.log" & PIDS+=($!)
 PPID_[whouses-sidecar]=$!; PADDR[whouses-sidecar]=127.0.0.1:$SC; KIND[whouses-sidecar]=forward
-# The same sidecar with tunnels copied by splice(2), for the CONNECT runs only.
+# The same sidecar with tunnels copied through user space instead of splice(2), for the
+# CONNECT runs only.
 SCS=$(port); SCSA=$(port)
 "$BIN/whouses-sidecar" --service bench --listen 127.0.0.1:$SCS --admin-listen 127.0.0.1:$SCSA \
-  --threads "$THREADS" --max-connections 4096 --tunnel-splice >/dev/null 2>"$WORK/sidecar-splice.log" & PIDS+=($!)
-PPID_[sidecar-splice]=$!; PADDR[sidecar-splice]=127.0.0.1:$SCS; KIND[sidecar-splice]=forward
+  --threads "$THREADS" --max-connections 4096 --tunnel-splice false >/dev/null 2>"$WORK/sidecar-copy.log" & PIDS+=($!)
+PPID_[sidecar-copy]=$!; PADDR[sidecar-copy]=127.0.0.1:$SCS; KIND[sidecar-copy]=forward
 if have haproxy; then
   HP=$(port)
   cat > "$WORK/haproxy.cfg" <<CONF
@@ -237,7 +238,7 @@ done
 # HTTPS through CONNECT (oha sends CONNECT for an https:// target through -x).
 if have oha; then
   SURL=https://127.0.0.1:$UPS/index.html
-  for name in direct whouses-sidecar sidecar-splice squid tinyproxy; do
+  for name in direct whouses-sidecar sidecar-copy squid tinyproxy; do
     if [ "$name" = direct ]; then kind=direct; target=""; else [ -n "${PADDR[$name]:-}" ] || continue; kind=forward; target=${PADDR[$name]}; fi
     log "CONNECT: $name"
     px=(); [ $kind = forward ] && px=(-x "http://$target")
@@ -254,6 +255,22 @@ if have oha; then
       | python3 -c 'import json,sys; d=json.load(sys.stdin); p=d["latencyPercentiles"]; print("%.3f %.3f" % (p["p50"]*1000, p["p99"]*1000))' 2>/dev/null || echo "- -")
     CF50[$name]=$cf50; CF99[$name]=$cf99
   done
+fi
+
+# Bulk through CONNECT: 200 MB over a plain-HTTP tunnel (curl --proxytunnel), three times;
+# the proxy's CPU (splice(2) in the sidecar by default, user-space copy in sidecar-copy).
+declare -A BCPU BWALL
+if [ $SMOKE = 0 ]; then
+  head -c 200000000 /dev/zero > "$WORK/up/big.bin"
+  for name in whouses-sidecar sidecar-copy squid; do
+    [ -n "${PADDR[$name]:-}" ] || continue
+    log "bulk CONNECT: $name"
+    pid=$(measured_pid "$name"); b=$(cpu_ticks "$pid"); w0=$(date +%s.%N)
+    for _ in 1 2 3; do curl -s --noproxy "" --proxytunnel -x "http://${PADDR[$name]}" -o /dev/null "http://127.0.0.1:$UP/big.bin"; done
+    w1=$(date +%s.%N); a=$(cpu_ticks "$pid")
+    BCPU[$name]=$(python3 -c "print('%.0f' % ((($a-$b)/$TCK)*1000/3))"); BWALL[$name]=$(python3 -c "print('%.2f' % (($w1-$w0)/3))")
+  done
+  rm -f "$WORK/up/big.bin"
 fi
 
 # ---- table ---------------------------------------------------------------------------
@@ -279,7 +296,7 @@ added() { python3 -c "a,b='$1','$2'; print('%+.3f' % (float(a)-float(b)) if a no
     echo
     echo "| path | req/s | vs squid | closed-loop added p50 ms | fixed-rate added p50 / p99 ms | CPU ms per 1,000 req |"
     echo "|---|---:|---:|---:|---|---:|"
-    for name in direct whouses-sidecar sidecar-splice squid tinyproxy; do
+    for name in direct whouses-sidecar sidecar-copy squid tinyproxy; do
       [ -n "${CRPS[$name]:-}" ] || continue
       if [ $name = direct ]; then a50=-; fr=-; else
         a50=$(added "${C50[$name]}" "${C50[direct]}")
@@ -289,6 +306,16 @@ added() { python3 -c "a,b='$1','$2'; print('%+.3f' % (float(a)-float(b)) if a no
     done
   else
     echo; echo "(oha not installed: fixed-rate and CONNECT runs skipped)"
+  fi
+  if [ -n "${BCPU[*]:-}" ]; then
+    echo
+    echo "Bulk through CONNECT (200 MB over a plain-HTTP tunnel, curl --proxytunnel, mean of 3):"
+    echo
+    echo "| path | proxy CPU ms per 200 MB | wall s |"
+    echo "|---|---:|---:|"
+    for name in whouses-sidecar sidecar-copy squid; do
+      [ -n "${BCPU[$name]:-}" ] && echo "| $name | ${BCPU[$name]} | ${BWALL[$name]} |"
+    done
   fi
   for t in haproxy squid tinyproxy oha; do have $t || echo "(skipped: $t not installed)"; done
   echo

@@ -197,17 +197,16 @@ fn ensure_websockets() {
     }
 }
 
-/// `--tunnel-splice`: a CONNECT tunnel copied by the kernel is byte-identical and counted
-/// like the user-space copy.
+/// `--tunnel-splice` (the default) and `--tunnel-splice false`: a CONNECT tunnel copied by
+/// the kernel is byte-identical and counted like one copied through user space.
 #[test]
 fn tunnels_copied_with_splice_are_byte_identical_and_counted() {
     let up = Upstream::start("127.0.0.1");
     for splice in [false, true] {
-        let mut b = Sidecar::builder("splice").resolve("tunnel.internal", 8080, up.addr());
-        if splice {
-            b = b.arg("--tunnel-splice");
-        }
-        let s = b.spawn();
+        let s = Sidecar::builder("splice")
+            .resolve("tunnel.internal", 8080, up.addr())
+            .args(&["--tunnel-splice", if splice { "true" } else { "false" }])
+            .spawn();
         let out = Command::new("curl")
             .args([
                 "-sS",

@@ -3,12 +3,14 @@
 //! Bytes are copied both ways, counted as they pass, until either side closes. TLS is
 //! never terminated.
 //!
-//! Two ways to copy: through user space (`tokio::io::copy_bidirectional`, the default) or
-//! with `splice(2)` through a kernel pipe per direction (`--tunnel-splice`), where the
-//! bytes never reach user space; `docs/benchmarks.md` has the measurement that decided
-//! the default.
+//! Two ways to copy: with `splice(2)` through a kernel pipe per direction (the default),
+//! where the bytes never reach user space — half the CPU for bulk transfers, the same for
+//! small TLS exchanges (`docs/benchmarks.md`) — or through user space
+//! (`tokio::io::copy_bidirectional`) with `--tunnel-splice false`, and whenever the pipes
+//! cannot be had (the file-descriptor limit).
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use rustix::pipe::{PipeFlags, SpliceFlags};
@@ -41,14 +43,31 @@ pub async fn run(
         count(&stats, Direction::Received, to_app.len());
     }
     if splice {
-        let upstream = upstream.into_inner();
-        let (sent, received) = tokio::join!(
-            splice_one_way(app, &upstream, &stats, Direction::Sent),
-            splice_one_way(&upstream, app, &stats, Direction::Received),
-        );
-        return Ok((sent?, received?));
+        match (pipe(), pipe()) {
+            (Ok(up_pipe), Ok(down_pipe)) => {
+                let upstream = upstream.into_inner();
+                // The first error in either direction ends the tunnel (both sockets are
+                // dropped), as with the copy through user space.
+                return tokio::try_join!(
+                    splice_one_way(app, &upstream, up_pipe, &stats, Direction::Sent),
+                    splice_one_way(&upstream, app, down_pipe, &stats, Direction::Received),
+                );
+            }
+            (Err(error), _) | (_, Err(error)) => {
+                tracing::debug!(%error, "No pipe for splice(2); copying through user space.");
+            }
+        }
     }
     tokio::io::copy_bidirectional(app, &mut upstream).await
+}
+
+/// A pipe's read and write ends, non-blocking.
+type Pipe = (OwnedFd, OwnedFd);
+
+fn pipe() -> io::Result<Pipe> {
+    Ok(rustix::pipe::pipe_with(
+        PipeFlags::NONBLOCK | PipeFlags::CLOEXEC,
+    )?)
 }
 
 /// Move bytes from `src` to `dst` through a pipe until `src` closes, then close `dst`'s
@@ -56,10 +75,10 @@ pub async fn run(
 async fn splice_one_way(
     src: &TcpStream,
     dst: &TcpStream,
+    (pipe_out, pipe_in): Pipe,
     stats: &EdgeStats,
     dir: Direction,
 ) -> io::Result<u64> {
-    let (pipe_out, pipe_in) = rustix::pipe::pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?;
     let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
     let mut total: u64 = 0;
     loop {
