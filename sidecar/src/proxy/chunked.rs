@@ -114,6 +114,9 @@ impl Decoder {
         match self.state {
             State::Size { seen } => {
                 self.line += 1;
+                if self.line > MAX_LINE {
+                    return Err(ChunkError::LineTooLong);
+                }
                 if let Some(d) = hex(b) {
                     self.size = self
                         .size
@@ -280,6 +283,9 @@ mod tests {
             decode_all([&b"0\r\nX: 12345\r\n\r\n"[..]], 8),
             Err(ChunkError::TrailersTooLarge(8))
         );
+        // Leading zeros are allowed, but not without end.
+        let zeros = vec![b'0'; 5000];
+        assert_eq!(decode_all([&zeros[..]], 8), Err(ChunkError::LineTooLong));
     }
 
     #[test]
