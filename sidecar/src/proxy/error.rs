@@ -37,6 +37,7 @@ impl From<HeadError> for ProxyError {
             HeadError::TooLarge { limit } => ProxyError::HeadTooLarge(format!(
                 "the request head is larger than {limit} bytes (--max-header-bytes)"
             )),
+            HeadError::TooManyFields => ProxyError::HeadTooLarge(e.to_string()),
             HeadError::Malformed { .. } => ProxyError::BadRequest(e.to_string()),
         }
     }

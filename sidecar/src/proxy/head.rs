@@ -6,8 +6,12 @@
 use std::fmt::Write as _;
 use std::mem::MaybeUninit;
 
-/// Header fields per head; more is a 431.
-pub const MAX_HEADERS: usize = 128;
+/// Header fields per head (hyper's default too); more is a 431 (a 502 from an upstream).
+pub const MAX_FIELDS: usize = 100;
+
+/// Room for a head's fields: a few more than [`MAX_FIELDS`], so that a forwarded head
+/// (which may gain `Host` and `Connection`) always parses again.
+const MAX_HEADERS: usize = 128;
 
 /// Room for a head's fields, on the caller's stack: nothing is allocated per head.
 pub type Storage<'b> = [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS];
@@ -34,6 +38,9 @@ pub enum HeadError {
     /// Larger than the limit (431 for requests).
     #[error("the head is larger than {limit} bytes")]
     TooLarge { limit: usize },
+    /// More header fields than [`MAX_FIELDS`] (431 for requests).
+    #[error("the head has more than {MAX_FIELDS} header fields")]
+    TooManyFields,
     /// Not a valid HTTP/1 head, or one that could be read two ways (400).
     #[error("malformed {what}: {reason}")]
     Malformed { what: &'static str, reason: String },
@@ -247,11 +254,14 @@ pub fn parse_request<'b>(
                 Ok(None)
             };
         }
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge { limit: max }),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyFields),
         Err(e) => return Err(malformed(WHAT, e.to_string())),
     };
     if len > max {
         return Err(HeadError::TooLarge { limit: max });
+    }
+    if req.headers.len() > MAX_FIELDS {
+        return Err(HeadError::TooManyFields);
     }
     check_line_ends(&buf[..len], WHAT)?;
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
@@ -321,9 +331,12 @@ pub fn parse_response<'b>(
                 Ok(None)
             };
         }
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge { limit: max }),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyFields),
         Err(e) => return Err(malformed(WHAT, e.to_string())),
     };
+    if resp.headers.len() > MAX_FIELDS {
+        return Err(HeadError::TooManyFields);
+    }
     check_line_ends(&buf[..len], WHAT)?;
     let (Some(code), Some(minor)) = (resp.code, resp.version) else {
         return Err(malformed(WHAT, "incomplete status line"));
@@ -554,6 +567,23 @@ mod tests {
         );
         // Incomplete and already too large.
         assert!(parse_request(&big.as_bytes()[..70_000], 65536, &mut storage()).is_err());
+        // Field count: 100 pass, 101 do not.
+        let fields = |n: usize| {
+            let mut h = String::from("GET http://a/ HTTP/1.1\r\n");
+            for i in 0..n {
+                h.push_str(&format!("X-{i}: v\r\n"));
+            }
+            h + "\r\n"
+        };
+        assert!(parse_request(fields(100).as_bytes(), 65536, &mut storage()).is_ok());
+        assert_eq!(
+            parse_request(fields(101).as_bytes(), 65536, &mut storage()).unwrap_err(),
+            HeadError::TooManyFields
+        );
+        assert_eq!(
+            parse_request(fields(200).as_bytes(), 65536, &mut storage()).unwrap_err(),
+            HeadError::TooManyFields
+        );
     }
 
     #[test]
