@@ -235,3 +235,69 @@ fn tunnels_copied_with_splice_are_byte_identical_and_counted() {
         });
     }
 }
+
+/// An upstream that closes an idle keep-alive connection (its keep-alive timeout): the
+/// app connection's next request — a POST, whose body cannot be sent twice — goes on a
+/// new upstream connection instead of failing on the closed one.
+#[test]
+fn a_request_after_the_upstream_closed_its_idle_connection_gets_a_new_one() {
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    // Answers one request per connection (keep-alive in words), then closes after 100 ms.
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            count.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut got = Vec::new();
+                while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
+                std::thread::sleep(Duration::from_millis(100));
+            });
+        }
+    });
+    let s = Sidecar::builder("stale")
+        .resolve("keepalive.internal", 80, addr)
+        .spawn();
+    let mut app = TcpStream::connect(s.proxy).unwrap();
+    app.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut read_answer = |app: &mut TcpStream| {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&got).ends_with("\r\n\r\nok\n")
+            && !String::from_utf8_lossy(&got).contains("whouses-sidecar:")
+        {
+            match app.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&got).to_string()
+    };
+    app.write_all(b"GET http://keepalive.internal/ HTTP/1.1\r\nHost: keepalive.internal\r\n\r\n")
+        .unwrap();
+    let first = read_answer(&mut app);
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    // The upstream closes its side meanwhile.
+    std::thread::sleep(Duration::from_millis(400));
+    app.write_all(
+        b"POST http://keepalive.internal/ HTTP/1.1\r\nHost: keepalive.internal\r\nContent-Length: 5\r\n\r\nhello",
+    )
+    .unwrap();
+    let second = read_answer(&mut app);
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(s.count("keepalive.internal", 80, "http", "requests"), 2);
+    assert_eq!(s.count("keepalive.internal", 80, "http", "errors"), 0);
+}

@@ -35,7 +35,7 @@ use super::error::ProxyError;
 use super::head::{self, Framing, RequestRewrite, ResponseRewrite};
 use super::route::{Action, Dial, Route, Router, Target};
 use super::tunnel;
-use super::upstream::{Pool, PoolKey};
+use super::upstream::{is_usable, Pool, PoolKey};
 use crate::counters::{Counters, EdgeStats};
 
 /// Response heads from upstreams may be this large.
@@ -320,9 +320,10 @@ impl Session<'_> {
         // The connection this app connection already holds, when it goes the same way
         // (compared without building a key: this is every request's path).
         if let Some(up) = self.upstream.take() {
-            if up.key.is(route) {
+            if up.key.is(route) && is_usable(&up.conn.stream) {
                 return Ok((up, true));
             }
+            // Another upstream: pooled for another app connection (closed ones are not).
             self.relay.pool.put(up.key, up.conn.stream);
         }
         let key = PoolKey::of(route);

@@ -61,8 +61,8 @@ struct Idle {
 }
 
 /// Whether an idle connection is still open and quiet: the upstream neither closed it
-/// nor sent anything unasked.
-fn is_usable(s: &TcpStream) -> bool {
+/// nor sent anything unasked. No system call unless the socket became readable.
+pub fn is_usable(s: &TcpStream) -> bool {
     let mut probe = [0u8; 1];
     matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
