@@ -9,8 +9,11 @@ use std::mem::MaybeUninit;
 /// Header fields per head (hyper's default too); more is a 431 (a 502 from an upstream).
 pub const MAX_FIELDS: usize = 100;
 
-/// Room for a head's fields: a few more than [`MAX_FIELDS`], so that a forwarded head
-/// (which may gain `Host` and `Connection`) always parses again.
+/// Fields a forwarded request head may have beyond the received one (`Host`,
+/// `Connection: upgrade`).
+pub const ADDED_FIELDS: usize = 2;
+
+/// Room for a head's fields: more than [`MAX_FIELDS`] + [`ADDED_FIELDS`].
 const MAX_HEADERS: usize = 128;
 
 /// Room for a head's fields, on the caller's stack: nothing is allocated per head.
@@ -243,6 +246,16 @@ pub fn parse_request<'b>(
     max: usize,
     storage: &'b mut Storage<'b>,
 ) -> Result<Option<RequestHead<'b>>, HeadError> {
+    parse_request_with(buf, max, MAX_FIELDS, storage)
+}
+
+/// [`parse_request`] with another bound on the number of fields (at most 128).
+pub fn parse_request_with<'b>(
+    buf: &'b [u8],
+    max: usize,
+    max_fields: usize,
+    storage: &'b mut Storage<'b>,
+) -> Result<Option<RequestHead<'b>>, HeadError> {
     const WHAT: &str = "request";
     let mut req = httparse::Request::new(&mut []);
     let len = match req.parse_with_uninit_headers(buf, storage) {
@@ -260,7 +273,7 @@ pub fn parse_request<'b>(
     if len > max {
         return Err(HeadError::TooLarge { limit: max });
     }
-    if req.headers.len() > MAX_FIELDS {
+    if req.headers.len() > max_fields {
         return Err(HeadError::TooManyFields);
     }
     check_line_ends(&buf[..len], WHAT)?;
