@@ -272,7 +272,7 @@ fn a_request_after_the_upstream_closed_its_idle_connection_gets_a_new_one() {
         .spawn();
     let mut app = TcpStream::connect(s.proxy).unwrap();
     app.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut read_answer = |app: &mut TcpStream| {
+    let read_answer = |app: &mut TcpStream| {
         let mut got = Vec::new();
         let mut buf = [0u8; 1024];
         while !String::from_utf8_lossy(&got).ends_with("\r\n\r\nok\n")
