@@ -9,8 +9,8 @@ use std::mem::MaybeUninit;
 /// Header fields per head (hyper's default too); more is a 431 (a 502 from an upstream).
 pub const MAX_FIELDS: usize = 100;
 
-/// Fields a forwarded request head may have beyond the received one (`Host`,
-/// `Connection: upgrade`).
+/// Fields a forwarded head may have beyond the received one (`Host` and
+/// `Connection: upgrade` on a request, `Connection` on a response).
 pub const ADDED_FIELDS: usize = 2;
 
 /// Room for a head's fields: more than [`MAX_FIELDS`] + [`ADDED_FIELDS`].
@@ -331,6 +331,17 @@ pub fn parse_response<'b>(
     head: bool,
     storage: &'b mut Storage<'b>,
 ) -> Result<Option<ResponseHead<'b>>, HeadError> {
+    parse_response_with(buf, max, head, MAX_FIELDS, storage)
+}
+
+/// [`parse_response`] with another bound on the number of fields (at most 128).
+pub fn parse_response_with<'b>(
+    buf: &'b [u8],
+    max: usize,
+    head: bool,
+    max_fields: usize,
+    storage: &'b mut Storage<'b>,
+) -> Result<Option<ResponseHead<'b>>, HeadError> {
     const WHAT: &str = "response";
     let mut resp = httparse::Response::new(&mut []);
     let len = match httparse::ParserConfig::default()
@@ -347,7 +358,7 @@ pub fn parse_response<'b>(
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyFields),
         Err(e) => return Err(malformed(WHAT, e.to_string())),
     };
-    if resp.headers.len() > MAX_FIELDS {
+    if resp.headers.len() > max_fields {
         return Err(HeadError::TooManyFields);
     }
     check_line_ends(&buf[..len], WHAT)?;

@@ -108,7 +108,14 @@ fn response(data: &[u8], head_request: bool) {
         },
     );
     let mut storage2 = head::storage();
-    let again = match head::parse_response(&out, usize::MAX, head_request, &mut storage2) {
+    // The app's head may have a `Connection` more than the upstream's.
+    let again = match head::parse_response_with(
+        &out,
+        usize::MAX,
+        head_request,
+        head::MAX_FIELDS + head::ADDED_FIELDS,
+        &mut storage2,
+    ) {
         Ok(Some(again)) => again,
         other => panic!(
             "the response head for the app does not parse: {other:?}\n{}",
