@@ -16,6 +16,9 @@ export PATH=$PATH:$HOME/.cargo/bin
 for t in nginx haproxy wrk oha; do command -v $t >/dev/null || { echo "$t is missing (see bench/run.sh)"; exit 1; }; done
 cargo build --release -q -p whouses-sidecar --bin whouses-sidecar || exit 1
 WORK=$(mktemp -d /tmp/whouses-ab.XXXXXX)
+# nginx's workers run as nobody: the upstream's files must be readable by them (mktemp
+# makes the directory 0700, and every answer was a 403 page until this line).
+chmod 755 "$WORK"
 PIDS=()
 cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null; done; sleep 0.3; rm -rf "$WORK"; }
 trap cleanup EXIT

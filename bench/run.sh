@@ -27,6 +27,9 @@ BIG=1000
 if [ $SMOKE = 1 ]; then DUR=1; BIG=50; fi
 RESULTS=$OUT/results.md
 WORK=$(mktemp -d /tmp/whouses-bench.XXXXXX)
+# nginx's workers run as nobody: the upstream's files must be readable by them (mktemp
+# makes the directory 0700, and every answer was a 403 page until this line).
+chmod 755 "$WORK"
 PIDS=()
 cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null; done; sleep 0.3; for p in "${PIDS[@]:-}"; do kill -9 "$p" 2>/dev/null; done; rm -rf "$WORK"; }
 trap cleanup EXIT
