@@ -94,8 +94,8 @@ impl RequestHead<'_> {
 #[derive(Debug)]
 pub struct ResponseHead<'b> {
     pub code: u16,
-    /// The status line after the version: `200 OK`.
-    pub status_line: &'b [u8],
+    /// The reason phrase as sent (empty when absent, or not UTF-8).
+    pub reason: &'b str,
     pub minor: u8,
     pub headers: &'b [httparse::Header<'b>],
     pub len: usize,
@@ -365,10 +365,9 @@ pub fn parse_response_with<'b>(
     let (Some(code), Some(minor)) = (resp.code, resp.version) else {
         return Err(malformed(WHAT, "incomplete status line"));
     };
+    // Not sliced from the buffer: httparse skips empty lines before a status line.
+    let reason = resp.reason.unwrap_or("");
     let headers: &[httparse::Header<'_>] = resp.headers;
-    // The status line after "HTTP/1.x ": the code and reason as sent.
-    let line_end = buf[..len].iter().position(|&b| b == b'\r').unwrap_or(len);
-    let status_line = buf.get(9..line_end).unwrap_or(b"");
     let framing = if head || (100..200).contains(&code) || code == 204 || code == 304 {
         Framing::None
     } else {
@@ -392,7 +391,7 @@ pub fn parse_response_with<'b>(
         };
     Ok(Some(ResponseHead {
         code,
-        status_line,
+        reason,
         minor,
         headers,
         len,
@@ -489,8 +488,16 @@ pub struct ResponseRewrite {
 /// less the hop-by-hop ones.
 pub fn write_response(out: &mut Vec<u8>, resp: &ResponseHead<'_>, rw: &ResponseRewrite) {
     let connection = connection_named(resp.headers);
+    // The code is three digits (httparse checks), so 0–999.
+    let code = resp.code.min(999);
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(resp.status_line);
+    out.extend_from_slice(&[
+        b'0' + (code / 100) as u8,
+        b'0' + (code / 10 % 10) as u8,
+        b'0' + (code % 10) as u8,
+        b' ',
+    ]);
+    out.extend_from_slice(resp.reason.as_bytes());
     out.extend_from_slice(b"\r\n");
     for h in resp.headers {
         if is_hop_by_hop(h.name, &connection, rw.upgrade)
@@ -688,10 +695,20 @@ mod tests {
             "HTTP/1.1 503 Busy Now\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
             false,
         );
-        assert_eq!(
-            (r.code, r.status_line, r.keep_alive),
-            (503, &b"503 Busy Now"[..], false)
+        assert_eq!((r.code, r.reason, r.keep_alive), (503, "Busy Now", false));
+        // Empty lines before the status line are skipped; the status is rebuilt.
+        let r = p("\r\n\r\nHTTP/1.1 011 k\r\n\r\n", false);
+        let mut out = Vec::new();
+        write_response(
+            &mut out,
+            &r,
+            &ResponseRewrite {
+                dechunk: false,
+                connection: None,
+                upgrade: false,
+            },
         );
+        assert_eq!(out, b"HTTP/1.1 011 k\r\n\r\n");
         let r = p("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false);
         assert!(!r.keep_alive);
         assert!(parse_response(
