@@ -10,7 +10,9 @@
 # no assertions on speed; missing tools are skipped and named.
 #
 # Environment: BENCH_DURATION (seconds per closed-loop run, default 10), BENCH_THREADS
-# (worker threads for the sidecar and HAProxy's nbthread, default 1), BENCH_SKIP_OHA=1.
+# (worker threads for the sidecar and HAProxy's nbthread, default 1), BENCH_SKIP_OHA=1,
+# BENCH_SKIP_FLEET=1 (the proxy part only: builds only the sidecar). Each run's results are
+# also kept as target/bench/results-<UTC time>.md, with the machine's load at the start.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -25,6 +27,9 @@ BIG=1000
 if [ $SMOKE = 1 ]; then DUR=1; BIG=50; fi
 RESULTS=$OUT/results.md
 WORK=$(mktemp -d /tmp/whouses-bench.XXXXXX)
+# nginx's workers run as nobody: the upstream's files must be readable by them (mktemp
+# makes the directory 0700, and every answer was a 403 page until this line).
+chmod 755 "$WORK"
 PIDS=()
 cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null; done; sleep 0.3; for p in "${PIDS[@]:-}"; do kill -9 "$p" 2>/dev/null; done; rm -rf "$WORK"; }
 trap cleanup EXIT
@@ -54,7 +59,9 @@ PROFILE=release
 log "Building $PROFILE binaries"
 # The whole workspace's binaries, as the test command builds them (same features, so a
 # smoke run after the tests rebuilds nothing).
-if [ $PROFILE = release ]; then
+if [ "${BENCH_SKIP_FLEET:-0}" = 1 ] && [ $PROFILE = release ]; then
+  cargo build --release -q -p whouses-sidecar --bin whouses-sidecar || exit 1
+elif [ $PROFILE = release ]; then
   cargo build --release -q --workspace --bins || exit 1
 else
   cargo build -q --workspace --bins || exit 1
@@ -68,6 +75,7 @@ tree() { echo "$1"; pgrep -P "$1" 2>/dev/null; }
 cpu_ticks() { local t=0 p; for p in $(tree "$1"); do t=$(( t + $(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0) )); done; echo $t; }
 hwm_kib() { local m=0 p v; for p in $(tree "$1"); do v=$(awk '/VmHWM/{print $2}' "/proc/$p/status" 2>/dev/null); [ "${v:-0}" -gt $m ] && m=$v; done; echo $m; }
 TCK=$(getconf CLK_TCK)
+LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---- upstream: nginx, one worker, 100-byte body, keep-alive --------------------------
 UP=$(port)
@@ -94,6 +102,12 @@ SC=$(port); SCA=$(port)
 "$BIN/whouses-sidecar" --service bench --listen 127.0.0.1:$SC --admin-listen 127.0.0.1:$SCA \
   --threads "$THREADS" --max-connections 4096 >/dev/null 2>"$WORK/sidecar.log" & PIDS+=($!)
 PPID_[whouses-sidecar]=$!; PADDR[whouses-sidecar]=127.0.0.1:$SC; KIND[whouses-sidecar]=forward
+# The same sidecar with tunnels copied through user space instead of splice(2), for the
+# CONNECT runs only.
+SCS=$(port); SCSA=$(port)
+"$BIN/whouses-sidecar" --service bench --listen 127.0.0.1:$SCS --admin-listen 127.0.0.1:$SCSA \
+  --threads "$THREADS" --max-connections 4096 --tunnel-splice false >/dev/null 2>"$WORK/sidecar-copy.log" & PIDS+=($!)
+PPID_[sidecar-copy]=$!; PADDR[sidecar-copy]=127.0.0.1:$SCS; KIND[sidecar-copy]=forward
 if have haproxy; then
   HP=$(port)
   cat > "$WORK/haproxy.cfg" <<CONF
@@ -198,7 +212,7 @@ run_oha() { # target kind url
 
 have wrk || { log "wrk is missing (apt install wrk)"; exit 1; }
 ORDER=(direct whouses-sidecar haproxy nginx squid tinyproxy)
-declare -A RPS P50 P99 CPU RSS RSS1K F50 F90 F99 CRPS C50 CF50 CF99
+declare -A RPS P50 P99 CPU RSS RSS1K F50 F90 F99 CRPS C50 CF50 CF99 CCPU
 for name in "${ORDER[@]}"; do
   if [ "$name" = direct ]; then target=""; kind=direct; pid=""; else
     [ -n "${PADDR[$name]:-}" ] || continue
@@ -227,18 +241,39 @@ done
 # HTTPS through CONNECT (oha sends CONNECT for an https:// target through -x).
 if have oha; then
   SURL=https://127.0.0.1:$UPS/index.html
-  for name in direct whouses-sidecar squid tinyproxy; do
+  for name in direct whouses-sidecar sidecar-copy squid tinyproxy; do
     if [ "$name" = direct ]; then kind=direct; target=""; else [ -n "${PADDR[$name]:-}" ] || continue; kind=forward; target=${PADDR[$name]}; fi
     log "CONNECT: $name"
     px=(); [ $kind = forward ] && px=(-x "http://$target")
+    cpid=""; [ $kind = forward ] && cpid=$(measured_pid "$name"); cbefore=$( [ -n "$cpid" ] && cpu_ticks "$cpid" || echo 0 )
     read -r crps c50 < <(oha -z "${DUR}s" -c 32 --no-tui --insecure --output-format json "${px[@]}" "$SURL" 2>/dev/null \
       | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.0f %.3f" % (d["summary"]["requestsPerSec"], d["latencyPercentiles"]["p50"]*1000))' 2>/dev/null || echo "- -")
     CRPS[$name]=$crps; C50[$name]=$c50
+    if [ -n "$cpid" ] && [ "$crps" != "-" ]; then
+      cafter=$(cpu_ticks "$cpid")
+      CCPU[$name]=$(python3 -c "print('%.3f' % ((($cafter-$cbefore)/$TCK)/($crps*$DUR/1000.0)*1000))")
+    fi
     log "CONNECT at 2,000 req/s: $name"
     read -r cf50 cf99 < <(oha -z "${DUR}s" -q 2000 --latency-correction -c 32 --no-tui --insecure --output-format json "${px[@]}" "$SURL" 2>/dev/null \
       | python3 -c 'import json,sys; d=json.load(sys.stdin); p=d["latencyPercentiles"]; print("%.3f %.3f" % (p["p50"]*1000, p["p99"]*1000))' 2>/dev/null || echo "- -")
     CF50[$name]=$cf50; CF99[$name]=$cf99
   done
+fi
+
+# Bulk through CONNECT: 200 MB over a plain-HTTP tunnel (curl --proxytunnel), three times;
+# the proxy's CPU (splice(2) in the sidecar by default, user-space copy in sidecar-copy).
+declare -A BCPU BWALL
+if [ $SMOKE = 0 ]; then
+  head -c 200000000 /dev/zero > "$WORK/up/big.bin"
+  for name in whouses-sidecar sidecar-copy squid; do
+    [ -n "${PADDR[$name]:-}" ] || continue
+    log "bulk CONNECT: $name"
+    pid=$(measured_pid "$name"); b=$(cpu_ticks "$pid"); w0=$(date +%s.%N)
+    for _ in 1 2 3; do curl -s --noproxy "" --proxytunnel -x "http://${PADDR[$name]}" -o /dev/null "http://127.0.0.1:$UP/big.bin"; done
+    w1=$(date +%s.%N); a=$(cpu_ticks "$pid")
+    BCPU[$name]=$(python3 -c "print('%.0f' % ((($a-$b)/$TCK)*1000/3))"); BWALL[$name]=$(python3 -c "print('%.2f' % (($w1-$w0)/3))")
+  done
+  rm -f "$WORK/up/big.bin"
 fi
 
 # ---- table ---------------------------------------------------------------------------
@@ -248,6 +283,7 @@ added() { python3 -c "a,b='$1','$2'; print('%+.3f' % (float(a)-float(b)) if a no
   echo "## Proxy benchmark ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
   echo
   echo "wrk -t2 -c$CONNS -d${DUR}s (closed loop); oha -q 2000 --latency-correction -c 32 (fixed rate); worker threads: $THREADS; upstream nginx, 100-byte body."
+  echo "Load average at the start (1, 5, 15 min): $LOAD_AT_START; sidecar commit $(git rev-parse --short HEAD 2>/dev/null || echo ?)."
   [ $SMOKE = 1 ] && echo && echo "**Smoke run: debug build, tiny load — the numbers mean nothing.**"
   echo
   echo "| path | req/s | vs direct | vs HAProxy | p50 ms | p99 ms | fixed-rate added p50 / p90 / p99 ms | CPU ms per 1,000 req | vs HAProxy | RSS MiB @$CONNS | RSS MiB @$BIG |"
@@ -261,27 +297,40 @@ added() { python3 -c "a,b='$1','$2'; print('%+.3f' % (float(a)-float(b)) if a no
     echo
     echo "HTTPS through CONNECT (ECDSA P-256 upstream; oha -c 32 closed loop, then oha -q 2000 --latency-correction -c 32):"
     echo
-    echo "| path | req/s | vs squid | closed-loop added p50 ms | fixed-rate added p50 / p99 ms |"
-    echo "|---|---:|---:|---:|---|"
-    for name in direct whouses-sidecar squid tinyproxy; do
+    echo "| path | req/s | vs squid | closed-loop added p50 ms | fixed-rate added p50 / p99 ms | CPU ms per 1,000 req |"
+    echo "|---|---:|---:|---:|---|---:|"
+    for name in direct whouses-sidecar sidecar-copy squid tinyproxy; do
       [ -n "${CRPS[$name]:-}" ] || continue
       if [ $name = direct ]; then a50=-; fr=-; else
         a50=$(added "${C50[$name]}" "${C50[direct]}")
         fr="$(added "${CF50[$name]:-}" "${CF50[direct]:-}") / $(added "${CF99[$name]:-}" "${CF99[direct]:-}")"
       fi
-      echo "| $name | ${CRPS[$name]} | $(ratio "${CRPS[$name]}" "${CRPS[squid]:-}") | $a50 | $fr |"
+      echo "| $name | ${CRPS[$name]} | $(ratio "${CRPS[$name]}" "${CRPS[squid]:-}") | $a50 | $fr | ${CCPU[$name]:--} |"
     done
   else
     echo; echo "(oha not installed: fixed-rate and CONNECT runs skipped)"
   fi
+  if [ -n "${BCPU[*]:-}" ]; then
+    echo
+    echo "Bulk through CONNECT (200 MB over a plain-HTTP tunnel, curl --proxytunnel, mean of 3):"
+    echo
+    echo "| path | proxy CPU ms per 200 MB | wall s |"
+    echo "|---|---:|---:|"
+    for name in whouses-sidecar sidecar-copy squid; do
+      [ -n "${BCPU[$name]:-}" ] && echo "| $name | ${BCPU[$name]} | ${BWALL[$name]} |"
+    done
+  fi
   for t in haproxy squid tinyproxy oha; do have $t || echo "(skipped: $t not installed)"; done
   echo
-  echo "## Collector fleet benchmark"
-  echo
-  if [ $SMOKE = 1 ]; then
+  if [ "${BENCH_SKIP_FLEET:-0}" = 1 ]; then
+    echo "(collector fleet benchmark skipped: BENCH_SKIP_FLEET=1)"
+  elif [ $SMOKE = 1 ]; then
+    echo "## Collector fleet benchmark"; echo
     "$BIN/whouses-fleet" --smoke --dir "$OUT/fleet" 2>/dev/null
   else
+    echo "## Collector fleet benchmark"; echo
     "$BIN/whouses-fleet" --dir "$OUT/fleet" ${FLEET_ARGS:-} 2>/dev/null
   fi
 } > "$RESULTS"
+cp "$RESULTS" "$OUT/results-$(date -u +%Y%m%dT%H%M%SZ).md"
 cat "$RESULTS"

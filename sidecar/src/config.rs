@@ -181,6 +181,14 @@ pub struct Config {
     #[arg(long, env = "WHOUSES_FINAL_FLUSH_TIMEOUT", default_value = "10s")]
     pub final_flush_timeout: DurationArg,
 
+    /// Copy tunnel bytes (CONNECT, WebSocket) with splice(2) through a kernel pipe instead
+    /// of through the sidecar's memory: half the CPU for bulk transfers (see
+    /// docs/benchmarks.md). Two pipes (four descriptors) per tunnel; without them the copy
+    /// goes through user space.
+    #[arg(long, env = "WHOUSES_TUNNEL_SPLICE", default_value_t = true,
+          action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub tunnel_splice: bool,
+
     /// HOST:PORT:ADDR — dial ADDR for HOST:PORT instead of resolving HOST (like curl's
     /// --resolve). The count still keys on HOST. Repeatable.
     #[arg(long, env = "WHOUSES_RESOLVE", value_delimiter = ',')]
@@ -301,7 +309,10 @@ mod tests {
         assert_eq!(c.log_format, LogFormat::Text);
         assert!(c.collector_url.is_none());
         assert_eq!(c.allowed_networks().len(), 2);
+        assert!(c.tunnel_splice);
         assert!(c.validate().is_ok());
+        let c = parse(&["--service", "b", "--tunnel-splice", "false"]).unwrap();
+        assert!(!c.tunnel_splice);
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! Module map, in the order a request meets them:
 //!
 //! * [`config`] — flags (`WHOUSES_*` env), checked once.
-//! * [`proxy`] — accept loop ([`proxy::server`]), the request path as a tower stack
-//!   ([`proxy::stack`]), forwarding, `CONNECT` tunnels, dialing.
+//! * [`proxy`] — accept loop ([`proxy::server`]), the request path of one connection, top
+//!   to bottom ([`proxy::relay`]), routing, head parsing, tunnels, dialing.
 //! * [`counters`] — **where a request is counted**: sharded atomic counters per key.
 //! * [`shipper`] — numbered batches to the collector, retries, spool, final flush.
 //! * [`admin`] — `/healthz`, `/readyz`, `/shipping`, `/metrics`, `/stats`, and the
@@ -143,22 +143,17 @@ pub async fn run_with(
     )?;
     let proxy_metrics = metrics::ProxyMetrics::register(&mut registry, counters.clone());
 
-    let dialer = proxy::connect::Dialer::new(&config.resolve, config.connect_timeout.0);
-    let pool = Arc::new(proxy::upstream::Pool::new(
-        dialer.clone(),
-        counters.clone(),
-        config.idle_timeout.0,
-    ));
+    let pool = Arc::new(proxy::upstream::Pool::new(config.idle_timeout.0));
     pool.sweep_idle();
     let slots = Arc::new(Semaphore::new(config.max_connections as usize));
-    let shared = Arc::new(proxy::stack::Shared {
+    let relay = Arc::new(proxy::relay::Relay {
         counters: counters.clone(),
+        router: Box::new(proxy::route::ExplicitProxy),
+        dialer: proxy::connect::Dialer::new(&config.resolve, config.connect_timeout.0),
         pool,
-        tunnels: proxy::tunnel::Tunnels {
-            dialer,
-            tracker: Default::default(),
-            slots: slots.clone(),
-        },
+        max_header_bytes: config.max_header_bytes as usize,
+        header_read_timeout: config.header_read_timeout.0,
+        tunnel_splice: config.tunnel_splice,
     });
 
     let admin_state = Arc::new(admin::AdminState {
@@ -245,11 +240,10 @@ pub async fn run_with(
     let admin_ref = admin_state.clone();
     proxy::server::serve(
         proxy_listener,
-        shared,
+        relay,
         slots,
         proxy::server::Limits {
             allow_from: config.allowed_networks(),
-            max_header_bytes: config.max_header_bytes as usize,
             header_read_timeout: config.header_read_timeout.0,
             drain_timeout: config.drain_timeout.0,
         },

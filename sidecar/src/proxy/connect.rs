@@ -53,6 +53,35 @@ impl Dialer {
         }
     }
 
+    /// Open a TCP connection to `addr`, never re-resolved; `host:port` names it in errors.
+    pub async fn dial_addr(
+        &self,
+        host: &str,
+        port: u16,
+        addr: SocketAddr,
+    ) -> Result<TcpStream, ConnectError> {
+        let attempt = async {
+            let s = TcpStream::connect(addr)
+                .await
+                .map_err(|source| ConnectError::Connect {
+                    host: host.to_string(),
+                    port,
+                    addr,
+                    source,
+                })?;
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        };
+        match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(ConnectError::Timeout {
+                host: host.to_string(),
+                port,
+                timeout: self.timeout,
+            }),
+        }
+    }
+
     /// Open a TCP connection to `host:port` (already normalised), trying each resolved
     /// address in turn within one overall timeout.
     pub async fn dial(&self, host: &str, port: u16) -> Result<TcpStream, ConnectError> {

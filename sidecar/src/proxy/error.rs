@@ -1,14 +1,16 @@
 //! What can go wrong on the request path, and the status and short reason the app gets.
 
-use http::StatusCode;
-
 use super::connect::ConnectError;
+use super::head::HeadError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    /// The request cannot be proxied as sent (origin-form, bad authority, …): 400.
+    /// The request cannot be proxied as sent (origin-form, bad authority, malformed): 400.
     #[error("{0}")]
     BadRequest(String),
+    /// The request head is larger than `--max-header-bytes`: 431.
+    #[error("{0}")]
+    HeadTooLarge(String),
     /// The upstream could not be reached (DNS, refused, unreachable): 502.
     #[error("{0}")]
     Unreachable(String),
@@ -18,9 +20,6 @@ pub enum ProxyError {
     /// The upstream was reached but the exchange failed: 502.
     #[error("upstream {target}: {reason}")]
     Upstream { target: String, reason: String },
-    /// The sidecar is at `--max-connections`: 503.
-    #[error("{0}")]
-    Overloaded(String),
 }
 
 impl From<ConnectError> for ProxyError {
@@ -32,20 +31,36 @@ impl From<ConnectError> for ProxyError {
     }
 }
 
+impl From<HeadError> for ProxyError {
+    fn from(e: HeadError) -> Self {
+        match e {
+            HeadError::TooLarge { limit } => ProxyError::HeadTooLarge(format!(
+                "the request head is larger than {limit} bytes (--max-header-bytes)"
+            )),
+            HeadError::TooManyFields => ProxyError::HeadTooLarge(e.to_string()),
+            HeadError::Malformed { .. } => ProxyError::BadRequest(e.to_string()),
+        }
+    }
+}
+
 impl ProxyError {
-    pub fn status(&self) -> StatusCode {
+    /// Status code and reason phrase.
+    pub fn status(&self) -> (u16, &'static str) {
         match self {
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::Unreachable(_) | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::BadRequest(_) => (400, "Bad Request"),
+            ProxyError::HeadTooLarge(_) => (431, "Request Header Fields Too Large"),
+            ProxyError::Timeout(_) => (504, "Gateway Timeout"),
+            ProxyError::Unreachable(_) | ProxyError::Upstream { .. } => (502, "Bad Gateway"),
         }
     }
 
     /// Whether this counts as an error on the target's key (a failed call), rather than
     /// a request that never named a usable target.
     pub fn is_upstream(&self) -> bool {
-        !matches!(self, ProxyError::BadRequest(_))
+        !matches!(
+            self,
+            ProxyError::BadRequest(_) | ProxyError::HeadTooLarge(_)
+        )
     }
 }
 

@@ -1,21 +1,30 @@
-//! The forward proxy: the accept loop and per-connection HTTP/1.1 server ([`server`]), the
-//! request path as a tower stack ([`stack`]), and its parts.
+//! The proxy's data path: an HTTP/1.x relay of our own on `httparse` (no request/response
+//! model: heads parsed in place, bodies relayed by their framing), one task per app
+//! connection.
 //!
-//! * [`target`] — which upstream a request is for (the key of its count).
-//! * [`forward`] — absolute-form requests, sent on [`upstream`] connections.
-//! * [`upstream`] — each app connection's keep-alive upstream connection, and the idle
-//!   pool between app connections.
-//! * [`tunnel`] — `CONNECT` tunnels.
+//! * [`server`] — the accept loop: `--allow-from`, `--max-connections`, drain.
+//! * [`relay`] — **the request path, top to bottom**: read, route, count, forward, relay.
+//! * [`route`] — where a request goes and under which key it is counted (the piece that
+//!   differs between the explicit, transparent and inbound modes).
+//! * [`head`] — request and response heads: parsing, smuggling checks, rewriting.
+//! * [`chunked`] — the chunked coding, read as it streams.
+//! * [`invariants`] — what must hold for any input: the fuzz target's body.
+//! * [`body`] — bodies relayed by their framing, counted as they stream.
+//! * [`conn`] — sockets with read buffers held only while bytes are in flight.
+//! * [`upstream`] — the idle pool of upstream connections between app connections.
+//! * [`tunnel`] — counted byte tunnels (`CONNECT`, `101 Switching Protocols`).
 //! * [`connect`] — dialing upstreams (`--resolve`, DNS, connect timeout).
-//! * [`body`] — byte counting on streamed bodies and tunnels.
 
 pub mod body;
+pub mod chunked;
+pub mod conn;
 pub mod connect;
 pub mod error;
-pub mod forward;
+pub mod head;
+pub mod invariants;
+pub mod relay;
+pub mod route;
 pub mod server;
-pub mod stack;
-pub mod target;
 pub mod track;
 pub mod tunnel;
 pub mod upstream;

@@ -1,25 +1,24 @@
-//! Accepting app connections: the `--allow-from` check, the `--max-connections` bound,
-//! one hyper HTTP/1.1 connection per socket (head size and head-read-time limits,
-//! keep-alive, upgrades for `CONNECT`), and the drain on shutdown.
+//! Accepting app connections: the `--allow-from` check, the `--max-connections` bound
+//! (a tunnel keeps its connection's slot), a 400 with a reason for a connection that does
+//! not start like HTTP (TLS sent to the plain port), one relay task per connection
+//! ([`super::relay`]), and the drain on shutdown.
 
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use ipnet::IpNet;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
-use super::stack::{stack, Shared};
+use super::relay::{self, Relay};
 use crate::metrics::ProxyMetrics;
 
 pub struct Limits {
     pub allow_from: Vec<IpNet>,
-    pub max_header_bytes: usize,
+    /// Also the time a new connection has to send its first byte.
     pub header_read_timeout: Duration,
     pub drain_timeout: Duration,
 }
@@ -28,17 +27,12 @@ pub struct Limits {
 /// tunnels finish within the drain timeout.
 pub async fn serve(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    relay: Arc<Relay>,
     slots: Arc<Semaphore>,
     limits: Limits,
     metrics: ProxyMetrics,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes)
-        .keep_alive(true);
     // Tells every connection to finish its current request and close.
     let (graceful, graceful_rx) = watch::channel(false);
     let connections = super::track::Tracker::default();
@@ -74,12 +68,11 @@ pub async fn serve(
         }
         let _ = stream.set_nodelay(true);
         metrics.accepted.inc();
-        let http = http.clone();
-        let shared = shared.clone();
+        let relay = relay.clone();
         let guard = connections.track();
         let open = metrics.open.clone();
         let not_http = metrics.not_http.clone();
-        let mut stop = graceful_rx.clone();
+        let stop = graceful_rx.clone();
         let first_byte_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
             open.inc();
@@ -87,23 +80,7 @@ pub async fn serve(
             // reason, not hyper's bare one: most often an app whose proxy URL says
             // https:// and which starts TLS with us.
             match sniff(&stream, first_byte_timeout).await {
-                Sniff::Http => {
-                    let svc = TowerToHyperService::new(stack(shared));
-                    let conn = http
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .with_upgrades();
-                    tokio::pin!(conn);
-                    let result = tokio::select! {
-                        r = conn.as_mut() => r,
-                        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-                            conn.as_mut().graceful_shutdown();
-                            conn.await
-                        }
-                    };
-                    if let Err(error) = result {
-                        tracing::debug!(%error, client = %peer, "Client connection ended with an error.");
-                    }
-                }
+                Sniff::Http => relay::serve(relay, stream, peer, stop).await,
                 Sniff::NotHttp(first) => {
                     not_http.inc();
                     let reason = not_http_reason(first);
@@ -119,24 +96,21 @@ pub async fn serve(
     }
     drop(listener);
 
-    let in_flight = connections.active() + shared.tunnels.tracker.active();
+    let in_flight = connections.active();
     tracing::info!(
-        connections = connections.active(),
-        tunnels = shared.tunnels.tracker.active(),
+        connections = in_flight,
         timeout = ?limits.drain_timeout,
-        "Stopped accepting; draining in-flight requests."
+        "Stopped accepting; draining in-flight requests and tunnels."
     );
     let drained = tokio::time::timeout(limits.drain_timeout, async {
         let _ = graceful.send(true);
         connections.wait_idle().await;
-        shared.tunnels.tracker.wait_idle().await;
     })
     .await;
     match drained {
         Ok(()) => tracing::info!(in_flight, "Drained."),
         Err(_) => tracing::warn!(
             connections = connections.active(),
-            tunnels = shared.tunnels.tracker.active(),
             "Drain timeout passed; closing what is left."
         ),
     }
