@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL cluster for the tests and benchmarks: Debian's `postgresql`
+# package (installed with apt when missing), `initdb` in a directory of our own as the
+# `postgres` user, a free port on 127.0.0.1, no docker, nothing downloaded but the
+# package.
+#
+#   tests/pg/cluster.sh start DIR [durable]   # prints `export WHOUSES_TEST_POSTGRES_URL=…`
+#   tests/pg/cluster.sh stop DIR              # stops the server and removes DIR
+#
+# Use: dir=$(mktemp -d); trap 'tests/pg/cluster.sh stop "$dir"' EXIT
+#      eval "$(tests/pg/cluster.sh start "$dir")"
+#
+# The test cluster trades durability for speed (fsync off: a test never survives a
+# machine crash); `durable` keeps PostgreSQL's defaults, for benchmarks.
+set -euo pipefail
+
+cmd=${1:-}
+dir=${2:-}
+[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop DIR [durable]" >&2; exit 2; }
+
+log() { printf '== %s\n' "$*" >&2; }
+
+bindir() {
+  local d
+  d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
+  [ -n "$d" ] && [ -x "$d/initdb" ] && echo "$d"
+}
+
+# Run a PostgreSQL program as the `postgres` user when we are root (initdb refuses root).
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+case "$cmd" in
+start)
+  if ! bin=$(bindir); then
+    log "Installing PostgreSQL with apt"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2
+    apt-get install -y -qq --no-install-recommends postgresql >&2
+    # The package starts Debian's own cluster; ours is separate, theirs is not needed.
+    service postgresql stop >/dev/null 2>&1 || true
+    bin=$(bindir) || { log "PostgreSQL's initdb not found after installing"; exit 1; }
+  fi
+  mkdir -p "$dir"
+  [ "$(id -u)" = 0 ] && chown postgres "$dir"
+  as_pg "$bin/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
+    || { cat "$dir/initdb.log" >&2; exit 1; }
+  port=$(free_port)
+  {
+    echo "listen_addresses = '127.0.0.1'"
+    echo "port = $port"
+    echo "unix_socket_directories = '$dir'"
+    echo "max_connections = 300"
+    echo "shared_buffers = 256MB"
+    echo "log_min_messages = warning"
+    if [ "${3:-}" != durable ]; then
+      echo "fsync = off"
+      echo "synchronous_commit = off"
+      echo "full_page_writes = off"
+    fi
+  } >>"$dir/data/postgresql.conf"
+  as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null \
+    || { cat "$dir/server.log" >&2; exit 1; }
+  echo "$bin" >"$dir/bindir"
+  echo "export WHOUSES_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:$port/postgres"
+  ;;
+stop)
+  if [ -f "$dir/bindir" ] && [ -d "$dir/data" ]; then
+    as_pg "$(cat "$dir/bindir")/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
+  fi
+  rm -rf "$dir"
+  ;;
+*)
+  echo "usage: $0 start|stop DIR [durable]" >&2
+  exit 2
+  ;;
+esac
