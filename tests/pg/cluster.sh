@@ -6,6 +6,8 @@
 #
 #   tests/pg/cluster.sh start DIR [durable]   # prints `export WHOUSES_TEST_POSTGRES_URL=…`
 #   tests/pg/cluster.sh stop DIR              # stops the server and removes DIR
+#   tests/pg/cluster.sh pause DIR             # stops the server, keeps its data
+#   tests/pg/cluster.sh resume DIR            # starts it again (same port)
 #
 # Use: dir=$(mktemp -d); trap 'tests/pg/cluster.sh stop "$dir"' EXIT
 #      eval "$(tests/pg/cluster.sh start "$dir")"
@@ -69,6 +71,13 @@ start)
   echo "$bin" >"$dir/bindir"
   echo "export WHOUSES_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:$port/postgres"
   ;;
+pause)
+  as_pg "$(cat "$dir/bindir")/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
+  ;;
+resume)
+  as_pg "$(cat "$dir/bindir")/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null \
+    || { cat "$dir/server.log" >&2; exit 1; }
+  ;;
 stop)
   if [ -f "$dir/bindir" ] && [ -d "$dir/data" ]; then
     as_pg "$(cat "$dir/bindir")/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
@@ -76,7 +85,7 @@ stop)
   rm -rf "$dir"
   ;;
 *)
-  echo "usage: $0 start|stop DIR [durable]" >&2
+  echo "usage: $0 start|stop|pause|resume DIR [durable]" >&2
   exit 2
   ;;
 esac
