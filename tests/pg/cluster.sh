@@ -59,6 +59,9 @@ start)
     echo "unix_socket_directories = '$dir'"
     echo "max_connections = 300"
     echo "shared_buffers = 256MB"
+    # Checkpoints far apart: fewer full-page writes under a steady ingest load.
+    echo "max_wal_size = 4GB"
+    echo "checkpoint_timeout = 15min"
     echo "log_min_messages = warning"
     if [ "${3:-}" != durable ]; then
       echo "fsync = off"
