@@ -6,7 +6,7 @@ use tokio_postgres::{Client, Row};
 use whouses_wire::api::{EdgeRow, InstanceRow};
 use whouses_wire::{Counts, Scheme, Timestamp};
 
-use crate::store::buckets::{day_of, escape_like, hour_of, sum_rows};
+use crate::store::buckets::{day_of, escape_like, hour_of, sum_rows, DAY_MS, HOUR_MS};
 use crate::store::{EdgeFilter, InstanceCoverage, Interval, StoreError};
 use crate::targets::HostPattern;
 
@@ -161,11 +161,19 @@ async fn query_edges(
                     _ => ("edge_days", "day"),
                 };
                 let a = p.add(*from, Type::INT8);
+                // An edge whose last call came before the first bucket wanted has no
+                // bucket from it on: skip it without looking.
+                let bucket_ms = if matches!(source, Source::Hours) {
+                    HOUR_MS
+                } else {
+                    DAY_MS
+                };
+                let b = p.add(from.saturating_mul(bucket_ms), Type::INT8);
                 format!(
                     "SELECT {i}::int4, e.service, e.environment, e.host, e.port, e.scheme,
                             {}, {}, {}, {}, {}, MIN(h.first_seen), MAX(h.last_seen)
                      FROM edges e JOIN {table} h ON h.edge_id = e.id
-                     WHERE h.{column} >= {a} AND {cond}
+                     WHERE h.{column} >= {a} AND e.last_seen >= {b} AND {cond}
                      GROUP BY e.id",
                     sat_sum("h.requests"),
                     sat_sum("h.connections"),

@@ -17,9 +17,11 @@
 //!    duplicate);
 //! 4. instance totals, then coverage (the touching intervals read, merged in Rust by
 //!    [`merge_interval`], written back);
-//! 5. edges: the group's deltas summed per edge and hour (saturating), the existing edge
-//!    rows locked in id order, new ones inserted, then one `UPDATE … FROM UNNEST` adds the
-//!    totals and the current hour bucket, and one upsert adds the older hours.
+//! 5. edges: the group's deltas summed per edge and hour (saturating); one `UPDATE …
+//!    FROM UNNEST` adds them in place to every edge whose current hour bucket is the
+//!    delta's newest hour or later (the steady state); the rest — new edges, edges
+//!    starting a new hour — are locked in id order or inserted, their old current bucket
+//!    moved to `edge_hours`, and updated; one upsert adds the other hours.
 //!
 //! A deadlock or serialization failure (replicas, or upkeep, touching the same rows in
 //! another order) or a lost connection retries the whole group; the seen records make a
@@ -664,6 +666,8 @@ impl Deltas {
         let mut found: Vec<Option<(i64, Option<i64>)>> = vec![None; deltas.len()];
         let mut inserted = vec![false; deltas.len()];
         let mut hours = HourRows::default();
+        // Most edges: one update in place. `inserted` also marks those done.
+        update_in_place(tx, sql, &deltas, &mut inserted, &mut hours).await?;
         for _round in 0..3 {
             let missing: Vec<usize> = (0..deltas.len())
                 .filter(|&i| found[i].is_none() && !inserted[i])
@@ -835,6 +839,125 @@ async fn lock_edges(
     Ok(())
 }
 
+/// Everything a statement about some edges needs, as columns for `UNNEST` (parameters
+/// `$1`–`$21`): the key, the totals, the newest hour and its bucket, the position.
+struct EdgeColumns<'a> {
+    key: KeyColumns<'a>,
+    totals: SumColumns,
+    cur_hours: Vec<i64>,
+    cur: SumColumns,
+    pos: Vec<i32>,
+}
+
+impl EdgeColumns<'_> {
+    fn of<'a>(deltas: &'a [(EdgeKey, EdgeDelta)], which: &[usize]) -> EdgeColumns<'a> {
+        let mut c = EdgeColumns {
+            key: key_columns(deltas, which),
+            totals: SumColumns::default(),
+            cur_hours: Vec::with_capacity(which.len()),
+            cur: SumColumns::default(),
+            pos: Vec::with_capacity(which.len()),
+        };
+        for &i in which {
+            let d = &deltas[i].1;
+            c.totals.push(&d.totals);
+            let (newest, sums) = match d.hours.iter().next_back() {
+                Some((&h, s)) => (h, *s),
+                None => (hour_of(Timestamp(d.totals.last_seen)), d.totals),
+            };
+            c.cur_hours.push(newest);
+            c.cur.push(&sums);
+            c.pos.push(i32::try_from(i).unwrap_or(i32::MAX));
+        }
+        c
+    }
+
+    /// Run `statement` with these columns; its rows are `(position, id, current hour)`.
+    async fn run(
+        &self,
+        tx: &Transaction<'_>,
+        statement: &tokio_postgres::Statement,
+    ) -> Result<Vec<(usize, i64, Option<i64>)>, StoreError> {
+        let (k, t, c) = (&self.key, &self.totals, &self.cur);
+        let rows = tx
+            .query(
+                statement,
+                &[
+                    &k.hosts,
+                    &k.ports,
+                    &k.schemes,
+                    &k.services,
+                    &k.environments,
+                    &t.requests,
+                    &t.connections,
+                    &t.errors,
+                    &t.bytes_sent,
+                    &t.bytes_received,
+                    &t.first_seen,
+                    &t.last_seen,
+                    &self.cur_hours,
+                    &c.requests,
+                    &c.connections,
+                    &c.errors,
+                    &c.bytes_sent,
+                    &c.bytes_received,
+                    &c.first_seen,
+                    &c.last_seen,
+                    &self.pos,
+                ],
+            )
+            .await
+            .map_err(StoreError::pg)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let at: i32 = row.try_get(0).map_err(StoreError::pg)?;
+            let id: i64 = row.try_get(1).map_err(StoreError::pg)?;
+            let cur: Option<i64> = row.try_get(2).map_err(StoreError::pg)?;
+            if let Ok(at) = usize::try_from(at) {
+                out.push((at, id, cur));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The hourly buckets of an edge's delta that do not go to its current bucket: all of
+/// them when the edge's current hour is newer (a late batch), else all but the newest.
+fn other_hours(d: &EdgeDelta, id: i64, cur_hour: Option<i64>, hours: &mut HourRows) {
+    let newest = d.hours.keys().next_back().copied();
+    let keep_newest = cur_hour.is_none_or(|c| Some(c) <= newest);
+    for (&h, s) in &d.hours {
+        if !(keep_newest && Some(h) == newest) {
+            hours.ids.push(id);
+            hours.hours.push(h);
+            hours.sums.push(s);
+        }
+    }
+}
+
+/// The common case, one statement: edges whose current hour is the newest hour of
+/// their delta or later are updated in place (totals, and the current bucket when it is
+/// the same hour). Marks them done; their other hours join `hours`.
+async fn update_in_place(
+    tx: &Transaction<'_>,
+    sql: &Statements,
+    deltas: &[(EdgeKey, EdgeDelta)],
+    done: &mut [bool],
+    hours: &mut HourRows,
+) -> Result<(), StoreError> {
+    let all: Vec<usize> = (0..deltas.len()).collect();
+    for (i, id, cur) in EdgeColumns::of(deltas, &all)
+        .run(tx, &sql.update_in_place)
+        .await?
+    {
+        if let Some((_, d)) = deltas.get(i) {
+            done[i] = true;
+            other_hours(d, id, cur, hours);
+        }
+    }
+    Ok(())
+}
+
 /// Insert new edges (their newest hour as the current bucket); their older hours join
 /// `hours`. Edges another transaction inserted first are left for [`lock_edges`].
 async fn insert_edges(
@@ -845,73 +968,13 @@ async fn insert_edges(
     inserted: &mut [bool],
     hours: &mut HourRows,
 ) -> Result<(), StoreError> {
-    let KeyColumns {
-        hosts: h,
-        ports: p,
-        schemes: s,
-        services: sv,
-        environments: env,
-    } = key_columns(deltas, which);
-    let mut totals = SumColumns::default();
-    let mut cur_hours = Vec::with_capacity(which.len());
-    let mut cur = SumColumns::default();
-    let mut pos = Vec::with_capacity(which.len());
-    for &i in which {
-        let d = &deltas[i].1;
-        totals.push(&d.totals);
-        let (newest, sums) = match d.hours.iter().next_back() {
-            Some((&h, s)) => (h, *s),
-            None => (hour_of(Timestamp(d.totals.last_seen)), d.totals),
-        };
-        cur_hours.push(newest);
-        cur.push(&sums);
-        pos.push(i32::try_from(i).unwrap_or(i32::MAX));
-    }
-    let rows = tx
-        .query(
-            &sql.insert_edges,
-            &[
-                &h,
-                &p,
-                &s,
-                &sv,
-                &env,
-                &totals.requests,
-                &totals.connections,
-                &totals.errors,
-                &totals.bytes_sent,
-                &totals.bytes_received,
-                &totals.first_seen,
-                &totals.last_seen,
-                &cur_hours,
-                &cur.requests,
-                &cur.connections,
-                &cur.errors,
-                &cur.bytes_sent,
-                &cur.bytes_received,
-                &cur.first_seen,
-                &cur.last_seen,
-                &pos,
-            ],
-        )
-        .await
-        .map_err(StoreError::pg)?;
-    for row in rows {
-        let at: i32 = row.try_get(0).map_err(StoreError::pg)?;
-        let id: i64 = row.try_get(1).map_err(StoreError::pg)?;
-        let Some(i) = usize::try_from(at).ok().filter(|&a| a < deltas.len()) else {
-            continue;
-        };
-        inserted[i] = true;
-        let d = &deltas[i].1;
-        // Every hour but the newest (the edge's current bucket) goes to edge_hours.
-        let newest = d.hours.keys().next_back().copied();
-        for (&h, s) in &d.hours {
-            if Some(h) != newest {
-                hours.ids.push(id);
-                hours.hours.push(h);
-                hours.sums.push(s);
-            }
+    for (i, id, _) in EdgeColumns::of(deltas, which)
+        .run(tx, &sql.insert_edges)
+        .await?
+    {
+        if let Some((_, d)) = deltas.get(i) {
+            inserted[i] = true;
+            other_hours(d, id, None, hours);
         }
     }
     Ok(())
@@ -926,6 +989,7 @@ pub(super) struct Statements {
     touching_coverage: tokio_postgres::Statement,
     delete_coverage: tokio_postgres::Statement,
     insert_coverage: tokio_postgres::Statement,
+    update_in_place: tokio_postgres::Statement,
     lock_edges: tokio_postgres::Statement,
     insert_edges: tokio_postgres::Statement,
     move_current: tokio_postgres::Statement,
@@ -981,6 +1045,26 @@ macro_rules! current {
             ", d.c_",
             $col,
             ") ELSE d.c_",
+            $col,
+            " END"
+        )
+    };
+}
+
+/// `cur_*` column update of the in-place path: added to when the delta's newest hour is
+/// the current one, kept otherwise (a late batch).
+macro_rules! same_hour {
+    ($col:literal, $add:literal) => {
+        concat!(
+            "cur_",
+            $col,
+            " = CASE WHEN e.cur_hour = d.h THEN ",
+            $add,
+            "(e.cur_",
+            $col,
+            ", d.c_",
+            $col,
+            ") ELSE e.cur_",
             $col,
             " END"
         )
@@ -1046,6 +1130,45 @@ impl Statements {
                        SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[])"#,
                 )
                 .await?,
+            update_in_place: conn
+                .prepared(concat!(
+                    "UPDATE edges e SET
+                         requests = sat_add(e.requests, d.rq),
+                         connections = sat_add(e.connections, d.cn),
+                         errors = sat_add(e.errors, d.er),
+                         bytes_sent = sat_add(e.bytes_sent, d.bs),
+                         bytes_received = sat_add(e.bytes_received, d.br),
+                         first_seen = LEAST(e.first_seen, d.fs),
+                         last_seen = GREATEST(e.last_seen, d.ls), ",
+                    same_hour!("requests", "sat_add"),
+                    ", ",
+                    same_hour!("connections", "sat_add"),
+                    ", ",
+                    same_hour!("errors", "sat_add"),
+                    ", ",
+                    same_hour!("bytes_sent", "sat_add"),
+                    ", ",
+                    same_hour!("bytes_received", "sat_add"),
+                    ", ",
+                    same_hour!("first_seen", "LEAST"),
+                    ", ",
+                    same_hour!("last_seen", "GREATEST"),
+                    "
+                     FROM (SELECT * FROM UNNEST($1::text[], $2::int4[], $3::text[], $4::text[],
+                               $5::text[], $6::int8[], $7::int8[], $8::int8[], $9::int8[],
+                               $10::int8[], $11::int8[], $12::int8[], $13::int8[], $14::int8[],
+                               $15::int8[], $16::int8[], $17::int8[], $18::int8[], $19::int8[],
+                               $20::int8[], $21::int4[])
+                           AS n(host, port, scheme, service, environment, rq, cn, er, bs, br,
+                                fs, ls, h, c_requests, c_connections, c_errors, c_bytes_sent,
+                                c_bytes_received, c_first_seen, c_last_seen, pos)
+                           ORDER BY pos) d
+                     WHERE e.host = d.host AND e.port = d.port AND e.scheme = d.scheme
+                       AND e.service = d.service AND e.environment = d.environment
+                       AND e.cur_hour >= d.h
+                     RETURNING d.pos, e.id, e.cur_hour"
+                ))
+                .await?,
             lock_edges: conn
                 .prepared(
                     "SELECT k.pos, e.id, e.cur_hour
@@ -1078,8 +1201,8 @@ impl Statements {
                          ON CONFLICT (host, port, scheme, service, environment) DO NOTHING
                          RETURNING id, host, port, scheme, service, environment
                      )
-                     SELECT n.pos, ins.id FROM ins JOIN n USING (host, port, scheme, service,
-                         environment)",
+                     SELECT n.pos, ins.id, NULL::int8 FROM ins JOIN n USING (host, port, scheme,
+                         service, environment)",
                 )
                 .await?,
             move_current: conn
