@@ -50,6 +50,11 @@ struct Args {
     /// as many again through two replicas.
     #[arg(long, default_value_t = 60)]
     live_rounds: u64,
+    /// The collectors' `--max-concurrent-ingest`: batches inside the collector at once,
+    /// so the most a group commit can gather (the collector's default is 16; with 64
+    /// POSTs in flight, 128 lets every waiting batch join a group).
+    #[arg(long, default_value_t = 128)]
+    max_concurrent_ingest: u32,
     /// Timed queries per kind for callers and check.
     #[arg(long, default_value_t = 300)]
     queries: usize,
@@ -201,6 +206,7 @@ impl Collector {
     async fn start(
         bin: &PathBuf,
         db: &str,
+        slots: u32,
         http: &reqwest::Client,
     ) -> anyhow::Result<(Collector, String)> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -215,6 +221,8 @@ impl Collector {
                 db,
                 "--max-body-bytes",
                 "67108864",
+                "--max-concurrent-ingest",
+                &slots.to_string(),
                 // The history is ingested now, about the past: let it count as coverage.
                 "--max-backfill",
                 "400d",
@@ -373,7 +381,7 @@ async fn run(
     http: &reqwest::Client,
 ) -> anyhow::Result<Measured> {
     let db = backend.fresh()?;
-    let (collector, url) = Collector::start(bin, &db, http).await?;
+    let (collector, url) = Collector::start(bin, &db, a.max_concurrent_ingest, http).await?;
     // The same fleet and the same reports on every backend.
     let mut rng = StdRng::seed_from_u64(42);
     let fleet = generate(a, &mut rng);
@@ -425,7 +433,7 @@ async fn run(
     let mut second = None;
     let live_two = if matches!(backend, Backend::Postgres { .. }) {
         eprintln!("{}: live through two replicas …", backend.name());
-        let (b, b_url) = Collector::start(bin, &db, http).await?;
+        let (b, b_url) = Collector::start(bin, &db, a.max_concurrent_ingest, http).await?;
         let (rounds, edges) = live_rounds(a.live_rounds, &mut rng);
         let replicas = [url.clone(), b_url];
         let mut took = Duration::ZERO;
@@ -536,14 +544,15 @@ async fn main() -> anyhow::Result<()> {
     let edge_days = results.first().map(|m| m.edge_days).unwrap_or(0);
     let mut t = String::new();
     t.push_str(&format!(
-        "Fleet: {} services, {} hosts ({} callers of the busiest), {} days, {} edge-days ingested ({}; {} concurrent POSTs)\n\n",
+        "Fleet: {} services, {} hosts ({} callers of the busiest), {} days, {} edge-days ingested ({}; {} concurrent POSTs, --max-concurrent-ingest {})\n\n",
         a.services,
         a.hosts,
         HUB_CALLERS.min(a.services),
         a.days,
         edge_days,
         names.join(" and "),
-        a.concurrency
+        a.concurrency,
+        a.max_concurrent_ingest
     ));
     t.push_str(&format!(
         "| measure | {} |\n|---|{}\n",
