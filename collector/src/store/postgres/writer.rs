@@ -6,17 +6,17 @@
 //! after the commit. Inside the transaction every step is one statement over the whole
 //! group (arrays through `UNNEST`), whatever its size:
 //!
-//! 1. the group's instances are created if new (`ON CONFLICT DO NOTHING`) and locked
-//!    (`FOR UPDATE`, in name order): batches of one instance apply one transaction at a
-//!    time, whichever replica received them, so the service binding, the seq floor and
-//!    the coverage merge see a stable instance;
+//! 1. the group's instances are locked (`FOR UPDATE`, in name order), the new ones
+//!    created first (`ON CONFLICT DO NOTHING`): batches of one instance apply one
+//!    transaction at a time, whichever replica received them, so the service binding,
+//!    the seq floor and the coverage merge see a stable instance;
 //! 2. the batches are decided in arrival order: another service's instance → conflict;
 //!    below the instance's seq floor or repeated within the group → duplicate;
 //! 3. `INSERT INTO seen … ON CONFLICT DO NOTHING RETURNING` decides which batches are new
 //!    (a delivery of the same batch committed first by another replica makes this one a
 //!    duplicate);
-//! 4. instance totals, then coverage (the touching intervals read, merged in Rust by
-//!    [`merge_interval`], written back);
+//! 4. instance totals and coverage (the touching intervals read, merged in Rust by
+//!    [`merge_interval`], written back), pipelined with step 5;
 //! 5. edges: the group's deltas summed per edge and hour (saturating); one `UPDATE …
 //!    FROM UNNEST` adds them in place to every edge whose current hour bucket is the
 //!    delta's newest hour or later (the steady state); the rest — new edges, edges
@@ -232,49 +232,33 @@ async fn apply(
     let sql = Statements::prepare(conn).await?;
     let tx = conn.client.transaction().await.map_err(StoreError::pg)?;
 
-    // 1. Instances: create the new ones (values of their first batch here), lock all.
-    {
-        let v: Vec<&&Checked<'_>> = first_of.values().collect();
-        let names: Vec<&str> = v.iter().map(|c| c.report.instance.as_str()).collect();
-        let services: Vec<&str> = v.iter().map(|c| c.report.service.as_str()).collect();
-        let envs: Vec<&str> = v.iter().map(|c| c.report.environment.as_str()).collect();
-        let received: Vec<i64> = v.iter().map(|c| c.received).collect();
-        let until: Vec<i64> = v.iter().map(|c| c.report.period_end.0).collect();
-        let seqs: Vec<i64> = v.iter().map(|c| c.seq).collect();
-        let started: Vec<i64> = v.iter().map(|c| c.report.started_at.0).collect();
-        let flush: Vec<i64> = v.iter().map(|c| flush_ms(c.report)).collect();
+    // 1. Instances: lock the known ones (in name order); create the new ones (values of
+    //    their first batch here) and lock them too.
+    let names: Vec<&str> = first_of.keys().copied().collect();
+    let mut instances = lock_instances(&tx, &sql, &names).await?;
+    let new: Vec<&&Checked<'_>> = first_of
+        .iter()
+        .filter(|(name, _)| !instances.contains_key(**name))
+        .map(|(_, c)| c)
+        .collect();
+    if !new.is_empty() {
+        let new_names: Vec<&str> = new.iter().map(|c| c.report.instance.as_str()).collect();
+        let services: Vec<&str> = new.iter().map(|c| c.report.service.as_str()).collect();
+        let envs: Vec<&str> = new.iter().map(|c| c.report.environment.as_str()).collect();
+        let received: Vec<i64> = new.iter().map(|c| c.received).collect();
+        let until: Vec<i64> = new.iter().map(|c| c.report.period_end.0).collect();
+        let seqs: Vec<i64> = new.iter().map(|c| c.seq).collect();
+        let started: Vec<i64> = new.iter().map(|c| c.report.started_at.0).collect();
+        let flush: Vec<i64> = new.iter().map(|c| flush_ms(c.report)).collect();
         tx.execute(
             &sql.new_instances,
             &[
-                &names, &services, &envs, &received, &until, &seqs, &started, &flush,
+                &new_names, &services, &envs, &received, &until, &seqs, &started, &flush,
             ],
         )
         .await
         .map_err(StoreError::pg)?;
-    }
-    let names: Vec<&str> = first_of.keys().copied().collect();
-    let mut instances: HashMap<String, InstanceRow> = HashMap::with_capacity(names.len());
-    for row in tx
-        .query(&sql.lock_instances, &[&names])
-        .await
-        .map_err(StoreError::pg)?
-    {
-        let name: String = row.try_get(0).map_err(StoreError::pg)?;
-        instances.insert(
-            name,
-            InstanceRow {
-                service: row.try_get(1).map_err(StoreError::pg)?,
-                environment: row.try_get(2).map_err(StoreError::pg)?,
-                seq_floor: row.try_get(3).map_err(StoreError::pg)?,
-                last_report: row.try_get(4).map_err(StoreError::pg)?,
-                observed_until: row.try_get(5).map_err(StoreError::pg)?,
-                last_seq: row.try_get(6).map_err(StoreError::pg)?,
-                started_at: 0,
-                flush_interval_ms: 0,
-                reports: row.try_get(7).map_err(StoreError::pg)?,
-                changed: false,
-            },
-        );
+        instances.extend(lock_instances(&tx, &sql, &new_names).await?);
     }
     if instances.len() != names.len() {
         // Retention removed an instance between the insert and the lock: start again.
@@ -366,11 +350,6 @@ async fn apply(
                 .push(iv);
         }
     }
-    update_instances(&tx, &sql, &instances).await?;
-    if !new_coverage.is_empty() {
-        merge_coverage(&tx, &sql, &new_coverage).await?;
-    }
-
     // 5. Edges.
     let mut deltas = Deltas::default();
     for &i in &stored {
@@ -378,7 +357,20 @@ async fn apply(
         let n = deltas.add(c.report);
         verdicts[i] = Verdict::Done(Ok(Ingested::Stored { edges: n }));
     }
-    deltas.apply(&tx, &sql).await?;
+    // Instances, coverage and edges touch different rows: their statements go out
+    // together on the connection (tokio-postgres pipelines them), not one round trip
+    // after another.
+    tokio::try_join!(
+        update_instances(&tx, &sql, &instances),
+        async {
+            if new_coverage.is_empty() {
+                Ok(())
+            } else {
+                merge_coverage(&tx, &sql, &new_coverage).await
+            }
+        },
+        deltas.apply(&tx, &sql),
+    )?;
     tx.commit().await.map_err(StoreError::pg)?;
     Ok(finish(verdicts))
 }
@@ -419,6 +411,38 @@ fn check(b: &Batch) -> Result<Checked<'_>, StoreError> {
 
 fn flush_ms(r: &Report) -> i64 {
     i64::try_from(r.flush_interval_ms).unwrap_or(MAX)
+}
+
+/// Lock these instances' rows (in name order) and read them.
+async fn lock_instances(
+    tx: &Transaction<'_>,
+    sql: &Statements,
+    names: &[&str],
+) -> Result<HashMap<String, InstanceRow>, StoreError> {
+    let mut instances = HashMap::with_capacity(names.len());
+    for row in tx
+        .query(&sql.lock_instances, &[&names])
+        .await
+        .map_err(StoreError::pg)?
+    {
+        let name: String = row.try_get(0).map_err(StoreError::pg)?;
+        instances.insert(
+            name,
+            InstanceRow {
+                service: row.try_get(1).map_err(StoreError::pg)?,
+                environment: row.try_get(2).map_err(StoreError::pg)?,
+                seq_floor: row.try_get(3).map_err(StoreError::pg)?,
+                last_report: row.try_get(4).map_err(StoreError::pg)?,
+                observed_until: row.try_get(5).map_err(StoreError::pg)?,
+                last_seq: row.try_get(6).map_err(StoreError::pg)?,
+                started_at: 0,
+                flush_interval_ms: 0,
+                reports: row.try_get(7).map_err(StoreError::pg)?,
+                changed: false,
+            },
+        );
+    }
+    Ok(instances)
 }
 
 /// A locked instance row and what the group changes in it.
