@@ -43,6 +43,7 @@ pub(super) enum TlsMode {
 }
 
 /// Everything needed to open connections to one database.
+#[derive(Clone)]
 pub(super) struct Connector {
     config: tokio_postgres::Config,
     tls: Option<MakeRustlsConnect>,

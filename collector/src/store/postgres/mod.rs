@@ -26,8 +26,9 @@ mod writer;
 use pool::Pool;
 use writer::{add_to_bucket, Msg};
 
-/// Connections per collector: the writers' plus room for queries and upkeep. Several
-/// replicas multiply it; see docs/operations.md for sizing `max_connections`.
+/// Connections per collector: the writers' plus room for queries and upkeep (and one
+/// more for `/readyz`). Several replicas multiply it; see docs/operations.md for sizing
+/// `max_connections`.
 const POOL_SIZE: usize = 8;
 /// `/readyz` answers within this, database down or not.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -57,6 +58,9 @@ impl Health {
 
 pub struct PostgresStore {
     pool: Arc<Pool>,
+    /// A connection of its own for `/readyz`: a probe must not wait behind busy writers
+    /// (a collector under load is still ready).
+    probe: Pool,
     writer: mpsc::Sender<Msg>,
     health: Arc<Health>,
 }
@@ -100,6 +104,7 @@ impl PostgresStore {
     pub async fn open(url: &str) -> Result<PostgresStore, StoreError> {
         let connector = connect::Connector::from_url(url)?;
         let shown = connector.shown().to_string();
+        let probe = Pool::new(connector.clone(), 1);
         let pool = Arc::new(Pool::new(connector, POOL_SIZE));
         {
             let conn = pool.get().await?;
@@ -112,6 +117,7 @@ impl PostgresStore {
         let writer = writer::spawn(pool.clone(), health.clone());
         Ok(PostgresStore {
             pool,
+            probe,
             writer,
             health,
         })
@@ -209,7 +215,7 @@ impl Store for PostgresStore {
 
     async fn ready(&self) -> Result<(), StoreError> {
         let check = async {
-            let conn = self.pool.get_within(READY_TIMEOUT).await?;
+            let conn = self.probe.get_within(READY_TIMEOUT).await?;
             let row = conn
                 .client
                 .query_one(
@@ -245,6 +251,7 @@ impl Store for PostgresStore {
             let _ = rx.await;
         }
         self.pool.close();
+        self.probe.close();
     }
 }
 
