@@ -51,7 +51,7 @@ if [ -z "${WHOUSES_TEST_POSTGRES_URL:-}" ]; then
   PG_DIR=$(mktemp -d /tmp/whouses-pg.XXXXXX)
   trap 'tests/pg/cluster.sh stop "$PG_DIR"' EXIT
   eval "$(tests/pg/cluster.sh start "$PG_DIR")"
-  export WHOUSES_TEST_POSTGRES_URL
+  export WHOUSES_TEST_POSTGRES_URL WHOUSES_TEST_POSTGRES_CA
 fi
 
 log "Running the tests"

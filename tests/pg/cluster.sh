@@ -5,6 +5,7 @@
 # package.
 #
 #   tests/pg/cluster.sh start DIR [durable]   # prints `export WHOUSES_TEST_POSTGRES_URL=…`
+#                                             # (and …_CA=PEM: the test cluster's TLS CA)
 #   tests/pg/cluster.sh stop DIR              # stops the server and removes DIR
 #   tests/pg/cluster.sh pause DIR             # stops the server, keeps its data
 #   tests/pg/cluster.sh resume DIR            # starts it again (same port)
@@ -53,6 +54,28 @@ start)
   as_pg "$bin/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
     || { cat "$dir/initdb.log" >&2; exit 1; }
   port=$(free_port)
+  # The test cluster also speaks TLS (a CA of its own, a certificate for localhost and
+  # 127.0.0.1), so the tests can check the collector's sslmode handling; the benchmark
+  # cluster (durable) stays plain.
+  tls=0
+  if [ "${3:-}" != durable ] && command -v openssl >/dev/null 2>&1; then
+    mkdir -p "$dir/tls"
+    (
+      cd "$dir/tls"
+      openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=whouses-test-ca -keyout ca.key -out ca.pem
+      openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -subj /CN=localhost -keyout server.key -out server.csr
+      printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >san.ext
+      openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+        -extfile san.ext -out server.crt
+    ) >"$dir/tls.log" 2>&1 && tls=1
+    if [ $tls = 1 ]; then
+      cp "$dir/tls/server.crt" "$dir/tls/server.key" "$dir/data/"
+      [ "$(id -u)" = 0 ] && chown postgres "$dir/data/server.crt" "$dir/data/server.key"
+      chmod 600 "$dir/data/server.key"
+    fi
+  fi
   {
     echo "listen_addresses = '127.0.0.1'"
     echo "port = $port"
@@ -63,6 +86,9 @@ start)
     echo "max_wal_size = 4GB"
     echo "checkpoint_timeout = 15min"
     echo "log_min_messages = warning"
+    if [ $tls = 1 ]; then
+      echo "ssl = on"
+    fi
     if [ "${3:-}" != durable ]; then
       echo "fsync = off"
       echo "synchronous_commit = off"
@@ -73,6 +99,8 @@ start)
     || { cat "$dir/server.log" >&2; exit 1; }
   echo "$bin" >"$dir/bindir"
   echo "export WHOUSES_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:$port/postgres"
+  [ -f "$dir/tls/ca.pem" ] && echo "export WHOUSES_TEST_POSTGRES_CA=$dir/tls/ca.pem"
+  true
   ;;
 pause)
   as_pg "$(cat "$dir/bindir")/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null

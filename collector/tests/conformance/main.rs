@@ -10,7 +10,8 @@
 //! * [`coverage`] — observation intervals merged, `coverage()` and `observed_since()`,
 //!   and `check` verdicts built on them;
 //! * [`ingest`] — instance binding (409), saturating counters, the same batch from 8
-//!   tasks at once (two "replicas" on PostgreSQL), migrations applied once.
+//!   tasks at once (two "replicas" on PostgreSQL), migrations applied once;
+//! * [`tls`] — PostgreSQL over TLS by `sslmode` (when the test cluster speaks TLS).
 
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
@@ -20,3 +21,4 @@ mod coverage;
 mod ingest;
 mod model;
 mod rollup;
+mod tls;
