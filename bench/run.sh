@@ -256,7 +256,7 @@ if [ "${BENCH_SKIP_POSTGRES:-0}" != 1 ]; then
     PG_DIR=$WORK/pg
     chmod 755 "$WORK"   # the server runs as the postgres user
     if out=$("$ROOT/tests/pg/cluster.sh" start "$PG_DIR" durable); then
-      PG_URL=${out#export WHOUSES_TEST_POSTGRES_URL=}
+      PG_URL=$(printf '%s\n' "$out" | sed -n 's/^export WHOUSES_TEST_POSTGRES_URL=//p')
       trap '"$ROOT/tests/pg/cluster.sh" stop "$PG_DIR"; cleanup' EXIT
     else
       PG_WHY="the cluster did not start"

@@ -87,8 +87,8 @@ impl Cluster {
         let data = dir.path().join("c");
         let out = run("start", &data);
         let url = out
-            .trim()
-            .strip_prefix("export WHOUSES_TEST_POSTGRES_URL=")
+            .lines()
+            .find_map(|l| l.strip_prefix("export WHOUSES_TEST_POSTGRES_URL="))
             .expect("cluster.sh prints the URL")
             .to_string();
         Some(Cluster { dir, url })

@@ -136,7 +136,14 @@ async fn commit_and_answer(
             health.wrote();
             results
         }
-        Err(e) if batches.len() > 1 => {
+        // A failure no retry fixed that is not about the connection or the server's
+        // state may be one batch's fault: try them one by one. (With the database down,
+        // every batch would only fail again, slowly: answer at once.)
+        Err(e)
+            if batches.len() > 1
+                && !e.retryable()
+                && !matches!(e, StoreError::Pool(_) | StoreError::Full(_)) =>
+        {
             health.failed(&e);
             tracing::warn!(error = %e, batches = batches.len(), "A group commit failed; committing its batches one at a time.");
             let mut results = Vec::with_capacity(batches.len());
@@ -156,8 +163,21 @@ async fn commit_and_answer(
         }
         Err(e) => {
             health.failed(&e);
-            tracing::error!(error = %e, "A batch could not be committed (the sender retries).");
-            vec![Err(e)]
+            tracing::error!(error = %e, batches = batches.len(), "A group commit failed; its batches are refused (the senders retry).");
+            let full = matches!(e, StoreError::Full(_));
+            let msg = e.to_string();
+            let mut results = vec![Err(e)];
+            results.extend((1..batches.len()).map(|_| {
+                Err(if full {
+                    StoreError::Full(msg.clone())
+                } else {
+                    StoreError::Postgres {
+                        message: msg.clone(),
+                        retry: true,
+                    }
+                })
+            }));
+            results
         }
     };
     for (job, result) in group.into_iter().zip(results) {
