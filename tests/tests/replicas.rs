@@ -201,6 +201,7 @@ fn batch(instance: usize, seq: u64, now: i64) -> Report {
                 last_seen: Timestamp(now - 12_000),
             },
         }],
+        ..Default::default()
     }
 }
 

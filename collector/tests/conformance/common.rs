@@ -45,6 +45,7 @@ pub fn report(
                 },
             })
             .collect(),
+        ..Default::default()
     }
 }
 

@@ -16,6 +16,7 @@ use crate::backend::{Backend, TestDb};
 use crate::common::{day_start, ingest, report, requests, rows, DAY, HOUR};
 
 crate::conformance!(
+    lookups_and_bypass_are_kept_per_key,
     an_instance_stays_with_its_service,
     counters_saturate_instead_of_overflowing,
     the_same_batch_from_eight_tasks_is_stored_once,
@@ -280,4 +281,93 @@ async fn an_unreachable_postgres_says_where_without_the_password() {
     let msg = err.to_string();
     assert!(msg.contains("127.0.0.1"), "{msg}");
     assert!(!msg.contains("s3cret-pw"), "{msg}");
+}
+
+async fn lookups_and_bypass_are_kept_per_key(db: &TestDb) {
+    use whouses_collector::store::ObsFilter;
+    use whouses_collector::targets::HostPattern;
+    use whouses_wire::report::{Bypass, Lookup};
+    let store = db.open().await;
+    let s = store.as_ref();
+    let h = (Timestamp::now().0 - 3 * HOUR).div_euclid(HOUR) * HOUR;
+    let lookup = |name: &str, n: u64, at: i64, addrs: &[&str]| Lookup {
+        name: name.into(),
+        lookups: n,
+        addresses: addrs.iter().map(|a| a.to_string()).collect(),
+        first_seen: Timestamp(at),
+        last_seen: Timestamp(at + 1_000),
+    };
+    let bypass = |addr: &str, n: u64, at: i64, name: Option<&str>| Bypass {
+        address: addr.into(),
+        port: 443,
+        name: name.map(String::from),
+        connections: n,
+        first_seen: Timestamp(at),
+        last_seen: Timestamp(at + 1_000),
+    };
+    let mut r1 = report("app", "app-1", 1, h, &[]);
+    r1.lookups = vec![lookup("old.internal", 3, h + 10_000, &["10.0.0.1"])];
+    r1.bypass = vec![bypass("10.0.0.9", 2, h + 10_000, None)];
+    let mut r2 = report("app", "app-1", 2, h, &[]);
+    r2.lookups = vec![
+        lookup("old.internal", 4, h + 20_000, &["10.0.0.2"]),
+        lookup("new.internal", 1, h + 20_000, &[]),
+    ];
+    r2.bypass = vec![bypass(
+        "10.0.0.9",
+        MAX_COUNT,
+        h + 20_000,
+        Some("old.internal"),
+    )];
+    // An older answer arriving late does not replace the newer addresses.
+    let mut r3 = report("app", "app-1", 3, h, &[]);
+    r3.lookups = vec![lookup("old.internal", 1, h + 5_000, &["10.0.0.3"])];
+    r3.bypass = vec![bypass("10.0.0.9", 5, h + 5_000, None)];
+    for r in [r1, r2.clone(), r3, r2] {
+        ingest(s, r).await.unwrap();
+    }
+    let all = s.lookups(&ObsFilter::default()).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].name, "new.internal");
+    let old = &all[1];
+    assert_eq!(old.lookups, 8);
+    assert_eq!(old.addresses, vec!["10.0.0.2".to_string()]);
+    assert_eq!(old.first_seen, Timestamp(h + 5_000));
+    assert_eq!(old.last_seen, Timestamp(h + 21_000));
+    let named = s
+        .lookups(&ObsFilter {
+            names: Some(vec![HostPattern::Suffix("internal".into())]),
+            since: Some(Timestamp(h + 15_000)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(named.len(), 2);
+    let by = s
+        .bypass(&ObsFilter {
+            names: Some(vec![HostPattern::HostPort("old.internal".into(), 443)]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by.len(), 1);
+    assert_eq!(by[0].connections, MAX_COUNT, "saturates");
+    assert_eq!(by[0].name.as_deref(), Some("old.internal"));
+    let by_addr = s
+        .bypass(&ObsFilter {
+            addresses: vec!["10.0.0.9".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_addr, by);
+    let none = s
+        .bypass(&ObsFilter {
+            services: vec![("other".into(), "prod".into())],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    store.close().await;
 }

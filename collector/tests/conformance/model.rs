@@ -85,6 +85,7 @@ fn to_report(b: &Batch, base: i64) -> Report {
                 },
             })
             .collect(),
+        ..Default::default()
     }
 }
 

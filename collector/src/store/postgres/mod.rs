@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
-use whouses_wire::api::{EdgeRow, InstanceRow};
+use whouses_wire::api::{BypassRow, EdgeRow, InstanceRow, LookupRow};
 use whouses_wire::Timestamp;
 
 use super::buckets::{day_of, hour_of};
-use super::{Batch, EdgeFilter, Ingested, InstanceCoverage, Store, StoreError};
+use super::{Batch, EdgeFilter, Ingested, InstanceCoverage, ObsFilter, Store, StoreError};
 
 mod connect;
 mod pool;
@@ -129,7 +129,7 @@ impl Store for PostgresStore {
     async fn ingest(&self, batch: Batch) -> Result<Ingested, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.writer
-            .send(Msg::Ingest(writer::Job { batch, reply }))
+            .send(Msg::Ingest(Box::new(writer::Job { batch, reply })))
             .await
             .map_err(|_| StoreError::Pool("the store is closed".into()))?;
         rx.await
@@ -139,6 +139,20 @@ impl Store for PostgresStore {
     async fn edges(&self, f: &EdgeFilter) -> Result<Vec<EdgeRow>, StoreError> {
         let conn = self.pool.get().await?;
         let rows = read::edges(&conn.client, f).await?;
+        conn.release();
+        Ok(rows)
+    }
+
+    async fn lookups(&self, f: &ObsFilter) -> Result<Vec<LookupRow>, StoreError> {
+        let conn = self.pool.get().await?;
+        let rows = read::lookups(&conn.client, f).await?;
+        conn.release();
+        Ok(rows)
+    }
+
+    async fn bypass(&self, f: &ObsFilter) -> Result<Vec<BypassRow>, StoreError> {
+        let conn = self.pool.get().await?;
+        let rows = read::bypass(&conn.client, f).await?;
         conn.release();
         Ok(rows)
     }
@@ -285,8 +299,10 @@ async fn prune(
 ) -> Result<u64, StoreError> {
     let seen_cutoff = cutoff.0.max(seen_cutoff.0);
     let mut n = retrying!(fold_seen(conn, seen_cutoff).await)?;
-    let steps: [(&str, i64); 5] = [
+    let steps: [(&str, i64); 7] = [
         (r#"DELETE FROM coverage WHERE "end" < $1"#, cutoff.0),
+        ("DELETE FROM lookups WHERE last_seen < $1", cutoff.0),
+        ("DELETE FROM bypass WHERE last_seen < $1", cutoff.0),
         ("DELETE FROM instances WHERE last_report < $1", cutoff.0),
         ("DELETE FROM edges WHERE last_seen < $1", cutoff.0),
         ("DELETE FROM edge_hours WHERE hour < $1", hour_of(cutoff)),

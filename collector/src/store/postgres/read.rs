@@ -3,11 +3,11 @@
 
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row};
-use whouses_wire::api::{EdgeRow, InstanceRow};
+use whouses_wire::api::{BypassRow, EdgeRow, InstanceRow, LookupRow};
 use whouses_wire::{Counts, Scheme, Timestamp};
 
 use crate::store::buckets::{day_of, escape_like, hour_of, sum_rows, DAY_MS, HOUR_MS};
-use crate::store::{EdgeFilter, InstanceCoverage, Interval, StoreError};
+use crate::store::{EdgeFilter, InstanceCoverage, Interval, ObsFilter, StoreError};
 use crate::targets::HostPattern;
 
 /// Where edge counts are read from.
@@ -329,4 +329,125 @@ pub(super) async fn observed_since(c: &Client) -> Result<Option<Timestamp>, Stor
         None => None,
     };
     Ok(v.map(Timestamp))
+}
+
+/// `(… OR …)`: `column` matches one of `patterns` (with `port_column`, a `host:port`
+/// pattern also matches the port; without, only the name).
+fn host_condition(
+    column: &str,
+    port_column: Option<&str>,
+    patterns: &[HostPattern],
+    p: &mut Params,
+) -> String {
+    if patterns.is_empty() {
+        return "FALSE".to_string();
+    }
+    let terms: Vec<String> = patterns
+        .iter()
+        .map(|pat| match pat {
+            HostPattern::Host(h) => format!("{column} = {}", p.add(h.clone(), Type::TEXT)),
+            HostPattern::HostPort(h, port) => {
+                let a = p.add(h.clone(), Type::TEXT);
+                match port_column {
+                    Some(pc) => {
+                        let b = p.add(i32::from(*port), Type::INT4);
+                        format!("({column} = {a} AND {pc} = {b})")
+                    }
+                    None => format!("{column} = {a}"),
+                }
+            }
+            HostPattern::Suffix(x) => {
+                let a = p.add(x.clone(), Type::TEXT);
+                let b = p.add(format!("%.{}", escape_like(x)), Type::TEXT);
+                format!("{column} = {a} OR {column} LIKE {b} ESCAPE '\\'")
+            }
+        })
+        .collect();
+    format!("({})", terms.join(" OR "))
+}
+
+/// Lookups of names matching `f`, active since `f.since` (as SQLite's).
+pub(super) async fn lookups(c: &Client, f: &ObsFilter) -> Result<Vec<LookupRow>, StoreError> {
+    let mut p = Params::default();
+    let mut sql = String::from(
+        "SELECT service, environment, name, lookups, addresses, first_seen, last_seen
+         FROM lookups WHERE TRUE",
+    );
+    if let Some(since) = f.since {
+        sql.push_str(&format!(" AND last_seen >= {}", p.add(since.0, Type::INT8)));
+    }
+    if let Some(names) = &f.names {
+        sql.push_str(" AND ");
+        sql.push_str(&host_condition("name", None, names, &mut p));
+    }
+    sql.push_str(" ORDER BY name, service, environment");
+    let rows = c
+        .query_typed(&sql, &p.typed())
+        .await
+        .map_err(StoreError::pg)?;
+    rows.iter()
+        .map(|row| {
+            let addresses: String = row.try_get(4).map_err(StoreError::pg)?;
+            Ok(LookupRow {
+                service: row.try_get(0).map_err(StoreError::pg)?,
+                environment: row.try_get(1).map_err(StoreError::pg)?,
+                name: row.try_get(2).map_err(StoreError::pg)?,
+                lookups: count(row, 3)?,
+                addresses: addresses.split_whitespace().map(String::from).collect(),
+                first_seen: Timestamp(row.try_get(5).map_err(StoreError::pg)?),
+                last_seen: Timestamp(row.try_get(6).map_err(StoreError::pg)?),
+            })
+        })
+        .collect()
+}
+
+/// Bypass observations matching any part of `f` (a name, an address, a service), active
+/// since `f.since` (as SQLite's).
+pub(super) async fn bypass(c: &Client, f: &ObsFilter) -> Result<Vec<BypassRow>, StoreError> {
+    let mut p = Params::default();
+    let mut sql = String::from(
+        "SELECT service, environment, address, port, name, connections, first_seen, last_seen
+         FROM bypass WHERE TRUE",
+    );
+    if let Some(since) = f.since {
+        sql.push_str(&format!(" AND last_seen >= {}", p.add(since.0, Type::INT8)));
+    }
+    let mut any: Vec<String> = Vec::new();
+    if let Some(names) = &f.names {
+        any.push(host_condition("name", Some("port"), names, &mut p));
+    }
+    for a in &f.addresses {
+        any.push(format!("address = {}", p.add(a.clone(), Type::TEXT)));
+    }
+    for (svc, env) in &f.services {
+        let a = p.add(svc.clone(), Type::TEXT);
+        let b = p.add(env.clone(), Type::TEXT);
+        any.push(format!("(service = {a} AND environment = {b})"));
+    }
+    if f.names.is_some() || !f.addresses.is_empty() || !f.services.is_empty() {
+        if any.is_empty() {
+            any.push("FALSE".into());
+        }
+        sql.push_str(&format!(" AND ({})", any.join(" OR ")));
+    }
+    sql.push_str(" ORDER BY address, port, service, environment");
+    let rows = c
+        .query_typed(&sql, &p.typed())
+        .await
+        .map_err(StoreError::pg)?;
+    rows.iter()
+        .map(|row| {
+            let port: i32 = row.try_get(3).map_err(StoreError::pg)?;
+            Ok(BypassRow {
+                service: row.try_get(0).map_err(StoreError::pg)?,
+                environment: row.try_get(1).map_err(StoreError::pg)?,
+                address: row.try_get(2).map_err(StoreError::pg)?,
+                port: u16::try_from(port).unwrap_or(0),
+                name: row.try_get(4).map_err(StoreError::pg)?,
+                connections: count(row, 5)?,
+                first_seen: Timestamp(row.try_get(6).map_err(StoreError::pg)?),
+                last_seen: Timestamp(row.try_get(7).map_err(StoreError::pg)?),
+            })
+        })
+        .collect()
 }

@@ -7,10 +7,16 @@ use tokio_postgres::Client;
 use crate::store::StoreError;
 
 /// The migrations, in order; version = position + 1.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "initial",
-    include_str!("../../../migrations/postgres/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "initial",
+        include_str!("../../../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        "observations",
+        include_str!("../../../migrations/postgres/0002_observations.sql"),
+    ),
+];
 
 /// The advisory lock key migrations are applied under (any constant of our own: "whouses"
 /// in ASCII).

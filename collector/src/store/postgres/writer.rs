@@ -61,7 +61,7 @@ pub(super) struct Job {
 }
 
 pub(super) enum Msg {
-    Ingest(Job),
+    Ingest(Box<Job>),
     /// Finish the groups queued before this, then stop.
     Close(oneshot::Sender<()>),
 }
@@ -89,7 +89,7 @@ async fn dispatch(mut rx: mpsc::Receiver<Msg>, pool: Arc<Pool>, health: Arc<Heal
         let mut take = |m: Msg, group: &mut Vec<Job>, edges: &mut usize| match m {
             Msg::Ingest(j) => {
                 *edges += j.batch.report.edges.len();
-                group.push(j);
+                group.push(*j);
                 true
             }
             Msg::Close(reply) => {
@@ -377,6 +377,13 @@ async fn apply(
         let n = deltas.add(c.report);
         verdicts[i] = Verdict::Done(Ok(Ingested::Stored { edges: n }));
     }
+    // Lookups and bypass observations: few, and each applied in arrival order (the
+    // latest answer's addresses and name win, as in SQLite).
+    for &i in &stored {
+        if let Some(c) = &checked[i] {
+            observations(&tx, &sql, c.report).await?;
+        }
+    }
     // Instances, coverage and edges touch different rows: their statements go out
     // together on the connection (tokio-postgres pipelines them), not one round trip
     // after another.
@@ -393,6 +400,50 @@ async fn apply(
     )?;
     tx.commit().await.map_err(StoreError::pg)?;
     Ok(finish(verdicts))
+}
+
+/// Store a batch's lookups and bypass observations (totals per key, saturating), one
+/// row at a time in the batch's order.
+async fn observations(
+    tx: &Transaction<'_>,
+    sql: &Statements,
+    r: &Report,
+) -> Result<(), StoreError> {
+    let c = |v: u64| i64::try_from(v).unwrap_or(MAX);
+    for l in &r.lookups {
+        tx.execute(
+            &sql.add_lookup,
+            &[
+                &l.name,
+                &r.service,
+                &r.environment,
+                &c(l.lookups),
+                &l.first_seen.0,
+                &l.last_seen.0,
+                &l.addresses.join(" "),
+            ],
+        )
+        .await
+        .map_err(StoreError::pg)?;
+    }
+    for b in &r.bypass {
+        tx.execute(
+            &sql.add_bypass,
+            &[
+                &b.address,
+                &i32::from(b.port),
+                &r.service,
+                &r.environment,
+                &b.name,
+                &c(b.connections),
+                &b.first_seen.0,
+                &b.last_seen.0,
+            ],
+        )
+        .await
+        .map_err(StoreError::pg)?;
+    }
+    Ok(())
 }
 
 fn finish(verdicts: Vec<Verdict>) -> Vec<Result<Ingested, StoreError>> {
@@ -418,6 +469,12 @@ fn check(b: &Batch) -> Result<Checked<'_>, StoreError> {
         || nul(&r.service)
         || nul(&r.environment)
         || r.edges.iter().any(|e| nul(&e.host))
+        || r.lookups
+            .iter()
+            .any(|l| nul(&l.name) || l.addresses.iter().any(|a| nul(a)))
+        || r.bypass
+            .iter()
+            .any(|b| nul(&b.address) || b.name.as_deref().is_some_and(nul))
     {
         return Err(StoreError::Invalid("a name holds a NUL character".into()));
     }
@@ -1039,6 +1096,8 @@ pub(super) struct Statements {
     move_current: tokio_postgres::Statement,
     update_edges: tokio_postgres::Statement,
     add_hours: tokio_postgres::Statement,
+    add_lookup: tokio_postgres::Statement,
+    add_bypass: tokio_postgres::Statement,
 }
 
 /// `ON CONFLICT` clause of a bucket upsert: add the new counts to the bucket's.
@@ -1293,6 +1352,32 @@ impl Statements {
                                c_first_seen, c_last_seen)
                      WHERE e.id = d.id"
                 ))
+                .await?,
+            add_lookup: conn
+                .prepared(
+                    "INSERT INTO lookups (name, service, environment, lookups, first_seen,
+                         last_seen, addresses)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (name, service, environment) DO UPDATE SET
+                         lookups = sat_add(lookups.lookups, excluded.lookups),
+                         first_seen = LEAST(lookups.first_seen, excluded.first_seen),
+                         last_seen = GREATEST(lookups.last_seen, excluded.last_seen),
+                         addresses = CASE WHEN excluded.last_seen >= lookups.last_seen
+                             AND excluded.addresses <> '' THEN excluded.addresses
+                             ELSE lookups.addresses END",
+                )
+                .await?,
+            add_bypass: conn
+                .prepared(
+                    "INSERT INTO bypass (address, port, service, environment, name,
+                         connections, first_seen, last_seen)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                     ON CONFLICT (address, port, service, environment) DO UPDATE SET
+                         connections = sat_add(bypass.connections, excluded.connections),
+                         first_seen = LEAST(bypass.first_seen, excluded.first_seen),
+                         last_seen = GREATEST(bypass.last_seen, excluded.last_seen),
+                         name = COALESCE(excluded.name, bypass.name)",
+                )
                 .await?,
             add_hours: conn
                 .prepared(concat!(
