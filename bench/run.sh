@@ -11,8 +11,10 @@
 #
 # Environment: BENCH_DURATION (seconds per closed-loop run, default 10), BENCH_THREADS
 # (worker threads for the sidecar and HAProxy's nbthread, default 1), BENCH_SKIP_OHA=1,
-# BENCH_SKIP_FLEET=1 (the proxy part only: builds only the sidecar). Each run's results are
-# also kept as target/bench/results-<UTC time>.md, with the machine's load at the start.
+# BENCH_SKIP_FLEET=1 (the proxy part only: builds only the sidecar), BENCH_SKIP_POSTGRES=1
+# (the fleet benchmark on SQLite only; otherwise it also runs on a throwaway PostgreSQL
+# cluster, tests/pg/cluster.sh), FLEET_ARGS (extra whouses-fleet flags). Each run's results
+# are also kept as target/bench/results-<UTC time>.md, with the machine's load at the start.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -276,6 +278,28 @@ if [ $SMOKE = 0 ]; then
   rm -f "$WORK/up/big.bin"
 fi
 
+# ---- PostgreSQL for the fleet benchmark ----------------------------------------------
+# Full run: a throwaway cluster of our own with PostgreSQL's durable defaults (fsync on,
+# synchronous commit), removed at the end. Smoke: the test cluster when the test script
+# set one (WHOUSES_TEST_POSTGRES_URL), else none. BENCH_SKIP_POSTGRES=1 skips it.
+PG_URL=""; PG_WHY="BENCH_SKIP_POSTGRES=1"
+[ "${BENCH_SKIP_FLEET:-0}" = 1 ] && PG_WHY="BENCH_SKIP_FLEET=1"
+if [ "${BENCH_SKIP_POSTGRES:-0}" != 1 ] && [ "${BENCH_SKIP_FLEET:-0}" != 1 ]; then
+  if [ $SMOKE = 1 ]; then
+    PG_URL=${WHOUSES_TEST_POSTGRES_URL:-}; PG_WHY="smoke run without WHOUSES_TEST_POSTGRES_URL"
+  else
+    log "Starting a PostgreSQL cluster for the fleet benchmark"
+    PG_DIR=$WORK/pg
+    chmod 755 "$WORK"   # the server runs as the postgres user
+    if out=$("$ROOT/tests/pg/cluster.sh" start "$PG_DIR" durable); then
+      PG_URL=$(printf '%s\n' "$out" | sed -n 's/^export WHOUSES_TEST_POSTGRES_URL=//p')
+      trap '"$ROOT/tests/pg/cluster.sh" stop "$PG_DIR"; cleanup' EXIT
+    else
+      PG_WHY="the cluster did not start"
+    fi
+  fi
+fi
+
 # ---- table ---------------------------------------------------------------------------
 ratio() { python3 -c "a,b='$1','$2'; print('%.2f' % (float(a)/float(b)) if a not in ('','-') and b not in ('','-','0') else '-')" 2>/dev/null || echo -; }
 added() { python3 -c "a,b='$1','$2'; print('%+.3f' % (float(a)-float(b)) if a not in ('','-') and b not in ('','-') else '-')" 2>/dev/null || echo -; }
@@ -326,11 +350,12 @@ added() { python3 -c "a,b='$1','$2'; print('%+.3f' % (float(a)-float(b)) if a no
     echo "(collector fleet benchmark skipped: BENCH_SKIP_FLEET=1)"
   elif [ $SMOKE = 1 ]; then
     echo "## Collector fleet benchmark"; echo
-    "$BIN/whouses-fleet" --smoke --dir "$OUT/fleet" 2>/dev/null
+    "$BIN/whouses-fleet" --smoke --dir "$OUT/fleet" ${PG_URL:+--postgres "$PG_URL"} 2>/dev/null
   else
     echo "## Collector fleet benchmark"; echo
-    "$BIN/whouses-fleet" --dir "$OUT/fleet" ${FLEET_ARGS:-} 2>/dev/null
+    "$BIN/whouses-fleet" --dir "$OUT/fleet" ${PG_URL:+--postgres "$PG_URL"} ${FLEET_ARGS:-} 2>/dev/null
   fi
+  [ -n "$PG_URL" ] || echo "(PostgreSQL skipped: $PG_WHY)"
 } > "$RESULTS"
 cp "$RESULTS" "$OUT/results-$(date -u +%Y%m%dT%H%M%SZ).md"
 cat "$RESULTS"

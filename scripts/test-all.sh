@@ -42,6 +42,18 @@ fi
 log "Building the binaries"
 cargo build --workspace --bins
 
+# PostgreSQL: the storage conformance suite and the replica tests run against a real
+# server when WHOUSES_TEST_POSTGRES_URL is set; unless the caller gave one, a throwaway
+# cluster (Debian's postgresql package, initdb in a temporary directory, a free port),
+# stopped and removed when this script ends, whatever the outcome.
+if [ -z "${WHOUSES_TEST_POSTGRES_URL:-}" ]; then
+  log "Starting a throwaway PostgreSQL cluster"
+  PG_DIR=$(mktemp -d /tmp/whouses-pg.XXXXXX)
+  trap 'tests/pg/cluster.sh stop "$PG_DIR"' EXIT
+  eval "$(tests/pg/cluster.sh start "$PG_DIR")"
+  export WHOUSES_TEST_POSTGRES_URL WHOUSES_TEST_POSTGRES_CA
+fi
+
 log "Running the tests"
 # The benchmark smoke loads both cores (wrk, every proxy); it runs alone afterwards so
 # it never competes with the tests that count exactly.

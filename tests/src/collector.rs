@@ -15,6 +15,7 @@ use crate::wait;
 
 pub struct Builder {
     db: Option<PathBuf>,
+    db_url: Option<String>,
     args: Vec<String>,
     ca: Option<PathBuf>,
 }
@@ -22,6 +23,7 @@ pub struct Builder {
 pub struct Collector {
     pub proc: Proc,
     pub addr: SocketAddr,
+    /// The SQLite file (empty with [`Builder::db_url`]).
     pub db: PathBuf,
     /// The CA that signed its certificate, when it serves HTTPS.
     pub ca: Option<PathBuf>,
@@ -47,6 +49,7 @@ impl Collector {
     pub fn builder() -> Builder {
         Builder {
             db: None,
+            db_url: None,
             args: Vec::new(),
             ca: None,
         }
@@ -156,6 +159,12 @@ impl Builder {
         self
     }
 
+    /// Use this database URL (e.g. `postgres://…`) instead of a fresh SQLite file.
+    pub fn db_url(mut self, url: &str) -> Self {
+        self.db_url = Some(url.to_string());
+        self
+    }
+
     pub fn ingest_token(self, t: &str) -> Self {
         self.arg("--ingest-token").arg(t)
     }
@@ -184,15 +193,20 @@ impl Builder {
     }
 
     pub fn spawn(self) -> Collector {
-        let (dir, db) = match self.db {
-            Some(p) => (None, p),
-            None => {
+        let (dir, db, url) = match (self.db_url, self.db) {
+            (Some(url), _) => (None, PathBuf::new(), url),
+            (None, Some(p)) => {
+                let url = format!("sqlite://{}", p.display());
+                (None, p, url)
+            }
+            (None, None) => {
                 let d = tempfile::tempdir().expect("tempdir");
                 let p = d.path().join("whouses.db");
-                (Some(d), p)
+                let url = format!("sqlite://{}", p.display());
+                (Some(d), p, url)
             }
         };
-        let mut args = vec!["--db".to_string(), format!("sqlite://{}", db.display())];
+        let mut args = vec!["--db".to_string(), url];
         args.extend(self.args);
         let (proc, addr) = start(&args, "127.0.0.1:0", self.ca.as_deref());
         Collector {

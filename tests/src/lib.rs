@@ -10,6 +10,8 @@
 //! * [`collector`] — starting a real `whouses-collector` and running the `whouses` CLI.
 //! * [`netns`] — test hosts in network namespaces the test creates (198.18.0.0/15).
 //! * [`reports`] — batches as a sidecar would send them, for tests of the collector.
+//! * [`postgres`] — a database of its own per test on `WHOUSES_TEST_POSTGRES_URL`, or a
+//!   whole throwaway cluster (`tests/pg/cluster.sh`) for a test that stops it.
 //!
 //! The binaries must be built first (`cargo build --workspace --bins`); the README's test
 //! command and `.ci/run` do that.
@@ -18,6 +20,7 @@ pub mod bins;
 pub mod certs;
 pub mod collector;
 pub mod netns;
+pub mod postgres;
 pub mod reports;
 pub mod sidecar;
 pub mod upstream;

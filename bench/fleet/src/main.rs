@@ -1,10 +1,13 @@
-//! `whouses-fleet`: a realistic fleet against a real collector. It spawns
-//! `whouses-collector` on a fresh SQLite file, ingests N days of daily reports from
-//! S services calling H hosts (skewed popularity, a few rare monthly callers), then
-//! measures query latency. Prints one Markdown table.
+//! `whouses-fleet`: a realistic fleet against a real collector, on SQLite and — with
+//! `--postgres URL` — on PostgreSQL, same data, same machine, one run. For each backend it
+//! spawns `whouses-collector` on a fresh database, ingests N days of daily reports from S
+//! services calling H hosts (skewed popularity, a few rare monthly callers, one host
+//! called by 1,000 services), then live 10-second rounds (on PostgreSQL once more through
+//! two replicas on the one database, POSTs alternating), then measures query latency.
+//! Prints one Markdown table, a column per backend.
 //!
-//! Full run (the targets of PRODUCT.md): `whouses-fleet` (2,000 services, 50,000 hosts,
-//! 90 days). Smoke: `whouses-fleet --smoke`.
+//! Full run (the targets of PRODUCT.md): `whouses-fleet [--postgres URL]` (2,000
+//! services, 50,000 hosts, 90 days). Smoke: `whouses-fleet --smoke`.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -18,6 +21,10 @@ use rand::{Rng, SeedableRng};
 use whouses_wire::{Counts, Edge, Report, Scheme, Timestamp, REPORT_VERSION};
 
 const DAY: i64 = 86_400_000;
+/// Services calling host 0.
+const HUB_CALLERS: usize = 1_000;
+/// The database the PostgreSQL run creates (and drops first) on the server.
+const PG_DATABASE: &str = "whouses_fleet";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,18 +46,31 @@ struct Args {
     concurrency: usize,
     /// Live rounds after the history: every service sends one 10-second batch per round,
     /// as running sidecars do (60 rounds: ten minutes of fleet time, which starts a new
-    /// hour bucket for every edge once). This is the sustained ingest rate.
+    /// hour bucket for every edge once). This is the sustained ingest rate. PostgreSQL runs
+    /// as many again through two replicas.
     #[arg(long, default_value_t = 60)]
     live_rounds: u64,
+    /// The collectors' `--max-concurrent-ingest`: batches inside the collector at once,
+    /// so the most a group commit can gather (the collector's default is 16; with 64
+    /// POSTs in flight, 128 lets every waiting batch join a group).
+    #[arg(long, default_value_t = 128)]
+    max_concurrent_ingest: u32,
     /// Timed queries per kind for callers and check.
     #[arg(long, default_value_t = 300)]
     queries: usize,
     /// The collector binary (default: next to this one).
     #[arg(long)]
     collector_bin: Option<PathBuf>,
-    /// Working directory for the database.
+    /// Working directory for the SQLite database.
     #[arg(long, default_value = "target/bench/fleet")]
     dir: PathBuf,
+    /// Also run on PostgreSQL: a server URL we may create the database `whouses_fleet` on
+    /// (dropped first). `bench/run.sh` starts a throwaway cluster and passes it.
+    #[arg(long, env = "WHOUSES_FLEET_POSTGRES_URL")]
+    postgres: Option<String>,
+    /// Skip the SQLite run.
+    #[arg(long)]
+    no_sqlite: bool,
     /// Write the table here too.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -83,6 +103,11 @@ fn generate(a: &Args, rng: &mut StdRng) -> Fleet {
                 let port = [443, 80, 8080][h % 3];
                 let volume = (1_000_000.0 / (h as f64 + 10.0)) as u64 + rng.gen_range(1..50);
                 mine.push((h, port, volume, false));
+            }
+            // The first 1,000 services all call host 0 (the platform's most popular
+            // service): `callers` and `check` are timed on it separately.
+            if s < HUB_CALLERS && !mine.iter().any(|e| e.0 == 0) {
+                mine.push((0, [443, 80, 8080][0], 1_000_000 / 10, false));
             }
             // One service in 20 also has a rare monthly caller edge (a batch job).
             if s % 20 == 0 {
@@ -176,98 +201,208 @@ impl Drop for Collector {
     }
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> anyhow::Result<()> {
-    let mut a = Args::parse();
-    if a.smoke {
-        a.live_rounds = 3;
-        a.services = 20;
-        a.hosts = 200;
-        a.days = 3;
-        a.hosts_per_service = 5;
-        a.queries = 10;
-    }
-    std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
-    let db = a.dir.join("fleet.db");
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-    }
-    let bin = match &a.collector_bin {
-        Some(b) => b.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("no parent dir")?
-            .join("whouses-collector"),
-    };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let url = format!("http://127.0.0.1:{port}");
-    let child = Command::new(&bin)
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--db",
-            &format!("sqlite://{}", db.display()),
-            "--max-body-bytes",
-            "67108864",
-            // The history is ingested now, about the past: let it count as coverage.
-            "--max-backfill",
-            "400d",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let mut collector = Collector(child);
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(120))
-        .build()?;
-    let t = Instant::now();
-    while http.get(format!("{url}/healthz")).send().await.is_err() {
-        anyhow::ensure!(
-            t.elapsed() < Duration::from_secs(30),
-            "collector did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+impl Collector {
+    /// Start one on `db` and wait until it answers; returns it and its base URL.
+    async fn start(
+        bin: &PathBuf,
+        db: &str,
+        slots: u32,
+        http: &reqwest::Client,
+    ) -> anyhow::Result<(Collector, String)> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let url = format!("http://127.0.0.1:{port}");
+        let child = Command::new(bin)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--db",
+                db,
+                "--max-body-bytes",
+                "67108864",
+                "--max-concurrent-ingest",
+                &slots.to_string(),
+                // The history is ingested now, about the past: let it count as coverage.
+                "--max-backfill",
+                "400d",
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let c = Collector(child);
+        let t = Instant::now();
+        while http.get(format!("{url}/healthz")).send().await.is_err() {
+            anyhow::ensure!(
+                t.elapsed() < Duration::from_secs(60),
+                "collector did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok((c, url))
     }
 
-    let mut rng = StdRng::seed_from_u64(42);
-    let fleet = generate(&a, &mut rng);
-    let base = Timestamp::now().0 - (a.days + 1) * DAY;
-    eprintln!("Ingesting {} days × {} services …", a.days, a.services);
-    let post_all = |reports: Vec<Vec<u8>>| {
-        let http = http.clone();
-        let url = format!("{url}/v1/reports");
-        let concurrency = a.concurrency;
-        async move {
-            let t = Instant::now();
-            let results: Vec<anyhow::Result<()>> = stream::iter(reports)
-                .map(|body| {
-                    let http = http.clone();
-                    let url = url.clone();
-                    async move {
-                        let r = http
-                            .post(url)
-                            .header("content-type", "application/json")
-                            .body(body)
-                            .send()
-                            .await?;
-                        anyhow::ensure!(r.status().is_success(), "ingest answered {}", r.status());
-                        Ok(())
-                    }
-                })
-                .buffer_unordered(concurrency)
-                .collect()
-                .await;
-            let took = t.elapsed();
-            results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
-            Ok::<Duration, anyhow::Error>(took)
+    /// SIGTERM, and wait for the exit (SQLite folds its WAL into the file on the way).
+    async fn stop(mut self) -> anyhow::Result<()> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let t = Instant::now();
+        while self.0.try_wait()?.is_none() && t.elapsed() < Duration::from_secs(60) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        Ok(())
+    }
+}
+
+/// Which database a run uses.
+enum Backend {
+    Sqlite(PathBuf),
+    Postgres { admin: String },
+}
+
+impl Backend {
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::Sqlite(_) => "SQLite",
+            Backend::Postgres { .. } => "PostgreSQL",
+        }
+    }
+
+    /// A fresh, empty database; its `--db` URL.
+    fn fresh(&self) -> anyhow::Result<String> {
+        match self {
+            Backend::Sqlite(db) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+                }
+                Ok(format!("sqlite://{}", db.display()))
+            }
+            Backend::Postgres { admin } => {
+                psql(
+                    admin,
+                    &format!("DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)"),
+                )?;
+                psql(admin, &format!("CREATE DATABASE {PG_DATABASE}"))?;
+                let (base, _) = admin
+                    .rsplit_once('/')
+                    .context("the PostgreSQL URL names no database")?;
+                Ok(format!("{base}/{PG_DATABASE}"))
+            }
+        }
+    }
+
+    /// Bytes the database takes.
+    fn size(&self) -> anyhow::Result<u64> {
+        match self {
+            Backend::Sqlite(db) => Ok(["", "-wal"]
+                .iter()
+                .filter_map(|s| std::fs::metadata(format!("{}{s}", db.display())).ok())
+                .map(|m| m.len())
+                .sum()),
+            Backend::Postgres { admin } => {
+                let out = psql(admin, &format!("SELECT pg_database_size('{PG_DATABASE}')"))?;
+                out.trim().parse().context("pg_database_size")
+            }
+        }
+    }
+}
+
+/// Run SQL with psql (it comes with the server); returns its unaligned output.
+fn psql(url: &str, sql: &str) -> anyhow::Result<String> {
+    let out = Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql])
+        .output()
+        .context("running psql")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "psql {sql:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// POST every body, `concurrency` at once, spread over the replicas in turn; the time
+/// it took.
+async fn post_all(
+    http: &reqwest::Client,
+    replicas: &[String],
+    reports: Vec<Vec<u8>>,
+    concurrency: usize,
+) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    let results: Vec<anyhow::Result<()>> = stream::iter(reports.into_iter().enumerate())
+        .map(|(i, body)| {
+            let http = http.clone();
+            let url = format!("{}/v1/reports", replicas[i % replicas.len()]);
+            async move {
+                let r = http
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await?;
+                anyhow::ensure!(r.status().is_success(), "ingest answered {}", r.status());
+                Ok(())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let took = t.elapsed();
+    results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+    Ok(took)
+}
+
+/// What one backend measured.
+struct Measured {
+    edge_days: u64,
+    history: (u64, Duration),
+    live: (u64, Duration),
+    live_two: Option<(u64, Duration)>,
+    lat: Vec<(&'static str, Vec<Duration>)>,
+    bytes: u64,
+}
+
+fn rate((edges, took): (u64, Duration)) -> String {
+    format!(
+        "{:.0} edges/s ({} in {:.1} s)",
+        edges as f64 / took.as_secs_f64().max(1e-9),
+        edges,
+        took.as_secs_f64()
+    )
+}
+
+async fn run(
+    a: &Args,
+    backend: &Backend,
+    bin: &PathBuf,
+    http: &reqwest::Client,
+) -> anyhow::Result<Measured> {
+    let db = backend.fresh()?;
+    let (collector, url) = Collector::start(bin, &db, a.max_concurrent_ingest, http).await?;
+    // PostgreSQL's second replica starts now, on the empty database, as the first did: a
+    // collector's upkeep runs at its start, and one started after the history would fold
+    // 76 days of hourly buckets in the middle of the measurement.
+    let second = match backend {
+        Backend::Postgres { .. } => {
+            Some(Collector::start(bin, &db, a.max_concurrent_ingest, http).await?)
+        }
+        Backend::Sqlite(_) => None,
     };
+    // The same fleet and the same reports on every backend.
+    let mut rng = StdRng::seed_from_u64(42);
+    let fleet = generate(a, &mut rng);
+    let base = Timestamp::now().0 - (a.days + 1) * DAY;
+    eprintln!(
+        "{}: ingesting {} days × {} services …",
+        backend.name(),
+        a.days,
+        a.services
+    );
     let mut edge_days = 0u64;
-    let mut ingest_time = Duration::ZERO;
+    let mut history = Duration::ZERO;
     for day in 0..a.days {
         let reports: Vec<Vec<u8>> = (0..a.services)
             .map(|s| report(&fleet, s, day, base, &mut rng))
@@ -276,23 +411,48 @@ async fn main() -> anyhow::Result<()> {
                 serde_json::to_vec(&r).expect("reports encode")
             })
             .collect();
-        ingest_time += post_all(reports).await?;
+        history += post_all(http, std::slice::from_ref(&url), reports, a.concurrency).await?;
     }
-    eprintln!("Live: {} rounds of 10-second batches …", a.live_rounds);
-    let mut live_edges = 0u64;
-    let mut live_time = Duration::ZERO;
-    for round in 0..a.live_rounds {
-        let reports: Vec<Vec<u8>> = (0..a.services)
-            .map(|s| live_report(&fleet, s, a.days, round, base, &mut rng))
-            .map(|r| {
-                live_edges += r.edges.len() as u64;
-                serde_json::to_vec(&r).expect("reports encode")
-            })
-            .collect();
-        live_time += post_all(reports).await?;
+    let live_rounds = |from: u64, rng: &mut StdRng| {
+        let mut all = Vec::new();
+        let mut edges = 0u64;
+        for round in from..from + a.live_rounds {
+            let reports: Vec<Vec<u8>> = (0..a.services)
+                .map(|s| live_report(&fleet, s, a.days, round, base, rng))
+                .map(|r| {
+                    edges += r.edges.len() as u64;
+                    serde_json::to_vec(&r).expect("reports encode")
+                })
+                .collect();
+            all.push(reports);
+        }
+        (all, edges)
+    };
+    eprintln!(
+        "{}: live, {} rounds of 10-second batches …",
+        backend.name(),
+        a.live_rounds
+    );
+    let (rounds, edges) = live_rounds(0, &mut rng);
+    let mut took = Duration::ZERO;
+    for r in rounds {
+        took += post_all(http, std::slice::from_ref(&url), r, a.concurrency).await?;
     }
-    let live_per_s = live_edges as f64 / live_time.as_secs_f64().max(1e-9);
-    let edges_per_s = edge_days as f64 / ingest_time.as_secs_f64();
+    let live = (edges, took);
+    let live_two = match &second {
+        Some((_, b_url)) => {
+            eprintln!("{}: live through two replicas …", backend.name());
+            let (rounds, edges) = live_rounds(a.live_rounds, &mut rng);
+            let replicas = [url.clone(), b_url.clone()];
+            let mut took = Duration::ZERO;
+            for r in rounds {
+                took += post_all(http, &replicas, r, a.concurrency).await?;
+            }
+            Some((edges, took))
+        }
+        None => None,
+    };
+
     let query = |path: String| {
         let http = http.clone();
         let url = format!("{url}{path}");
@@ -304,10 +464,13 @@ async fn main() -> anyhow::Result<()> {
             Ok::<Duration, anyhow::Error>(t.elapsed())
         }
     };
-    let mut lat: Vec<(&str, Vec<Duration>)> = Vec::new();
+    let mut lat: Vec<(&'static str, Vec<Duration>)> = Vec::new();
+    let hub = host_name(0);
     for (kind, n) in [
         ("callers", a.queries),
         ("check", a.queries),
+        ("callers-hub", a.queries / 3),
+        ("check-hub", a.queries / 3),
         ("hosts", 5),
         ("export", 3),
     ] {
@@ -322,6 +485,8 @@ async fn main() -> anyhow::Result<()> {
             let path = match kind {
                 "callers" => format!("/v1/callers?host={}", host_name(h)),
                 "check" => format!("/v1/check?host={}&quiet_for=30d", host_name(h)),
+                "callers-hub" => format!("/v1/callers?host={hub}"),
+                "check-hub" => format!("/v1/check?host={hub}&quiet_for=30d"),
                 "hosts" => "/v1/hosts".to_string(),
                 _ => "/v1/export?format=csv".to_string(),
             };
@@ -330,56 +495,152 @@ async fn main() -> anyhow::Result<()> {
         samples.sort();
         lat.push((kind, samples));
     }
-
-    // Stop the collector (SIGTERM: it finishes, checkpoints the WAL into the file and
-    // removes it), then weigh the database.
-    let _ = Command::new("kill")
-        .args(["-TERM", &collector.0.id().to_string()])
-        .status();
-    let t = Instant::now();
-    while collector.0.try_wait()?.is_none() && t.elapsed() < Duration::from_secs(60) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    if let Some((b, _)) = second {
+        b.stop().await?;
     }
-    let db_bytes: u64 = ["", "-wal"]
-        .iter()
-        .filter_map(|s| std::fs::metadata(format!("{}{s}", db.display())).ok())
-        .map(|m| m.len())
-        .sum();
+    collector.stop().await?;
+    let bytes = backend.size()?;
+    Ok(Measured {
+        edge_days,
+        history: (edge_days, history),
+        live,
+        live_two,
+        lat,
+        bytes,
+    })
+}
 
-    let mut table = String::new();
-    table.push_str(&format!(
-        "Fleet: {} services, {} hosts, {} days, {} edge-days ingested (SQLite, {} concurrent POSTs)\n\n",
-        a.services, a.hosts, a.days, edge_days, a.concurrency
-    ));
-    table.push_str("| measure | value |\n|---|---:|\n");
-    table.push_str(&format!(
-        "| sustained ingest, live (10-second batches of every service, {} rounds) | {:.0} edges/s ({} edges in {:.1} s) |\n",
-        a.live_rounds,
-        live_per_s,
-        live_edges,
-        live_time.as_secs_f64()
-    ));
-    table.push_str(&format!(
-        "| history load (one daily batch per service and day) | {:.0} edges/s ({:.1} s) |\n",
-        edges_per_s,
-        ingest_time.as_secs_f64()
-    ));
-    table.push_str(&format!(
-        "| database size | {:.1} MiB ({:.1} MiB per million edge-days) |\n",
-        db_bytes as f64 / 1_048_576.0,
-        db_bytes as f64 / 1_048_576.0 / (edge_days as f64 / 1e6)
-    ));
-    for (kind, s) in &lat {
-        table.push_str(&format!(
-            "| `{kind}` p50 / p99 (n={}) | {} / {} |\n",
-            s.len(),
-            ms(percentile(s, 0.5)),
-            ms(percentile(s, 0.99))
-        ));
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let mut a = Args::parse();
+    if a.smoke {
+        a.live_rounds = 3;
+        a.services = 20;
+        a.hosts = 200;
+        a.days = 3;
+        a.hosts_per_service = 5;
+        a.queries = 10;
     }
-    println!("{table}");
+    std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
+    let bin = match &a.collector_bin {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("no parent dir")?
+            .join("whouses-collector"),
+    };
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(120))
+        .build()?;
+    let mut backends = Vec::new();
+    if !a.no_sqlite {
+        backends.push(Backend::Sqlite(a.dir.join("fleet.db")));
+    }
+    if let Some(admin) = &a.postgres {
+        backends.push(Backend::Postgres {
+            admin: admin.clone(),
+        });
+    }
+    let mut results = Vec::new();
+    for b in &backends {
+        results.push(run(&a, b, &bin, &http).await?);
+    }
+
+    let names: Vec<&str> = backends.iter().map(Backend::name).collect();
+    let edge_days = results.first().map(|m| m.edge_days).unwrap_or(0);
+    let mut t = String::new();
+    t.push_str(&format!(
+        "Fleet: {} services, {} hosts ({} callers of the busiest), {} days, {} edge-days ingested ({}; {} concurrent POSTs, --max-concurrent-ingest {})\n\n",
+        a.services,
+        a.hosts,
+        HUB_CALLERS.min(a.services),
+        a.days,
+        edge_days,
+        names.join(" and "),
+        a.concurrency,
+        a.max_concurrent_ingest
+    ));
+    t.push_str(&format!(
+        "| measure | {} |\n|---|{}\n",
+        names.join(" | "),
+        "---:|".repeat(names.len())
+    ));
+    let row = |t: &mut String, label: String, f: &dyn Fn(&Measured) -> String| {
+        let cells: Vec<String> = results.iter().map(f).collect();
+        t.push_str(&format!("| {label} | {} |\n", cells.join(" | ")));
+    };
+    row(
+        &mut t,
+        format!(
+            "sustained ingest, live (10-second batches of every service, {} rounds), one collector",
+            a.live_rounds
+        ),
+        &|m| rate(m.live),
+    );
+    row(
+        &mut t,
+        format!(
+            "sustained ingest, live, two replicas on one database ({} rounds more)",
+            a.live_rounds
+        ),
+        &|m| {
+            m.live_two
+                .map(rate)
+                .unwrap_or_else(|| "— (one writer)".into())
+        },
+    );
+    row(
+        &mut t,
+        "history load (one daily batch per service and day)".into(),
+        &|m| rate(m.history),
+    );
+    row(&mut t, "database size".into(), &|m| {
+        format!(
+            "{:.1} MiB ({:.1} MiB per million edge-days)",
+            m.bytes as f64 / 1_048_576.0,
+            m.bytes as f64 / 1_048_576.0 / (m.edge_days.max(1) as f64 / 1e6)
+        )
+    });
+    let labels = [
+        ("callers", "`callers` p50 / p99".to_string()),
+        ("check", "`check` p50 / p99".to_string()),
+        (
+            "callers-hub",
+            format!(
+                "`callers` of the host with {} callers, p50 / p99",
+                HUB_CALLERS.min(a.services)
+            ),
+        ),
+        (
+            "check-hub",
+            format!(
+                "`check` of the host with {} callers, p50 / p99",
+                HUB_CALLERS.min(a.services)
+            ),
+        ),
+        ("hosts", "`hosts` p50 / p99".to_string()),
+        ("export", "`export` p50 / p99".to_string()),
+    ];
+    for (kind, label) in labels {
+        let n = results
+            .first()
+            .and_then(|m| m.lat.iter().find(|l| l.0 == kind))
+            .map(|l| l.1.len())
+            .unwrap_or(0);
+        row(&mut t, format!("{label} (n={n})"), &|m| {
+            let s = m
+                .lat
+                .iter()
+                .find(|l| l.0 == kind)
+                .map(|l| l.1.as_slice())
+                .unwrap_or(&[]);
+            format!("{} / {}", ms(percentile(s, 0.5)), ms(percentile(s, 0.99)))
+        });
+    }
+    println!("{t}");
     if let Some(out) = &a.out {
-        std::fs::write(out, &table).with_context(|| format!("writing {}", out.display()))?;
+        std::fs::write(out, &t).with_context(|| format!("writing {}", out.display()))?;
     }
     Ok(())
 }

@@ -32,6 +32,7 @@ use whouses_wire::{Report, Timestamp};
 use crate::targets::HostPattern;
 
 pub mod buckets;
+pub mod postgres;
 pub mod sqlite;
 
 pub use buckets::{merge_interval, Interval, CONTINUITY_SLACK_MS};
@@ -97,6 +98,10 @@ pub enum Ingested {
 pub enum StoreError {
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL refused a statement or the connection to it failed (`retry`: a deadlock,
+    /// a serialization failure or a lost connection, which trying again may fix).
+    #[error("database: {message}")]
+    Postgres { message: String, retry: bool },
     #[error("database connection pool: {0}")]
     Pool(String),
     #[error("database migration: {0}")]
@@ -184,6 +189,8 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
 pub async fn open_with(url: &str, options: &Options) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::open(url, options).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PostgresStore::open(url).await?))
     } else {
         Err(StoreError::UnsupportedUrl(redact(url)))
     }

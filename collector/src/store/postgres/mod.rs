@@ -1,0 +1,405 @@
+//! The PostgreSQL backend (tokio-postgres), for a fleet past one machine and for several
+//! collector replicas on one database. Same tables, same answers as SQLite
+//! (`store/sqlite/`); what differs is how writers take turns: several replicas commit at
+//! once, so ingest locks the instance rows it touches and lets the `seen` insert decide
+//! which delivery of a batch is stored ([`writer`]). Reads run on a bounded pool
+//! ([`pool`]), one round trip per query ([`read`]). Migrations are applied by one replica
+//! at a time ([`schema`]).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use whouses_wire::api::{BypassRow, EdgeRow, InstanceRow, LookupRow};
+use whouses_wire::Timestamp;
+
+use super::buckets::{day_of, hour_of};
+use super::{Batch, EdgeFilter, Ingested, InstanceCoverage, ObsFilter, Store, StoreError};
+
+mod connect;
+mod pool;
+mod read;
+mod schema;
+mod writer;
+
+use pool::Pool;
+use writer::{add_to_bucket, Msg};
+
+/// Connections per collector: the writers' plus room for queries and upkeep (and one
+/// more for `/readyz`). Several replicas multiply it; see docs/operations.md for sizing
+/// `max_connections`.
+const POOL_SIZE: usize = 8;
+/// `/readyz` answers within this, database down or not.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+/// The advisory lock one replica holds while it folds or prunes: the others skip.
+const UPKEEP_LOCK: i64 = 0x77_686f_7573_6575;
+/// Tries of an upkeep step that hit a deadlock with ingest.
+const UPKEEP_TRIES: usize = 5;
+
+/// What `/readyz` needs to know about writes.
+#[derive(Debug, Default)]
+pub(super) struct Health {
+    /// The last commit failed because the database cannot write (out of space, read-only).
+    cannot_write: AtomicBool,
+}
+
+impl Health {
+    fn wrote(&self) {
+        self.cannot_write.store(false, Ordering::Release);
+    }
+
+    fn failed(&self, e: &StoreError) {
+        if matches!(e, StoreError::Full(_)) {
+            self.cannot_write.store(true, Ordering::Release);
+        }
+    }
+}
+
+pub struct PostgresStore {
+    pool: Arc<Pool>,
+    /// A connection of its own for `/readyz`: a probe must not wait behind busy writers
+    /// (a collector under load is still ready).
+    probe: Pool,
+    writer: mpsc::Sender<Msg>,
+    health: Arc<Health>,
+}
+
+impl StoreError {
+    /// A PostgreSQL error, classified: out of space or read-only → [`StoreError::Full`];
+    /// a deadlock, a serialization failure or a lost connection may be retried.
+    pub(super) fn pg(e: tokio_postgres::Error) -> StoreError {
+        if let Some(db) = e.as_db_error() {
+            let code = db.code().code();
+            let message = format!("{code}: {}", db.message());
+            // Class 53: insufficient resources (disk full, out of memory, too many
+            // connections); 25006: read-only transaction (a standby, or
+            // default_transaction_read_only).
+            if code == "53100" || code == "25006" {
+                return StoreError::Full(message);
+            }
+            let retry = matches!(code, "40001" | "40P01" | "55P03" | "57P01" | "57P02");
+            return StoreError::Postgres { message, retry };
+        }
+        use std::error::Error as _;
+        let message = match e.source() {
+            Some(s) => format!("{e}: {s}"),
+            None => e.to_string(),
+        };
+        // No answer from the server: the connection broke (or never was).
+        StoreError::Postgres {
+            message,
+            retry: e.is_closed() || e.source().is_some(),
+        }
+    }
+
+    /// Whether trying the same thing again may succeed.
+    pub(super) fn retryable(&self) -> bool {
+        matches!(self, StoreError::Postgres { retry: true, .. })
+    }
+}
+
+impl PostgresStore {
+    /// Connect, migrate, start the writer.
+    pub async fn open(url: &str) -> Result<PostgresStore, StoreError> {
+        let connector = connect::Connector::from_url(url)?;
+        let shown = connector.shown().to_string();
+        let probe = Pool::new(connector.clone(), 1);
+        let pool = Arc::new(Pool::new(connector, POOL_SIZE));
+        {
+            let conn = pool.get().await?;
+            let mut client = conn;
+            schema::migrate(&mut client.client).await?;
+            client.release();
+        }
+        tracing::debug!(db = %shown, "PostgreSQL store open.");
+        let health = Arc::new(Health::default());
+        let writer = writer::spawn(pool.clone(), health.clone());
+        Ok(PostgresStore {
+            pool,
+            probe,
+            writer,
+            health,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for PostgresStore {
+    async fn ingest(&self, batch: Batch) -> Result<Ingested, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.writer
+            .send(Msg::Ingest(Box::new(writer::Job { batch, reply })))
+            .await
+            .map_err(|_| StoreError::Pool("the store is closed".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Pool("the store writer stopped".into()))?
+    }
+
+    async fn edges(&self, f: &EdgeFilter) -> Result<Vec<EdgeRow>, StoreError> {
+        let conn = self.pool.get().await?;
+        let rows = read::edges(&conn.client, f).await?;
+        conn.release();
+        Ok(rows)
+    }
+
+    async fn lookups(&self, f: &ObsFilter) -> Result<Vec<LookupRow>, StoreError> {
+        let conn = self.pool.get().await?;
+        let rows = read::lookups(&conn.client, f).await?;
+        conn.release();
+        Ok(rows)
+    }
+
+    async fn bypass(&self, f: &ObsFilter) -> Result<Vec<BypassRow>, StoreError> {
+        let conn = self.pool.get().await?;
+        let rows = read::bypass(&conn.client, f).await?;
+        conn.release();
+        Ok(rows)
+    }
+
+    async fn instances(&self) -> Result<Vec<InstanceRow>, StoreError> {
+        let conn = self.pool.get().await?;
+        let rows = read::instances(&conn.client).await?;
+        conn.release();
+        Ok(rows)
+    }
+
+    async fn coverage(
+        &self,
+        services: &[(String, String)],
+        after: Timestamp,
+    ) -> Result<Vec<InstanceCoverage>, StoreError> {
+        let conn = self.pool.get().await?;
+        let rows = read::coverage(&conn.client, services, after).await?;
+        conn.release();
+        Ok(rows)
+    }
+
+    async fn observed_since(&self) -> Result<Option<Timestamp>, StoreError> {
+        let conn = self.pool.get().await?;
+        let t = read::observed_since(&conn.client).await?;
+        conn.release();
+        Ok(t)
+    }
+
+    async fn prune(&self, cutoff: Timestamp, seen_cutoff: Timestamp) -> Result<u64, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let locked: bool = conn
+            .client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&UPKEEP_LOCK])
+            .await
+            .map_err(StoreError::pg)?
+            .get(0);
+        if !locked {
+            tracing::debug!("Another collector is doing the upkeep.");
+            conn.release();
+            return Ok(0);
+        }
+        let result = prune(&mut conn, cutoff, seen_cutoff).await;
+        // Unlock before handing the connection back (a connection dropped on error
+        // releases the lock with the session).
+        if result.is_ok() {
+            conn.client
+                .execute("SELECT pg_advisory_unlock($1)", &[&UPKEEP_LOCK])
+                .await
+                .map_err(StoreError::pg)?;
+            conn.release();
+        }
+        result
+    }
+
+    async fn rollup(&self, before: Timestamp) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let mut conn = self.pool.get().await?;
+            let n = retrying!(rollup_one_day(&mut conn, before).await);
+            match n {
+                Ok(0) => {
+                    conn.release();
+                    return Ok(total);
+                }
+                Ok(n) => {
+                    conn.release();
+                    total += n;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        let check = async {
+            let conn = self.probe.get_within(READY_TIMEOUT).await?;
+            let row = conn
+                .client
+                .query_one(
+                    "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'",
+                    &[],
+                )
+                .await
+                .map_err(StoreError::pg)?;
+            let read_only: bool = row.try_get(0).map_err(StoreError::pg)?;
+            conn.release();
+            if read_only {
+                return Err(StoreError::Full(
+                    "the database is read-only (a standby, or default_transaction_read_only)"
+                        .into(),
+                ));
+            }
+            Ok(())
+        };
+        tokio::time::timeout(READY_TIMEOUT, check)
+            .await
+            .map_err(|_| StoreError::Pool(format!("no answer within {READY_TIMEOUT:?}")))??;
+        if self.health.cannot_write.load(Ordering::Acquire) {
+            return Err(StoreError::Full(
+                "the last write failed (disk full or read-only)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn close(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.writer.send(Msg::Close(reply)).await.is_ok() {
+            let _ = rx.await;
+        }
+        self.pool.close();
+        self.probe.close();
+    }
+}
+
+/// Evaluate an upkeep step again while it fails with a retryable error (a deadlock with
+/// ingest, a lost connection).
+macro_rules! retrying {
+    ($step:expr) => {{
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match $step {
+                Err(e) if tries < UPKEEP_TRIES && e.retryable() => {
+                    tracing::debug!(error = %e, tries, "Retrying an upkeep step.");
+                    tokio::time::sleep(Duration::from_millis(20 << tries)).await;
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+use retrying;
+
+/// Retention. Each step is its own short transaction (a crash between steps leaves work
+/// for the next round, never a wrong answer): first the idempotency records older than
+/// `seen_cutoff` become each instance's seq floor (instances locked in name order, as
+/// ingest locks them), then old rows are deleted.
+async fn prune(
+    conn: &mut pool::Conn,
+    cutoff: Timestamp,
+    seen_cutoff: Timestamp,
+) -> Result<u64, StoreError> {
+    let seen_cutoff = cutoff.0.max(seen_cutoff.0);
+    let mut n = retrying!(fold_seen(conn, seen_cutoff).await)?;
+    let steps: [(&str, i64); 7] = [
+        (r#"DELETE FROM coverage WHERE "end" < $1"#, cutoff.0),
+        ("DELETE FROM lookups WHERE last_seen < $1", cutoff.0),
+        ("DELETE FROM bypass WHERE last_seen < $1", cutoff.0),
+        ("DELETE FROM instances WHERE last_report < $1", cutoff.0),
+        ("DELETE FROM edges WHERE last_seen < $1", cutoff.0),
+        ("DELETE FROM edge_hours WHERE hour < $1", hour_of(cutoff)),
+        ("DELETE FROM edge_days WHERE day < $1", day_of(cutoff)),
+    ];
+    for (sql, arg) in steps {
+        n += retrying!(conn
+            .client
+            .execute(sql, &[&arg])
+            .await
+            .map_err(StoreError::pg))?;
+    }
+    Ok(n)
+}
+
+/// Idempotency records received before `seen_cutoff` become their instance's seq floor
+/// (a batch below it was stored before), in one transaction.
+async fn fold_seen(conn: &mut pool::Conn, seen_cutoff: i64) -> Result<u64, StoreError> {
+    let tx = conn.client.transaction().await.map_err(StoreError::pg)?;
+    tx.execute(
+        "SELECT 1 FROM instances
+         WHERE instance IN (SELECT DISTINCT instance FROM seen WHERE received < $1)
+         ORDER BY instance FOR UPDATE",
+        &[&seen_cutoff],
+    )
+    .await
+    .map_err(StoreError::pg)?;
+    tx.execute(
+        "UPDATE instances i SET seq_floor = GREATEST(i.seq_floor, s.floor)
+         FROM (SELECT instance, MAX(seq) + 1 AS floor FROM seen WHERE received < $1
+               GROUP BY instance) s
+         WHERE i.instance = s.instance",
+        &[&seen_cutoff],
+    )
+    .await
+    .map_err(StoreError::pg)?;
+    let n = tx
+        .execute("DELETE FROM seen WHERE received < $1", &[&seen_cutoff])
+        .await
+        .map_err(StoreError::pg)?;
+    tx.commit().await.map_err(StoreError::pg)?;
+    Ok(n)
+}
+
+/// Fold the hourly buckets of the oldest UTC day that ended before `before` into daily
+/// buckets, in one statement: the rows deleted are exactly the rows folded, whatever
+/// ingest does meanwhile. Returns the hourly rows folded; 0 when nothing is left (or
+/// another collector is folding).
+async fn rollup_one_day(conn: &mut pool::Conn, before: Timestamp) -> Result<u64, StoreError> {
+    let end_hour = day_of(before) * 24;
+    let tx = conn.client.transaction().await.map_err(StoreError::pg)?;
+    let locked: bool = tx
+        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&UPKEEP_LOCK])
+        .await
+        .map_err(StoreError::pg)?
+        .get(0);
+    if !locked {
+        return Ok(0);
+    }
+    let oldest: Option<i64> = tx
+        .query_one(
+            "SELECT MIN(hour) FROM edge_hours WHERE hour < $1",
+            &[&end_hour],
+        )
+        .await
+        .map_err(StoreError::pg)?
+        .get(0);
+    let Some(oldest) = oldest else {
+        return Ok(0);
+    };
+    let day = oldest.div_euclid(24);
+    let (from, to) = (day * 24, day * 24 + 24);
+    let sql = format!(
+        "WITH moved AS (
+             DELETE FROM edge_hours WHERE hour >= $1 AND hour < $2
+             RETURNING edge_id, requests, connections, errors, bytes_sent, bytes_received,
+                       first_seen, last_seen
+         ), folded AS (
+             INSERT INTO edge_days (edge_id, day, requests, connections, errors, bytes_sent,
+                 bytes_received, first_seen, last_seen)
+             SELECT edge_id, $3, {}, {}, {}, {}, {}, MIN(first_seen), MAX(last_seen)
+             FROM moved GROUP BY edge_id
+             {}
+         )
+         SELECT COUNT(*) FROM moved",
+        read::sat_sum("requests"),
+        read::sat_sum("connections"),
+        read::sat_sum("errors"),
+        read::sat_sum("bytes_sent"),
+        read::sat_sum("bytes_received"),
+        add_to_bucket!("edge_days", "day"),
+    );
+    let folded: i64 = tx
+        .query_one(&sql, &[&from, &to, &day])
+        .await
+        .map_err(StoreError::pg)?
+        .get(0);
+    tx.commit().await.map_err(StoreError::pg)?;
+    Ok(folded.max(0) as u64)
+}

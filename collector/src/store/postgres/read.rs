@@ -1,0 +1,453 @@
+//! The PostgreSQL read path: the same queries as SQLite's (`store/sqlite/read.rs`), each
+//! one round trip (`query_typed`: parameters typed here, no separate prepare).
+
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, Row};
+use whouses_wire::api::{BypassRow, EdgeRow, InstanceRow, LookupRow};
+use whouses_wire::{Counts, Scheme, Timestamp};
+
+use crate::store::buckets::{day_of, escape_like, hour_of, sum_rows, DAY_MS, HOUR_MS};
+use crate::store::{EdgeFilter, InstanceCoverage, Interval, ObsFilter, StoreError};
+use crate::targets::HostPattern;
+
+/// Where edge counts are read from.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Totals,
+    Current,
+    Hours,
+    Days,
+}
+
+/// Parameters of a statement being built, with their types.
+#[derive(Default)]
+struct Params {
+    values: Vec<Box<dyn ToSql + Sync + Send>>,
+    types: Vec<Type>,
+}
+
+impl Params {
+    /// Add a parameter; returns its placeholder (`$n`).
+    fn add<T: ToSql + Sync + Send + 'static>(&mut self, v: T, t: Type) -> String {
+        self.values.push(Box::new(v));
+        self.types.push(t);
+        format!("${}", self.values.len())
+    }
+
+    fn typed(&self) -> Vec<(&(dyn ToSql + Sync), Type)> {
+        self.values
+            .iter()
+            .zip(&self.types)
+            .map(|(v, t)| (v.as_ref() as &(dyn ToSql + Sync), t.clone()))
+            .collect()
+    }
+}
+
+pub(super) async fn edges(c: &Client, f: &EdgeFilter) -> Result<Vec<EdgeRow>, StoreError> {
+    let Some(since) = f.since else {
+        let rows = query_edges(c, f, &[(Source::Totals, 0)]).await?;
+        return Ok(rows.into_iter().map(|(_, r)| r).collect());
+    };
+    // As in SQLite: a bucket is in exactly one of the edge's current hour, the hourly
+    // buckets or the daily ones; sum all three (one statement, three parts), a day bucket
+    // counting whole when `since` falls inside it.
+    let hour = hour_of(since);
+    let rows = query_edges(
+        c,
+        f,
+        &[
+            (Source::Current, hour),
+            (Source::Hours, hour),
+            (Source::Days, day_of(since)),
+        ],
+    )
+    .await?;
+    let (mut current, mut hours, mut days) = (Vec::new(), Vec::new(), Vec::new());
+    for (part, row) in rows {
+        match part {
+            0 => current.push(row),
+            1 => hours.push(row),
+            _ => days.push(row),
+        }
+    }
+    for part in [&mut current, &mut hours, &mut days] {
+        part.sort_by(|a, b| key(a).cmp(&key(b)));
+    }
+    Ok(sum_rows(sum_rows(current, hours), days))
+}
+
+fn key(r: &EdgeRow) -> (&str, u16, &str, &str, &str) {
+    (
+        &r.host,
+        r.port,
+        r.scheme.as_str(),
+        &r.service,
+        &r.environment,
+    )
+}
+
+/// The filter's conditions on `e` (the edges table), as SQL after `WHERE`.
+fn conditions(f: &EdgeFilter, p: &mut Params) -> String {
+    let mut sql = String::from("TRUE");
+    if let Some(hosts) = &f.hosts {
+        sql.push_str(" AND (");
+        if hosts.is_empty() {
+            sql.push_str("FALSE");
+        }
+        for (i, h) in hosts.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(" OR ");
+            }
+            match h {
+                HostPattern::Host(h) => {
+                    let a = p.add(h.clone(), Type::TEXT);
+                    sql.push_str(&format!("e.host = {a}"));
+                }
+                HostPattern::HostPort(h, port) => {
+                    let a = p.add(h.clone(), Type::TEXT);
+                    let b = p.add(i32::from(*port), Type::INT4);
+                    sql.push_str(&format!("(e.host = {a} AND e.port = {b})"));
+                }
+                HostPattern::Suffix(s) => {
+                    let a = p.add(s.clone(), Type::TEXT);
+                    let b = p.add(format!("%.{}", escape_like(s)), Type::TEXT);
+                    sql.push_str(&format!("e.host = {a} OR e.host LIKE {b} ESCAPE '\\'"));
+                }
+            }
+        }
+        sql.push(')');
+    }
+    if let Some(s) = &f.service {
+        let a = p.add(s.clone(), Type::TEXT);
+        sql.push_str(&format!(" AND e.service = {a}"));
+    }
+    if let Some(env) = &f.environment {
+        let a = p.add(env.clone(), Type::TEXT);
+        sql.push_str(&format!(" AND e.environment = {a}"));
+    }
+    sql
+}
+
+/// Edge rows of the given sources, each tagged with its position in `sources`.
+async fn query_edges(
+    c: &Client,
+    f: &EdgeFilter,
+    sources: &[(Source, i64)],
+) -> Result<Vec<(i32, EdgeRow)>, StoreError> {
+    let mut p = Params::default();
+    let cond = conditions(f, &mut p);
+    let parts: Vec<String> = sources
+        .iter()
+        .enumerate()
+        .map(|(i, (source, from))| match source {
+            Source::Totals => format!(
+                "SELECT {i}::int4, e.service, e.environment, e.host, e.port, e.scheme, e.requests,
+                        e.connections, e.errors, e.bytes_sent, e.bytes_received, e.first_seen,
+                        e.last_seen
+                 FROM edges e WHERE {cond}"
+            ),
+            Source::Current => {
+                let a = p.add(*from, Type::INT8);
+                format!(
+                    "SELECT {i}::int4, e.service, e.environment, e.host, e.port, e.scheme,
+                            e.cur_requests, e.cur_connections, e.cur_errors, e.cur_bytes_sent,
+                            e.cur_bytes_received, e.cur_first_seen, e.cur_last_seen
+                     FROM edges e WHERE e.cur_hour >= {a} AND {cond}"
+                )
+            }
+            Source::Hours | Source::Days => {
+                let (table, column) = match source {
+                    Source::Hours => ("edge_hours", "hour"),
+                    _ => ("edge_days", "day"),
+                };
+                let a = p.add(*from, Type::INT8);
+                // An edge whose last call came before the first bucket wanted has no
+                // bucket from it on: skip it without looking.
+                let bucket_ms = if matches!(source, Source::Hours) {
+                    HOUR_MS
+                } else {
+                    DAY_MS
+                };
+                let b = p.add(from.saturating_mul(bucket_ms), Type::INT8);
+                format!(
+                    "SELECT {i}::int4, e.service, e.environment, e.host, e.port, e.scheme,
+                            {}, {}, {}, {}, {}, MIN(h.first_seen), MAX(h.last_seen)
+                     FROM edges e JOIN {table} h ON h.edge_id = e.id
+                     WHERE h.{column} >= {a} AND e.last_seen >= {b} AND {cond}
+                     GROUP BY e.id",
+                    sat_sum("h.requests"),
+                    sat_sum("h.connections"),
+                    sat_sum("h.errors"),
+                    sat_sum("h.bytes_sent"),
+                    sat_sum("h.bytes_received"),
+                )
+            }
+        })
+        .collect();
+    let sql = format!(
+        "SELECT * FROM ({}) r ORDER BY 1, 4, 5, 6, 2, 3",
+        parts.join(" UNION ALL ")
+    );
+    let rows = c
+        .query_typed(&sql, &p.typed())
+        .await
+        .map_err(StoreError::pg)?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0).map_err(StoreError::pg)?, edge_row(r, 1)?)))
+        .collect()
+}
+
+/// `SUM` of a counter column, stopping at the largest count (PostgreSQL sums `BIGINT`
+/// into `NUMERIC`, so the sum itself cannot overflow).
+pub(super) fn sat_sum(column: &str) -> String {
+    format!("LEAST(SUM({column}), 9223372036854775807)::int8")
+}
+
+/// A stored count as `u64` (never negative).
+fn count(row: &Row, i: usize) -> Result<u64, StoreError> {
+    let v: i64 = row.try_get(i).map_err(StoreError::pg)?;
+    Ok(v.max(0) as u64)
+}
+
+fn edge_row(row: &Row, at: usize) -> Result<EdgeRow, StoreError> {
+    let get_s = |i: usize| -> Result<String, StoreError> {
+        row.try_get::<_, String>(at + i).map_err(StoreError::pg)
+    };
+    let port: i32 = row.try_get(at + 3).map_err(StoreError::pg)?;
+    Ok(EdgeRow {
+        service: get_s(0)?,
+        environment: get_s(1)?,
+        host: get_s(2)?,
+        port: u16::try_from(port).unwrap_or(0),
+        // Only the three schemes are ever written; anything else reads as opaque TCP.
+        scheme: get_s(4)?.parse().unwrap_or(Scheme::Tcp),
+        counts: Counts {
+            requests: count(row, at + 5)?,
+            connections: count(row, at + 6)?,
+            errors: count(row, at + 7)?,
+            bytes_sent: count(row, at + 8)?,
+            bytes_received: count(row, at + 9)?,
+            first_seen: Timestamp(row.try_get(at + 10).map_err(StoreError::pg)?),
+            last_seen: Timestamp(row.try_get(at + 11).map_err(StoreError::pg)?),
+        },
+    })
+}
+
+pub(super) async fn instances(c: &Client) -> Result<Vec<InstanceRow>, StoreError> {
+    let rows = c
+        .query_typed(
+            "SELECT instance, service, environment, first_report, last_report, observed_until,
+                    last_seq, started_at, flush_interval_ms, reports
+             FROM instances ORDER BY service, environment, instance",
+            &[],
+        )
+        .await
+        .map_err(StoreError::pg)?;
+    rows.iter()
+        .map(|row| {
+            let t = |i: usize| -> Result<Timestamp, StoreError> {
+                Ok(Timestamp(row.try_get(i).map_err(StoreError::pg)?))
+            };
+            Ok(InstanceRow {
+                instance: row.try_get(0).map_err(StoreError::pg)?,
+                service: row.try_get(1).map_err(StoreError::pg)?,
+                environment: row.try_get(2).map_err(StoreError::pg)?,
+                first_report: t(3)?,
+                last_report: t(4)?,
+                observed_until: t(5)?,
+                last_seq: count(row, 6)?,
+                started_at: t(7)?,
+                flush_interval_ms: count(row, 8)?,
+                reports: count(row, 9)?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn coverage(
+    c: &Client,
+    services: &[(String, String)],
+    after: Timestamp,
+) -> Result<Vec<InstanceCoverage>, StoreError> {
+    if services.is_empty() {
+        return Ok(Vec::new());
+    }
+    // One statement for every service, however many: the pairs travel as two arrays.
+    let (names, envs): (Vec<&str>, Vec<&str>) = services
+        .iter()
+        .map(|(s, e)| (s.as_str(), e.as_str()))
+        .unzip();
+    let rows = c
+        .query_typed(
+            r#"SELECT i.instance, i.service, i.environment, i.flush_interval_ms,
+                      i.observed_until, c.start, c."end"
+               FROM (SELECT DISTINCT * FROM UNNEST($1::text[], $2::text[])) AS w(service, environment)
+               JOIN instances i ON i.service = w.service AND i.environment = w.environment
+               LEFT JOIN coverage c ON c.instance = i.instance AND c."end" >= $3
+               ORDER BY i.instance, c.start"#,
+            &[
+                (&names, Type::TEXT_ARRAY),
+                (&envs, Type::TEXT_ARRAY),
+                (&after.0, Type::INT8),
+            ],
+        )
+        .await
+        .map_err(StoreError::pg)?;
+    let mut out: Vec<InstanceCoverage> = Vec::new();
+    for row in &rows {
+        let instance: String = row.try_get(0).map_err(StoreError::pg)?;
+        let start: Option<i64> = row.try_get(5).map_err(StoreError::pg)?;
+        let iv = match start {
+            Some(start) => Some(Interval {
+                start: Timestamp(start),
+                end: Timestamp(row.try_get(6).map_err(StoreError::pg)?),
+            }),
+            None => None,
+        };
+        match out.last_mut() {
+            Some(c) if c.instance == instance => c.intervals.extend(iv),
+            _ => out.push(InstanceCoverage {
+                instance,
+                service: row.try_get(1).map_err(StoreError::pg)?,
+                environment: row.try_get(2).map_err(StoreError::pg)?,
+                flush_interval_ms: count(row, 3)?,
+                observed_until: Timestamp(row.try_get(4).map_err(StoreError::pg)?),
+                intervals: iv.into_iter().collect(),
+            }),
+        }
+    }
+    Ok(out)
+}
+
+pub(super) async fn observed_since(c: &Client) -> Result<Option<Timestamp>, StoreError> {
+    let row = c
+        .query_typed("SELECT MIN(start) FROM coverage", &[])
+        .await
+        .map_err(StoreError::pg)?;
+    let v: Option<i64> = match row.first() {
+        Some(r) => r.try_get(0).map_err(StoreError::pg)?,
+        None => None,
+    };
+    Ok(v.map(Timestamp))
+}
+
+/// `(… OR …)`: `column` matches one of `patterns` (with `port_column`, a `host:port`
+/// pattern also matches the port; without, only the name).
+fn host_condition(
+    column: &str,
+    port_column: Option<&str>,
+    patterns: &[HostPattern],
+    p: &mut Params,
+) -> String {
+    if patterns.is_empty() {
+        return "FALSE".to_string();
+    }
+    let terms: Vec<String> = patterns
+        .iter()
+        .map(|pat| match pat {
+            HostPattern::Host(h) => format!("{column} = {}", p.add(h.clone(), Type::TEXT)),
+            HostPattern::HostPort(h, port) => {
+                let a = p.add(h.clone(), Type::TEXT);
+                match port_column {
+                    Some(pc) => {
+                        let b = p.add(i32::from(*port), Type::INT4);
+                        format!("({column} = {a} AND {pc} = {b})")
+                    }
+                    None => format!("{column} = {a}"),
+                }
+            }
+            HostPattern::Suffix(x) => {
+                let a = p.add(x.clone(), Type::TEXT);
+                let b = p.add(format!("%.{}", escape_like(x)), Type::TEXT);
+                format!("{column} = {a} OR {column} LIKE {b} ESCAPE '\\'")
+            }
+        })
+        .collect();
+    format!("({})", terms.join(" OR "))
+}
+
+/// Lookups of names matching `f`, active since `f.since` (as SQLite's).
+pub(super) async fn lookups(c: &Client, f: &ObsFilter) -> Result<Vec<LookupRow>, StoreError> {
+    let mut p = Params::default();
+    let mut sql = String::from(
+        "SELECT service, environment, name, lookups, addresses, first_seen, last_seen
+         FROM lookups WHERE TRUE",
+    );
+    if let Some(since) = f.since {
+        sql.push_str(&format!(" AND last_seen >= {}", p.add(since.0, Type::INT8)));
+    }
+    if let Some(names) = &f.names {
+        sql.push_str(" AND ");
+        sql.push_str(&host_condition("name", None, names, &mut p));
+    }
+    sql.push_str(" ORDER BY name, service, environment");
+    let rows = c
+        .query_typed(&sql, &p.typed())
+        .await
+        .map_err(StoreError::pg)?;
+    rows.iter()
+        .map(|row| {
+            let addresses: String = row.try_get(4).map_err(StoreError::pg)?;
+            Ok(LookupRow {
+                service: row.try_get(0).map_err(StoreError::pg)?,
+                environment: row.try_get(1).map_err(StoreError::pg)?,
+                name: row.try_get(2).map_err(StoreError::pg)?,
+                lookups: count(row, 3)?,
+                addresses: addresses.split_whitespace().map(String::from).collect(),
+                first_seen: Timestamp(row.try_get(5).map_err(StoreError::pg)?),
+                last_seen: Timestamp(row.try_get(6).map_err(StoreError::pg)?),
+            })
+        })
+        .collect()
+}
+
+/// Bypass observations matching any part of `f` (a name, an address, a service), active
+/// since `f.since` (as SQLite's).
+pub(super) async fn bypass(c: &Client, f: &ObsFilter) -> Result<Vec<BypassRow>, StoreError> {
+    let mut p = Params::default();
+    let mut sql = String::from(
+        "SELECT service, environment, address, port, name, connections, first_seen, last_seen
+         FROM bypass WHERE TRUE",
+    );
+    if let Some(since) = f.since {
+        sql.push_str(&format!(" AND last_seen >= {}", p.add(since.0, Type::INT8)));
+    }
+    let mut any: Vec<String> = Vec::new();
+    if let Some(names) = &f.names {
+        any.push(host_condition("name", Some("port"), names, &mut p));
+    }
+    for a in &f.addresses {
+        any.push(format!("address = {}", p.add(a.clone(), Type::TEXT)));
+    }
+    for (svc, env) in &f.services {
+        let a = p.add(svc.clone(), Type::TEXT);
+        let b = p.add(env.clone(), Type::TEXT);
+        any.push(format!("(service = {a} AND environment = {b})"));
+    }
+    if f.names.is_some() || !f.addresses.is_empty() || !f.services.is_empty() {
+        if any.is_empty() {
+            any.push("FALSE".into());
+        }
+        sql.push_str(&format!(" AND ({})", any.join(" OR ")));
+    }
+    sql.push_str(" ORDER BY address, port, service, environment");
+    let rows = c
+        .query_typed(&sql, &p.typed())
+        .await
+        .map_err(StoreError::pg)?;
+    rows.iter()
+        .map(|row| {
+            let port: i32 = row.try_get(3).map_err(StoreError::pg)?;
+            Ok(BypassRow {
+                service: row.try_get(0).map_err(StoreError::pg)?,
+                environment: row.try_get(1).map_err(StoreError::pg)?,
+                address: row.try_get(2).map_err(StoreError::pg)?,
+                port: u16::try_from(port).unwrap_or(0),
+                name: row.try_get(4).map_err(StoreError::pg)?,
+                connections: count(row, 5)?,
+                first_seen: Timestamp(row.try_get(6).map_err(StoreError::pg)?),
+                last_seen: Timestamp(row.try_get(7).map_err(StoreError::pg)?),
+            })
+        })
+        .collect()
+}

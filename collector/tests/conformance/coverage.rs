@@ -1,0 +1,148 @@
+//! Observation coverage: each batch's trusted period merged per instance (continuous
+//! periods joined, gaps kept, a late batch bridging a gap), read back by `coverage()`
+//! and `observed_since()`; and the `check` verdicts built on that evidence.
+
+use whouses_collector::check;
+use whouses_collector::store::{Batch, Interval, Store};
+use whouses_collector::targets::HostPattern;
+use whouses_wire::api::Verdict;
+use whouses_wire::Timestamp;
+
+use crate::backend::TestDb;
+use crate::common::{ingest, report, HOUR};
+
+crate::conformance!(
+    coverage_merges_intervals_per_instance,
+    check_decides_the_same_on_every_backend,
+);
+
+fn iv(a: i64, b: i64) -> Interval {
+    Interval {
+        start: Timestamp(a),
+        end: Timestamp(b),
+    }
+}
+
+/// A heartbeat of `instance` covering `[start, end)`.
+async fn beat(store: &dyn Store, service: &str, instance: &str, seq: u64, start: i64, end: i64) {
+    let mut r = report(service, instance, seq, start, &[]);
+    r.period_end = Timestamp(end);
+    r.flush_interval_ms = 10_000;
+    store
+        .ingest(Batch {
+            report: r,
+            received: Timestamp::now(),
+            coverage: Some(iv(start, end)),
+        })
+        .await
+        .unwrap();
+}
+
+async fn coverage_merges_intervals_per_instance(db: &TestDb) {
+    let store = db.open().await;
+    let s = store.as_ref();
+    let base = Timestamp::now().0 - 10 * HOUR;
+    assert_eq!(s.observed_since().await.unwrap(), None);
+    beat(s, "a", "a-1", 1, base, base + 10_000).await;
+    beat(s, "a", "a-1", 2, base + 10_000, base + 20_000).await;
+    beat(s, "a", "a-1", 4, base + 40_000, base + 50_000).await;
+    beat(s, "a", "a-2", 1, base + 5_000, base + 6_000).await;
+    // b-1 reports counts only (no trusted period): an instance without intervals.
+    store
+        .ingest(Batch {
+            report: report("b", "b-1", 1, base, &[("x.internal", 1)]),
+            received: Timestamp::now(),
+            coverage: None,
+        })
+        .await
+        .unwrap();
+    let wanted = [
+        ("a".to_string(), "prod".to_string()),
+        ("b".to_string(), "prod".to_string()),
+    ];
+    let cov = s.coverage(&wanted, Timestamp(0)).await.unwrap();
+    let got: Vec<(&str, Vec<Interval>)> = cov
+        .iter()
+        .map(|c| (c.instance.as_str(), c.intervals.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "a-1",
+                vec![iv(base, base + 20_000), iv(base + 40_000, base + 50_000)]
+            ),
+            ("a-2", vec![iv(base + 5_000, base + 6_000)]),
+            ("b-1", vec![]),
+        ]
+    );
+    assert_eq!(cov[0].flush_interval_ms, 10_000);
+    assert_eq!(cov[0].observed_until, Timestamp(base + 50_000));
+    assert_eq!(cov[2].service, "b");
+    // A late batch (within the continuity slack) bridges the gap.
+    beat(s, "a", "a-1", 3, base + 20_500, base + 40_000).await;
+    let cov = s.coverage(&wanted[..1], Timestamp(0)).await.unwrap();
+    assert_eq!(cov[0].intervals, vec![iv(base, base + 50_000)]);
+    // Only intervals ending at or after `after`.
+    let cov = s
+        .coverage(&wanted[..1], Timestamp(base + 7_000))
+        .await
+        .unwrap();
+    assert_eq!(cov.len(), 2);
+    assert_eq!(cov[0].intervals, vec![iv(base, base + 50_000)]);
+    assert_eq!(cov[1].intervals, vec![]);
+    assert_eq!(s.observed_since().await.unwrap(), Some(Timestamp(base)));
+    // Unknown services: nothing.
+    let none = s
+        .coverage(&[("zzz".into(), "prod".into())], Timestamp(0))
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    store.close().await;
+}
+
+async fn check_decides_the_same_on_every_backend(db: &TestDb) {
+    let store = db.open().await;
+    let s = store.as_ref();
+    let now = Timestamp::now().0;
+    let start = now - 40 * HOUR;
+    // `caller` called old.internal 30 hours ago and kept reporting since (hourly
+    // heartbeats): old.internal is unused over the last 10 hours. `busy` calls
+    // busy.internal now. `gone` called gone.internal 30 hours ago and went silent.
+    let mut seq = 0;
+    for h in 0..40 {
+        seq += 1;
+        let t = start + h * HOUR;
+        let mut edges = vec![("busy.internal", 5)];
+        if h == 10 {
+            edges.push(("old.internal", 3));
+        }
+        let mut r = report("caller", "caller-1", seq, t, &edges);
+        r.started_at = Timestamp(start);
+        ingest(s, r).await.unwrap();
+        if h <= 10 {
+            let mut r = report("gone", "gone-1", seq, t, &[("gone.internal", 1)]);
+            r.started_at = Timestamp(start);
+            ingest(s, r).await.unwrap();
+        }
+    }
+    let quiet = (10 * HOUR) as u64;
+    let verdict = |host: &'static str| async move {
+        check::check(
+            s,
+            host,
+            vec![HostPattern::Host(host.into())],
+            quiet,
+            Timestamp(now),
+        )
+        .await
+        .unwrap()
+    };
+    assert_eq!(verdict("old.internal").await.verdict, Verdict::Unused);
+    let busy = verdict("busy.internal").await;
+    assert_eq!(busy.verdict, Verdict::InUse);
+    assert_eq!(busy.callers.len(), 1);
+    assert_eq!(verdict("gone.internal").await.verdict, Verdict::Unknown);
+    assert_eq!(verdict("never.internal").await.verdict, Verdict::Unknown);
+    store.close().await;
+}

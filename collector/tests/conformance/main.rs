@@ -1,0 +1,24 @@
+//! **One storage conformance suite, every backend**: each case below runs against SQLite
+//! (always) and PostgreSQL (when `WHOUSES_TEST_POSTGRES_URL` is set), each on a fresh
+//! database, through the `Store` trait only — the way quickwit runs one metastore suite
+//! over every backend. Both must give identical answers.
+//!
+//! * [`model`] — random report streams (duplicates, out of order) vs a naive model, every
+//!   `since` hour boundary;
+//! * [`rollup`] — hours folded into days, retention (incl. the `seen` → seq floor fold and
+//!   a mid-day cutoff);
+//! * [`coverage`] — observation intervals merged, `coverage()` and `observed_since()`,
+//!   and `check` verdicts built on them;
+//! * [`ingest`] — instance binding (409), saturating counters, the same batch from 8
+//!   tasks at once (two "replicas" on PostgreSQL), migrations applied once;
+//! * [`tls`] — PostgreSQL over TLS by `sslmode` (when the test cluster speaks TLS).
+
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+pub mod backend;
+mod common;
+mod coverage;
+mod ingest;
+mod model;
+mod rollup;
+mod tls;
