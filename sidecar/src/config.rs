@@ -123,7 +123,7 @@ pub struct Config {
     pub max_spooled: u32,
 
     /// Largest encoded batch; a busy interval is cut into several batches under it.
-    /// 512 KiB is well under the collector's 4 MiB --max-body-bytes and under the 1 MiB
+    /// 512 KiB is well under the collector's 1 MiB --max-body-bytes and under the 1 MiB
     /// body limit common in ingress proxies (nginx), so a batch is never refused for size
     /// by default (about 1,500 keys of long host names per batch).
     #[arg(long, env = "WHOUSES_MAX_BATCH_BYTES", default_value_t = 512 * 1024,
