@@ -248,8 +248,10 @@ pub async fn run_with(
         );
     }
     let admin_ref = admin_state.clone();
-    proxy::server::serve(
-        proxy_listener,
+    let mut proxy_listeners = vec![proxy_listener];
+    proxy_listeners.extend(capture::redirect::ipv6_loopback_twin(proxy_addr).await);
+    proxy::server::serve_all(
+        proxy_listeners,
         relay,
         slots,
         proxy::server::Limits {

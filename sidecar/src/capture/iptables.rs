@@ -80,7 +80,7 @@ pub struct Args {
     pub include_cidrs: Vec<IpNet>,
 
     /// IPv6 too, with ip6tables: auto = when an ip6tables binary is present and the
-    /// namespace has IPv6. The sidecar then also listens on [::1] (it does when --listen
+    /// namespace has a global IPv6 address. The sidecar then also listens on [::1] (it does when --listen
     /// is 127.0.0.1:PORT).
     #[arg(long, env = "WHOUSES_IPV6", value_enum, default_value = "auto")]
     pub ipv6: Ipv6,
@@ -328,12 +328,15 @@ impl Tool {
     }
 
     pub fn install(&self, plan: &Plan) -> Result<(), Error> {
-        for (chain, rules) in &plan.chains {
+        // Every chain first (WHOUSES_OUTPUT jumps to WHOUSES_DNS), then their rules.
+        for (chain, _) in &plan.chains {
             if self.chain_exists(chain)? {
                 self.must(&Self::nat(&["-F", chain]))?;
             } else {
                 self.must(&Self::nat(&["-N", chain]))?;
             }
+        }
+        for (chain, rules) in &plan.chains {
             for rule in rules {
                 let mut a = Self::nat(&["-A", chain]);
                 a.extend(rule.iter().cloned());
@@ -393,6 +396,47 @@ impl Tool {
         for chain in &present {
             self.must(&Self::nat(&["-X", chain]))?;
         }
+        self.drop_empty_table()
+    }
+
+    /// With nf_tables, the `nat` table that our install created stays behind, empty, once
+    /// our chains are gone; delete it when nothing is left in it (only the built-in chains
+    /// with their ACCEPT policies: no rule and no chain of anyone's), so the ruleset is
+    /// exactly as before. Needs the `nft` command; without it the empty table stays.
+    fn drop_empty_table(&self) -> Result<(), Error> {
+        let (ok, version) = self.run(&["-V".to_string()])?;
+        if !ok || !version.contains("nf_tables") {
+            return Ok(());
+        }
+        let listed = self.must(&Self::nat(&["-S"]))?;
+        let empty = listed.lines().all(|l| {
+            ["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"]
+                .iter()
+                .any(|c| l == format!("-P {c} ACCEPT"))
+        });
+        let Some(nft) = find("nft") else {
+            return Ok(());
+        };
+        if empty {
+            let family = if self.path.to_string_lossy().contains("ip6tables") {
+                "ip6"
+            } else {
+                "ip"
+            };
+            let out = Command::new(&nft)
+                .args(["delete", "table", family, "nat"])
+                .output()
+                .map_err(|source| Error::Spawn {
+                    command: format!("nft delete table {family} nat"),
+                    source,
+                })?;
+            if !out.status.success() {
+                return Err(Error::Failed {
+                    command: format!("nft delete table {family} nat"),
+                    stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                });
+            }
+        }
         Ok(())
     }
 }
@@ -447,9 +491,11 @@ pub fn choose(family: Family) -> Result<Tool, Error> {
     Ok(Tool { path })
 }
 
-/// Whether this namespace has IPv6 (an address of any scope).
+/// Whether this namespace has IPv6 beyond loopback and link-local addresses (the scope
+/// column of /proc/net/if_inet6: 00 is global).
 fn has_ipv6() -> bool {
-    std::fs::read_to_string("/proc/net/if_inet6").is_ok_and(|s| !s.trim().is_empty())
+    std::fs::read_to_string("/proc/net/if_inet6")
+        .is_ok_and(|s| s.lines().any(|l| l.split_whitespace().nth(3) == Some("00")))
 }
 
 /// The families to act on, with their binaries.

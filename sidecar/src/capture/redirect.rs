@@ -35,6 +35,22 @@ fn redirected(local: SocketAddr, dst: SocketAddr) -> Option<SocketAddr> {
     (!same).then_some(SocketAddr::new(dst.ip().to_canonical(), dst.port()))
 }
 
+/// With `--listen 127.0.0.1:PORT`, also listen on `[::1]:PORT`: ip6tables' REDIRECT sends
+/// the app's IPv6 connections there. Best effort (no IPv6, or the port taken: none).
+pub async fn ipv6_loopback_twin(listen: SocketAddr) -> Option<tokio::net::TcpListener> {
+    if listen.ip() != IpAddr::from([127, 0, 0, 1]) {
+        return None;
+    }
+    let twin = SocketAddr::new(IpAddr::from(std::net::Ipv6Addr::LOCALHOST), listen.port());
+    match tokio::net::TcpListener::bind(twin).await {
+        Ok(l) => Some(l),
+        Err(error) => {
+            tracing::debug!(%error, listen = %twin, "No IPv6 loopback listener; IPv6 connections are not captured.");
+            None
+        }
+    }
+}
+
 /// How often the address list may be read again when a peer is not in it (an address
 /// added after start, e.g. a late IPv6 address).
 const REFRESH: Duration = Duration::from_secs(1);

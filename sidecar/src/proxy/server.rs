@@ -37,6 +37,34 @@ pub async fn serve(
     metrics: ProxyMetrics,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_all(vec![listener], relay, slots, limits, metrics, shutdown).await;
+}
+
+/// The next connection on any of `listeners`.
+async fn accept_any(
+    listeners: &[TcpListener],
+) -> std::io::Result<(TcpStream, std::net::SocketAddr)> {
+    std::future::poll_fn(|cx| {
+        for l in listeners {
+            if let std::task::Poll::Ready(r) = l.poll_accept(cx) {
+                return std::task::Poll::Ready(r);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// [`serve`] on several listeners at once (the proxy port on 127.0.0.1 and on [::1], where
+/// ip6tables redirects IPv6), sharing the connection slots and the drain.
+pub async fn serve_all(
+    listeners: Vec<TcpListener>,
+    relay: Arc<Relay>,
+    slots: Arc<Semaphore>,
+    limits: Limits,
+    metrics: ProxyMetrics,
+    shutdown: impl Future<Output = ()>,
+) {
     // Tells every connection to finish its current request and close.
     let (graceful, graceful_rx) = watch::channel(false);
     let connections = super::track::Tracker::default();
@@ -53,7 +81,7 @@ pub async fn serve(
         };
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
+            accepted = accept_any(&listeners) => match accepted {
                 Ok(a) => a,
                 Err(error) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -116,7 +144,7 @@ pub async fn serve(
             drop(guard);
         });
     }
-    drop(listener);
+    drop(listeners);
 
     let in_flight = connections.active();
     tracing::info!(
