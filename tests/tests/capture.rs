@@ -207,6 +207,19 @@ const get = (url) => new Promise((ok, fail) => http.get(url, (r) => { r.resume()
         .env("http_proxy", "http://127.0.0.1:9");
         run_ok("curl", cmd);
     }
+    // Explicit proxy requests keep working on the same port.
+    for _ in 0..2 {
+        let mut cmd = app.cmd("curl");
+        cmd.args([
+            "-sf",
+            "-x",
+            "http://127.0.0.1:15001",
+            "-o",
+            "/dev/null",
+            "http://old.internal:8080/explicit",
+        ]);
+        run_ok("curl through the proxy", cmd);
+    }
     // Twenty requests on one keep-alive connection: curl opens one connection.
     let mut cmd = app.cmd("curl");
     cmd.args(["-sf", "--noproxy", "*", "-w", "%{num_connects}\n"]);
@@ -263,7 +276,7 @@ const get = (url) => new Promise((ok, fail) => http.get(url, (r) => { r.resume()
             .filter(|l| l.starts_with(prefix))
             .count() as u64
     };
-    wait::until_eq("the servers to log every call", secs(10), 52, || {
+    wait::until_eq("the servers to log every call", secs(10), 54, || {
         received("http old.internal:8080 ")
             + received("https secure.internal:8443 ")
             + received(&format!("echo {db} "))
@@ -271,7 +284,7 @@ const get = (url) => new Promise((ok, fail) => http.get(url, (r) => { r.resume()
             + received("smtp ")
     });
     let http = received("http old.internal:8080 ");
-    assert_eq!(http, 12 + 5 + 3 + 20);
+    assert_eq!(http, 12 + 5 + 3 + 2 + 20);
     assert_eq!(received("https secure.internal:8443 /tls"), 3);
 
     // The sidecar counted exactly that, under the names the clients dialed.
