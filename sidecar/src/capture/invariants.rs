@@ -12,11 +12,12 @@
 
 use super::detect::{self, Detection, Protocol};
 
-/// Inputs up to this length have every prefix checked; longer ones every
-/// [`STRIDE`]th prefix and the last [`TAIL`] ones.
-const ALL_PREFIXES: usize = 1024;
-const STRIDE: usize = 61;
-const TAIL: usize = 64;
+/// Prefixes up to this length are all checked; beyond it every [`STRIDE`]th and the last
+/// [`TAIL`] ones (each check is a `detect` of its own: checking them all made the fuzz
+/// target run at ~50 inputs a second once its corpus held 500-byte inputs).
+const ALL_PREFIXES: usize = 256;
+const STRIDE: usize = 31;
+const TAIL: usize = 16;
 
 /// Check one input (the bytes the app sent, in order).
 pub fn check(input: &[u8]) {
