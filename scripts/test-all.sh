@@ -44,6 +44,10 @@ if [ -x tests/helm/install-tools.sh ]; then
   log "Installing chart test tools (helm, schema validator)"
   tests/helm/install-tools.sh
 fi
+if [ -x tests/deploy/install-tools.sh ]; then
+  log "Installing deployment test tools (cfn-lint, systemd-analyze)"
+  tests/deploy/install-tools.sh
+fi
 
 # Pinned, so the runner cannot change under the suite.
 NEXTEST_VERSION=0.9.143
