@@ -381,6 +381,10 @@ pub fn decide(ev: &Evidence<'_>) -> CheckResponse {
         folded,
         bypass: bypass.into_iter().chain(maybe_bypass).collect(),
         lookups,
+        callee_side: Vec::new(),
+        inbound_callers: Vec::new(),
+        unattributed: Vec::new(),
+        disagreements: Vec::new(),
     }
 }
 

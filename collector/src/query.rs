@@ -24,6 +24,7 @@ pub fn callers_of(edges: &[EdgeRow]) -> Vec<Caller> {
                 environment: e.environment.clone(),
                 counts: e.counts,
                 hosts: Vec::new(),
+                ..Caller::default()
             }),
             Entry::Occupied(o) => {
                 let c = o.into_mut();
@@ -78,6 +79,7 @@ pub async fn callers(
         host: host_query.to_string(),
         since,
         callers: callers_of(&edges),
+        unattributed: Vec::new(),
     })
 }
 
