@@ -6,6 +6,8 @@
 
 use whouses_collector::store::{Batch, InboundFilter, Ingested, Interval, Store};
 use whouses_collector::targets::HostPattern;
+use whouses_collector::{check, query};
+use whouses_wire::api::{SeenBy, Verdict};
 use whouses_wire::{Counts, InboundEdge, Report, Scheme, Side, Timestamp, MAX_COUNT};
 
 use crate::backend::TestDb;
@@ -15,6 +17,7 @@ crate::conformance!(
     inbound_calls_are_kept_per_name_address_and_hour,
     address_claims_are_merged_and_kept_as_history,
     inbound_counts_saturate_and_retention_prunes,
+    callers_check_and_coverage_reconcile_both_sides,
 );
 
 fn iv(a: i64, b: i64) -> Interval {
@@ -315,5 +318,109 @@ async fn inbound_counts_saturate_and_retention_prunes(db: &TestDb) {
         .await
         .unwrap()
         .is_empty());
+    store.close().await;
+}
+
+async fn callers_check_and_coverage_reconcile_both_sides(db: &TestDb) {
+    let store = db.open().await;
+    let s = store.as_ref();
+    let now = Timestamp::now().0;
+    let start = now - 20 * 60_000;
+    let end = now - 60_000;
+    // a calls through its sidecar (which holds 10.0.0.11) and the callee sees it; c's
+    // sidecar holds 10.0.0.13 and reports nothing about old.internal, yet the callee sees
+    // calls from there; nobody holds 10.0.0.12.
+    let mut a = report("a", "a-1", 1, start, &[("old.internal", 10)]);
+    a.period_end = Timestamp(end);
+    a.edges[0].port = 80;
+    a.edges[0].scheme = Scheme::Http;
+    a.edges[0].counts.first_seen = Timestamp(start + 60_000);
+    a.edges[0].counts.last_seen = Timestamp(end - 60_000);
+    a.addresses = vec!["10.0.0.11".into()];
+    put(s, a.clone(), whole(&a)).await;
+    let mut c = report("c", "c-1", 1, start, &[]);
+    c.period_end = Timestamp(end);
+    c.addresses = vec!["10.0.0.13".into()];
+    put(s, c.clone(), whole(&c)).await;
+    let mut old = callee(
+        "old-in-1",
+        1,
+        start,
+        end,
+        &[
+            ("old.internal", "10.0.0.11", 10, end - 60_000),
+            ("old.internal", "10.0.0.12", 3, end - 60_000),
+            ("old.internal", "10.0.0.13", 4, end - 60_000),
+        ],
+    );
+    for e in &mut old.inbound {
+        e.counts.first_seen = Timestamp(start + 60_000);
+    }
+    old.addresses = vec!["10.0.0.50".into()];
+    put(s, old.clone(), whole(&old)).await;
+
+    let patterns = vec![HostPattern::Host("old.internal".into())];
+    let r = query::callers(s, "old.internal", patterns.clone(), None, None)
+        .await
+        .unwrap();
+    let rows: Vec<(&str, SeenBy, u64, bool)> = r
+        .callers
+        .iter()
+        .map(|c| {
+            (
+                c.service.as_str(),
+                c.seen_by,
+                c.counts.requests,
+                c.around_sidecar,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("a", SeenBy::Both, 10, false),
+            ("c", SeenBy::Callee, 4, true)
+        ]
+    );
+    let a_row = &r.callers[0];
+    assert_eq!(a_row.caller_counts.unwrap().requests, 10);
+    assert_eq!(a_row.callee_counts.unwrap().requests, 10);
+    assert_eq!(a_row.addresses, vec!["10.0.0.11"]);
+    assert_eq!(r.unattributed.len(), 1);
+    assert_eq!(r.unattributed[0].address, "10.0.0.12");
+    assert_eq!(r.unattributed[0].counts.requests, 3);
+    assert_eq!(r.unattributed[0].hosts, vec!["old.internal:80"]);
+
+    let v = check::check(
+        s,
+        "old.internal",
+        patterns,
+        (10 * HOUR) as u64,
+        Timestamp(now),
+    )
+    .await
+    .unwrap();
+    assert_eq!(v.verdict, Verdict::InUse, "{}", v.reason);
+    assert!(
+        v.reason
+            .contains("c reaches old.internal around its sidecar"),
+        "{}",
+        v.reason
+    );
+    assert_eq!(v.disagreements.len(), 1);
+    assert_eq!(v.callee_side.len(), 1);
+    assert_eq!(v.callee_side[0].instances, vec!["old-in-1"]);
+    assert_eq!(v.unattributed.len(), 1);
+
+    let cov = query::coverage(s, None).await.unwrap();
+    assert_eq!(cov.hosts.len(), 1);
+    let h = &cov.hosts[0];
+    assert_eq!(h.host, "old.internal");
+    assert_eq!(
+        (h.calls, h.attributed_calls),
+        (3 + 10 + 3 + 4, 10 + 1 + 4 + 1)
+    );
+    assert_eq!(h.callers, vec!["a (prod)", "c (prod)"]);
+    assert_eq!(h.unattributed[0].address, "10.0.0.12");
     store.close().await;
 }
