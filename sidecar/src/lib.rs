@@ -7,6 +7,9 @@
 //! * [`proxy`] — accept loop ([`proxy::server`]), the request path of one connection, top
 //!   to bottom ([`proxy::relay`]), routing, head parsing, tunnels, dialing.
 //! * [`counters`] — **where a request is counted**: sharded atomic counters per key.
+//! * [`inbound`] — inbound mode (issue 14): in front of the service, HTTP, TLS and opaque
+//!   TCP counted per name dialed and caller address ([`inbound::peers`]); this instance's
+//!   addresses for the collector's address book; the transparent capture's iptables rules.
 //! * [`shipper`] — numbered batches to the collector, retries, spool, final flush.
 //! * [`admin`] — `/healthz`, `/readyz`, `/shipping`, `/metrics`, `/stats`, and the
 //!   probe-only listener.
@@ -30,6 +33,7 @@ pub mod bypass;
 pub mod config;
 pub mod counters;
 pub mod dns;
+pub mod inbound;
 pub mod metrics;
 pub mod proxy;
 pub mod shipper;
@@ -125,6 +129,19 @@ pub async fn run_with(
         Some(addr) => Some(bind_dns(addr, config.dns_upstream).await?),
         None => None,
     };
+    // Issue 14: inbound mode counts calls to the service per caller address.
+    let inbound = (config.mode == config::Mode::Inbound).then(|| {
+        Arc::new(inbound::Inbound {
+            peers: Arc::new(inbound::Peers::new(
+                config.max_hosts as usize,
+                config.max_peers as usize,
+            )),
+            upstream: config.upstream,
+            hosts: config.inbound_hosts(),
+            protocol: config.inbound_protocol,
+            hello_timeout: config.header_read_timeout.0,
+        })
+    });
     let observers = shipper::Observers {
         names: dns
             .as_ref()
@@ -132,6 +149,11 @@ pub async fn run_with(
         bypass: config
             .bypass_scan_interval
             .map(|_| Arc::new(bypass::Bypass::new(config.max_hosts as usize))),
+        inbound: inbound.as_ref().map(|i| i.peers.clone()),
+        inbound_hosts: config.inbound_hosts(),
+        addresses: Some(Arc::new(inbound::addresses::Addresses::new(
+            &config.advertise_address,
+        ))),
     };
     let mut registry = Registry::default();
     let shipper = shipper::Shipper::start(
@@ -142,18 +164,36 @@ pub async fn run_with(
         &mut registry,
     )?;
     let proxy_metrics = metrics::ProxyMetrics::register(&mut registry, counters.clone());
+    if let Some(i) = &inbound {
+        registry.register_collector(Box::new(inbound::InboundMetrics(i.peers.clone())));
+    }
 
     let pool = Arc::new(proxy::upstream::Pool::new(config.idle_timeout.0));
     pool.sweep_idle();
     let slots = Arc::new(Semaphore::new(config.max_connections as usize));
+    let router: Box<dyn proxy::route::Router> = match &inbound {
+        Some(i) => Box::new(proxy::route::InboundRouter {
+            upstream: i.upstream,
+            fallback_host: i.hosts.first().cloned(),
+        }),
+        None => Box::new(proxy::route::ExplicitProxy),
+    };
+    // Explicit mode: upstream connections leave from the advertised addresses (those that
+    // are local), so a callee's inbound sidecar sees the address the address book holds.
+    let source = match &inbound {
+        Some(_) => proxy::connect::Source::default(),
+        None => inbound::addresses::local_source(&config.advertise_address),
+    };
     let relay = Arc::new(proxy::relay::Relay {
         counters: counters.clone(),
-        router: Box::new(proxy::route::ExplicitProxy),
-        dialer: proxy::connect::Dialer::new(&config.resolve, config.connect_timeout.0),
+        router,
+        dialer: proxy::connect::Dialer::new(&config.resolve, config.connect_timeout.0)
+            .with_source(source),
         pool,
         max_header_bytes: config.max_header_bytes as usize,
         header_read_timeout: config.header_read_timeout.0,
         tunnel_splice: config.tunnel_splice,
+        inbound: inbound.clone(),
     });
 
     let admin_state = Arc::new(admin::AdminState {
@@ -223,6 +263,8 @@ pub async fn run_with(
         admin = %admin_addr,
         probe = %probe_addr.map(|a| a.to_string()).unwrap_or_else(|| "none".into()),
         collector = config.collector_url.as_deref().unwrap_or("none (count only)"),
+        mode = ?config.mode,
+        upstream = %config.upstream.map(|u| u.to_string()).unwrap_or_else(|| "original destination".into()),
         "Sidecar started."
     );
     // The proxy listener is bound, so connections queue from here on and the accept

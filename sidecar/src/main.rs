@@ -1,4 +1,5 @@
-//! `whouses-sidecar`: parse flags, set up logging, bind, and run until SIGTERM/SIGINT.
+//! `whouses-sidecar`: parse flags, set up logging, bind, and run until SIGTERM/SIGINT
+//! (or, as `whouses-sidecar iptables …`, install the inbound capture's rules and exit).
 //! Once listening it prints one JSON line on stdout with the bound addresses (logs go to
 //! stderr).
 
@@ -8,6 +9,12 @@ use clap::Parser;
 use whouses_sidecar::config::{Config, LogFormat};
 
 fn main() -> ExitCode {
+    // `whouses-sidecar iptables install|uninstall …`: the transparent inbound capture's
+    // rules (issue 14), run once by an init container; then exit.
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|a| a == "iptables") {
+        return ExitCode::from(whouses_sidecar::inbound::iptables::main(args));
+    }
     let config = Config::parse();
     if let Err(e) = config.validate() {
         eprintln!("whouses-sidecar: {e}");

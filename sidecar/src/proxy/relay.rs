@@ -33,13 +33,16 @@ use super::conn::{write_head, Conn};
 use super::connect::Dialer;
 use super::error::ProxyError;
 use super::head::{self, Framing, RequestRewrite, ResponseRewrite};
-use super::route::{Action, Dial, Route, Router, Target};
+use super::route::{Action, ConnInfo, Dial, Route, Router, Target};
 use super::tunnel;
 use super::upstream::{is_usable, Pool, PoolKey};
 use crate::counters::{Counters, EdgeStats};
 
 /// Response heads from upstreams may be this large.
 const MAX_RESPONSE_HEAD: usize = 1024 * 1024;
+/// Inbound mode: the keys one connection remembers having counted itself on (a caller
+/// that names more hosts on one connection counts a connection per request beyond it).
+const MAX_COUNTED_KEYS: usize = 8;
 
 /// What every app connection shares.
 pub struct Relay {
@@ -51,6 +54,9 @@ pub struct Relay {
     pub header_read_timeout: Duration,
     /// Tunnels copy with `splice(2)` instead of through user space.
     pub tunnel_splice: bool,
+    /// Inbound mode (issue 14): calls are counted per caller address there, and a
+    /// connection counts once per key as the caller's (not per upstream connection).
+    pub inbound: Option<Arc<crate::inbound::Inbound>>,
 }
 
 /// Relay one app connection until it closes, fails, or the sidecar drains (`stop`): an
@@ -59,6 +65,18 @@ pub async fn serve(
     relay: Arc<Relay>,
     stream: TcpStream,
     peer: SocketAddr,
+    stop: watch::Receiver<bool>,
+) {
+    let dialed = stream.local_addr().unwrap_or(peer);
+    serve_conn(relay, stream, ConnInfo { peer, dialed }, stop).await;
+}
+
+/// [`serve`] when the caller knows more of the connection (the original destination of
+/// a redirected one).
+pub async fn serve_conn(
+    relay: Arc<Relay>,
+    stream: TcpStream,
+    conn: ConnInfo,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut session = Session {
@@ -68,7 +86,9 @@ pub async fn serve(
         scratch: Vec::new(),
         edge: None,
         linger: false,
-        peer,
+        peer: conn.peer,
+        conn,
+        counted: Vec::new(),
     };
     while let Next::KeepAlive = session.exchange(&mut stop).await {}
     session.close().await;
@@ -148,6 +168,9 @@ struct Session<'r> {
     /// so the answer is not lost to a reset.
     linger: bool,
     peer: SocketAddr,
+    conn: ConnInfo,
+    /// Inbound mode: the keys this caller connection was counted on as a connection.
+    counted: Vec<Target>,
 }
 
 impl Session<'_> {
@@ -222,7 +245,7 @@ impl Session<'_> {
         else {
             return Ok(None);
         };
-        let route = self.relay.router.route(&head)?;
+        let route = self.relay.router.route_conn(&head, &self.conn)?;
         self.scratch.clear();
         if let Action::Forward { path, host } = &route.action {
             let path = head.target.get(path.clone()).unwrap_or("");
@@ -255,10 +278,27 @@ impl Session<'_> {
                 return stats.clone();
             }
         }
-        let stats = self
-            .relay
-            .counters
-            .edge(&target.host, target.port, target.scheme);
+        let stats = match &self.relay.inbound {
+            None => self
+                .relay
+                .counters
+                .edge(&target.host, target.port, target.scheme),
+            // Inbound: per caller address, and the caller's connection counts once per
+            // key it called (as the caller's own sidecar counts its connection to us).
+            Some(inbound) => {
+                let stats =
+                    inbound
+                        .peers
+                        .edge(&target.host, target.port, target.scheme, self.peer.ip());
+                if !self.counted.contains(target) {
+                    stats.record_connection(now_ms());
+                    if self.counted.len() < MAX_COUNTED_KEYS {
+                        self.counted.push(target.clone());
+                    }
+                }
+                stats
+            }
+        };
         self.edge = Some((target.clone(), stats.clone()));
         stats
     }
@@ -337,7 +377,9 @@ impl Session<'_> {
             ));
         }
         let stream = self.dial(route).await?;
-        stats.record_connection(now_ms());
+        if self.relay.inbound.is_none() {
+            stats.record_connection(now_ms());
+        }
         Ok((
             Upstream {
                 conn: Conn::new(stream),

@@ -8,7 +8,10 @@
 //!   Anything else gets a 400 that says what to do instead.
 //! * Transparent capture (to come): key = the `Host` name with the original destination's
 //!   port, dial = [`Dial::Addr`] of the original destination, `Host` kept.
-//! * Inbound (to come): key = the `Host` name, dial = [`Dial::Addr`] of `--upstream`.
+//! * [`InboundRouter`] (inbound mode, issue 14): in front of the service; key = the
+//!   `Host` name (its port, else the port the caller connected to), dial =
+//!   [`Dial::Addr`] of `--upstream` (or the original destination of a redirected
+//!   connection), `Host` kept.
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -62,6 +65,22 @@ pub struct Route {
 /// the error's status and reason.
 pub trait Router: Send + Sync + 'static {
     fn route(&self, head: &RequestHead<'_>) -> Result<Route, ProxyError>;
+
+    /// [`Router::route`] for a router that needs the connection too (the port the
+    /// caller dialed, the original destination); the relay calls this one.
+    fn route_conn(&self, head: &RequestHead<'_>, _conn: &ConnInfo) -> Result<Route, ProxyError> {
+        self.route(head)
+    }
+}
+
+/// What the relay knows of an app connection beyond a request's head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// The caller.
+    pub peer: SocketAddr,
+    /// The address the caller connected to: the original destination of a redirected
+    /// connection, else the listener's own address.
+    pub dialed: SocketAddr,
 }
 
 /// The explicit forward proxy (`HTTP_PROXY`/`HTTPS_PROXY` point at the sidecar).
@@ -149,6 +168,78 @@ fn absolute_form(uri: &str) -> Result<Route, ProxyError> {
             host: Some(host_start..host_end),
         },
     })
+}
+
+// Inbound mode (issue 14) -----------------------------------------------------------
+
+/// In front of a service (`--mode inbound`): every request goes to the service, counted
+/// under the name the caller dialed.
+#[derive(Debug, Clone)]
+pub struct InboundRouter {
+    /// `--upstream`; `None`: the address the caller dialed (a redirected connection's
+    /// original destination).
+    pub upstream: Option<SocketAddr>,
+    /// `--inbound-host` (the first): the key when a request names no usable host.
+    pub fallback_host: Option<String>,
+}
+
+impl InboundRouter {
+    /// The key when the request names no host: `--inbound-host`, else the address the
+    /// caller dialed.
+    fn fallback(&self, conn: &ConnInfo) -> HostPort {
+        HostPort {
+            host: self
+                .fallback_host
+                .clone()
+                .unwrap_or_else(|| conn.dialed.ip().to_canonical().to_string()),
+            port: conn.dialed.port(),
+        }
+    }
+}
+
+impl Router for InboundRouter {
+    fn route(&self, _head: &RequestHead<'_>) -> Result<Route, ProxyError> {
+        Err(ProxyError::BadRequest(
+            "whouses-sidecar in inbound mode routes with the connection".into(),
+        ))
+    }
+
+    fn route_conn(&self, head: &RequestHead<'_>, conn: &ConnInfo) -> Result<Route, ProxyError> {
+        if head.is_connect() {
+            return Err(ProxyError::BadRequest(
+                "this is whouses-sidecar in front of a service (inbound mode), not a proxy: \
+                 CONNECT is not served here"
+                    .into(),
+            ));
+        }
+        let dial = Dial::Addr(self.upstream.unwrap_or(conn.dialed));
+        if !head.target.starts_with('/') && head.target != "*" {
+            // Absolute form: its authority is the name (and replaces `Host`).
+            let mut route = absolute_form(head.target)?;
+            route.dial = dial;
+            return Ok(route);
+        }
+        // The port is the `Host`'s when it has one, else the one the caller connected to.
+        let hp = head
+            .header("host")
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .and_then(|v| HostPort::parse(v, Some(conn.dialed.port())).ok())
+            .unwrap_or_else(|| self.fallback(conn));
+        Ok(Route {
+            target: Target {
+                host: hp.host,
+                port: hp.port,
+                scheme: Scheme::Http,
+            },
+            dial,
+            action: Action::Forward {
+                path: 0..head.target.len(),
+                host: None,
+            },
+        })
+    }
 }
 
 #[cfg(test)]
@@ -244,5 +335,77 @@ mod tests {
             .to_string()
             .contains("ftp"));
         assert!(route("OPTIONS", "*").is_err());
+    }
+
+    fn inbound(raw: &str, router: &InboundRouter) -> Result<Route, ProxyError> {
+        let mut storage = crate::proxy::head::storage();
+        let head = parse_request(raw.as_bytes(), 8192, &mut storage)
+            .unwrap()
+            .unwrap();
+        router.route_conn(
+            &head,
+            &ConnInfo {
+                peer: "10.0.0.7:40000".parse().unwrap(),
+                dialed: "10.0.0.1:8080".parse().unwrap(),
+            },
+        )
+    }
+
+    #[test]
+    fn inbound_keys_on_the_host_the_caller_dialed() {
+        let r = InboundRouter {
+            upstream: Some("127.0.0.1:9000".parse().unwrap()),
+            fallback_host: None,
+        };
+        let route = inbound("GET /x HTTP/1.1\r\nHost: Old-LB.internal.\r\n\r\n", &r).unwrap();
+        assert_eq!(
+            (
+                route.target.host.as_str(),
+                route.target.port,
+                route.target.scheme
+            ),
+            ("old-lb.internal", 8080, Scheme::Http),
+            "no port in Host: the one the caller connected to"
+        );
+        assert_eq!(route.dial, Dial::Addr("127.0.0.1:9000".parse().unwrap()));
+        assert_eq!(
+            route.action,
+            Action::Forward {
+                path: 0..2,
+                host: None
+            }
+        );
+        let route = inbound("GET / HTTP/1.1\r\nHost: old-lb.internal:81\r\n\r\n", &r).unwrap();
+        assert_eq!(route.target.port, 81);
+        // No Host (HTTP/1.0), or one that is no name: the address the caller dialed.
+        let route = inbound("GET / HTTP/1.0\r\n\r\n", &r).unwrap();
+        assert_eq!(
+            (route.target.host.as_str(), route.target.port),
+            ("10.0.0.1", 8080)
+        );
+        let route = inbound("GET / HTTP/1.1\r\nHost: a b\r\n\r\n", &r).unwrap();
+        assert_eq!(route.target.host, "10.0.0.1");
+        // … or --inbound-host.
+        let named = InboundRouter {
+            upstream: None,
+            fallback_host: Some("ref.internal".into()),
+        };
+        let route = inbound("GET / HTTP/1.0\r\n\r\n", &named).unwrap();
+        assert_eq!(route.target.host, "ref.internal");
+        // Without --upstream: the original destination.
+        assert_eq!(route.dial, Dial::Addr("10.0.0.1:8080".parse().unwrap()));
+        // Absolute form names the host itself.
+        let route = inbound("GET http://abs.internal/p HTTP/1.1\r\nHost: x\r\n\r\n", &r).unwrap();
+        assert_eq!(
+            (route.target.host.as_str(), route.target.port),
+            ("abs.internal", 80)
+        );
+        assert!(matches!(
+            route.action,
+            Action::Forward { host: Some(_), .. }
+        ));
+        // CONNECT is not served.
+        let e = inbound("CONNECT a:443 HTTP/1.1\r\n\r\n", &r).unwrap_err();
+        assert!(e.to_string().contains("inbound mode"), "{e}");
     }
 }

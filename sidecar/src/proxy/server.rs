@@ -76,18 +76,23 @@ pub async fn serve(
         let first_byte_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
             open.inc();
-            // A connection that does not start like an HTTP request gets a 400 with a
-            // reason, not hyper's bare one: most often an app whose proxy URL says
-            // https:// and which starts TLS with us.
-            match sniff(&stream, first_byte_timeout).await {
-                Sniff::Http => relay::serve(relay, stream, peer, stop).await,
-                Sniff::NotHttp(first) => {
-                    not_http.inc();
-                    let reason = not_http_reason(first);
-                    tracing::debug!(client = %peer, byte = first, "A client connection did not start with an HTTP request.");
-                    reply_and_close(stream, "400 Bad Request", &reason).await;
+            if let Some(inbound) = relay.inbound.clone() {
+                // Inbound mode (issue 14): HTTP, TLS and opaque TCP alike.
+                crate::inbound::serve(relay, inbound, stream, peer, stop).await;
+            } else {
+                // A connection that does not start like an HTTP request gets a 400 with a
+                // reason, not hyper's bare one: most often an app whose proxy URL says
+                // https:// and which starts TLS with us.
+                match sniff(&stream, first_byte_timeout).await {
+                    Sniff::Http => relay::serve(relay, stream, peer, stop).await,
+                    Sniff::NotHttp(first) => {
+                        not_http.inc();
+                        let reason = not_http_reason(first);
+                        tracing::debug!(client = %peer, byte = first, "A client connection did not start with an HTTP request.");
+                        reply_and_close(stream, "400 Bad Request", &reason).await;
+                    }
+                    Sniff::Gone => {}
                 }
-                Sniff::Gone => {}
             }
             open.dec();
             drop(slot);
