@@ -292,6 +292,7 @@ pub fn decide(ev: &Evidence<'_>) -> CheckResponse {
         window_start,
         now,
         &in_window,
+        &callers_of(ev.edges),
     );
     let (mut verdict, mut reason) = if !callers.is_empty()
         || !bypass.is_empty()
@@ -1180,19 +1181,19 @@ mod tests {
             r.reason
         );
         assert!(!r.callee_side[0].reporting_through_window);
-        // Without such callers, the callers' side stands.
+        // A past caller both sides saw: its own sidecar, which reported throughout, vouches
+        // for it; the callers' side stands.
         let mut c = Case::new(vec![edge("a", 50 * H)], vec![cov("a", 0, NOW)]);
         witness(&mut c, 0, 92 * H);
-        saw(
-            &mut c,
-            inbound("127.0.0.11", 3, 50 * H),
-            Attribution::Nobody,
-        );
-        c.callee.attributions = vec![by("a", true)];
-        c.callee.rows[0].address = "127.0.0.11".into();
-        // a's calls were seen by the callee only (its sidecar did not report them): a
-        // caller only the callee saw, so still a doubt.
-        assert_eq!(c.run().verdict, Verdict::Unknown);
+        saw(&mut c, inbound("127.0.0.11", 3, 50 * H), by("a", true));
+        assert_eq!(c.run().verdict, Verdict::Unused, "{}", c.run().reason);
+        // One only the callee saw (c went around its sidecar, which cannot vouch): a doubt.
+        let mut c = Case::new(vec![edge("a", 50 * H)], vec![cov("a", 0, NOW)]);
+        witness(&mut c, 0, 92 * H);
+        saw(&mut c, inbound("127.0.0.13", 3, 50 * H), by("c", true));
+        let r = c.run();
+        assert_eq!(r.verdict, Verdict::Unknown, "{}", r.reason);
+        assert!(r.reason.contains("reports (c)"), "{}", r.reason);
         let mut c = Case::new(vec![edge("a", 50 * H)], vec![cov("a", 0, NOW)]);
         witness(&mut c, 0, 92 * H);
         assert_eq!(c.run().verdict, Verdict::Unused, "{}", c.run().reason);

@@ -45,6 +45,7 @@ impl CalleeView {
         window_start: Timestamp,
         now: Timestamp,
         caller_side_in_window: &[Caller],
+        caller_side: &[Caller],
     ) -> CalleeView {
         let (mut rows, mut attributions) = (Vec::new(), Vec::new());
         for (r, a) in inb.rows.iter().zip(inb.attributions) {
@@ -77,10 +78,12 @@ impl CalleeView {
                     .any(|s| s.service == r.service && s.environment == r.environment)
             })
             .fold(0u64, |n, r| counts::add(n, r.counts.calls()));
-        let past = reconcile::merge(Vec::new(), inb.rows, inb.attributions, None);
+        // Past callers the callers' side cannot vouch for: seen by the callee alone.
+        let past = reconcile::merge(caller_side.to_vec(), inb.rows, inb.attributions, None);
         let past_unseen = past
             .callers
             .iter()
+            .filter(|c| c.seen_by == SeenBy::Callee)
             .map(|c| c.service.clone())
             .chain(past.unattributed.iter().map(|u| u.address.clone()))
             .collect();
