@@ -12,6 +12,7 @@ need_apt=()
 for pair in curl:curl python3:python3 openssl:openssl unzip:unzip dot:graphviz \
     chromium:chromium chromedriver:chromium-driver npm:npm pgrep:procps \
     dnsmasq:dnsmasq-base ip:iproute2 node:nodejs \
+    iptables:iptables nft:nftables java:default-jdk-headless setpriv:util-linux \
     wrk:wrk nginx:nginx-light haproxy:haproxy squid:squid tinyproxy:tinyproxy; do
   bin=${pair%%:*}; pkg=${pair##*:}
   command -v "$bin" >/dev/null 2>&1 || need_apt+=("$pkg")

@@ -6,10 +6,14 @@
 //! * [`config`] — flags (`WHOUSES_*` env), checked once.
 //! * [`proxy`] — accept loop ([`proxy::server`]), the request path of one connection, top
 //!   to bottom ([`proxy::relay`]), routing, head parsing, tunnels, dialing.
+//! * [`capture`] — transparent mode: the `iptables` subcommand, original destinations,
+//!   protocol detection, opaque connections named by DNS.
+//! * [`dns`], [`bypass`] — the DNS forwarder and the bypass detector (explicit mode).
 //! * [`counters`] — **where a request is counted**: sharded atomic counters per key.
 //! * [`inbound`] — inbound mode (issue 14): in front of the service, HTTP, TLS and opaque
 //!   TCP counted per name dialed and caller address ([`inbound::peers`]); this instance's
-//!   addresses for the collector's address book; the transparent capture's iptables rules.
+//!   addresses for the collector's address book. Its transparent capture shares
+//!   [`capture`]'s iptables subcommand, original destination and protocol detection.
 //! * [`shipper`] — numbered batches to the collector, retries, spool, final flush.
 //! * [`admin`] — `/healthz`, `/readyz`, `/shipping`, `/metrics`, `/stats`, and the
 //!   probe-only listener.
@@ -30,6 +34,7 @@ use whouses_wire::Timestamp;
 
 pub mod admin;
 pub mod bypass;
+pub mod capture;
 pub mod config;
 pub mod counters;
 pub mod dns;
@@ -139,7 +144,6 @@ pub async fn run_with(
             upstream: config.upstream,
             hosts: config.inbound_hosts(),
             protocol: config.inbound_protocol,
-            hello_timeout: config.header_read_timeout.0,
         })
     });
     let observers = shipper::Observers {
@@ -171,13 +175,6 @@ pub async fn run_with(
     let pool = Arc::new(proxy::upstream::Pool::new(config.idle_timeout.0));
     pool.sweep_idle();
     let slots = Arc::new(Semaphore::new(config.max_connections as usize));
-    let router: Box<dyn proxy::route::Router> = match &inbound {
-        Some(i) => Box::new(proxy::route::InboundRouter {
-            upstream: i.upstream,
-            fallback_host: i.hosts.first().cloned(),
-        }),
-        None => Box::new(proxy::route::ExplicitProxy),
-    };
     // Explicit mode: upstream connections leave from the advertised addresses (those that
     // are local), so a callee's inbound sidecar sees the address the address book holds.
     let source = match &inbound {
@@ -186,13 +183,21 @@ pub async fn run_with(
     };
     let relay = Arc::new(proxy::relay::Relay {
         counters: counters.clone(),
-        router,
+        router: Box::new(proxy::route::ExplicitProxy),
         dialer: proxy::connect::Dialer::new(&config.resolve, config.connect_timeout.0)
-            .with_source(source),
+            .with_source(source)
+            .own_connections(observers.bypass.clone()),
         pool,
         max_header_bytes: config.max_header_bytes as usize,
         header_read_timeout: config.header_read_timeout.0,
         tunnel_splice: config.tunnel_splice,
+        // Redirected connections (transparent capture), and inbound mode's protocol
+        // detection.
+        capture: Some(Arc::new(capture::Capture {
+            names: observers.names.clone(),
+            opaque_ports: config.opaque_ports.iter().copied().collect(),
+            detect_timeout: config.detect_timeout.0,
+        })),
         inbound: inbound.clone(),
     });
 
@@ -280,12 +285,17 @@ pub async fn run_with(
         );
     }
     let admin_ref = admin_state.clone();
-    proxy::server::serve(
-        proxy_listener,
+    let mut proxy_listeners = vec![proxy_listener];
+    proxy_listeners.extend(capture::redirect::ipv6_loopback_twin(proxy_addr).await);
+    proxy::server::serve_all(
+        proxy_listeners,
         relay,
         slots,
         proxy::server::Limits {
             allow_from: config.allowed_networks(),
+            own_addresses: config
+                .allow_own_addresses()
+                .then(capture::redirect::OwnAddresses::default),
             header_read_timeout: config.header_read_timeout.0,
             drain_timeout: config.drain_timeout.0,
         },

@@ -1,5 +1,6 @@
-//! `whouses-sidecar`: parse flags, set up logging, bind, and run until SIGTERM/SIGINT
-//! (or, as `whouses-sidecar iptables …`, install the inbound capture's rules and exit).
+//! `whouses-sidecar`: parse flags, set up logging, bind, and run until SIGTERM/SIGINT; or,
+//! as `whouses-sidecar iptables …`, set up transparent capture (outbound, inbound or both)
+//! and exit.
 //! Once listening it prints one JSON line on stdout with the bound addresses (logs go to
 //! stderr).
 
@@ -9,11 +10,12 @@ use clap::Parser;
 use whouses_sidecar::config::{Config, LogFormat};
 
 fn main() -> ExitCode {
-    // `whouses-sidecar iptables install|uninstall …`: the transparent inbound capture's
-    // rules (issue 14), run once by an init container; then exit.
-    let mut args = std::env::args_os();
-    if args.nth(1).is_some_and(|a| a == "iptables") {
-        return ExitCode::from(whouses_sidecar::inbound::iptables::main(args));
+    // `whouses-sidecar iptables install|uninstall|show`: set up transparent capture of the
+    // app's outbound calls and/or of the calls arriving at it (an init container's job),
+    // then exit.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "iptables") {
+        return whouses_sidecar::capture::iptables::main(args);
     }
     let config = Config::parse();
     if let Err(e) = config.validate() {

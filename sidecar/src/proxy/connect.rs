@@ -42,6 +42,8 @@ pub struct Dialer {
     /// Source addresses upstream connections leave from (`--advertise-address`, issue 14):
     /// on a shared host, what lets a callee's inbound sidecar tell this service apart.
     source: Source,
+    /// The bypass detector, told of every connection dialed (never bypass).
+    own: Option<Arc<crate::bypass::Bypass>>,
 }
 
 /// The local address to bind per family before connecting (none: the kernel chooses).
@@ -80,6 +82,20 @@ impl Dialer {
             overrides: Arc::new(overrides),
             timeout,
             source: Source::default(),
+            own: None,
+        }
+    }
+
+    /// Register every connection dialed with the bypass detector, when it runs.
+    pub fn own_connections(mut self, bypass: Option<Arc<crate::bypass::Bypass>>) -> Dialer {
+        self.own = bypass;
+        self
+    }
+
+    fn connected(&self, s: &TcpStream) {
+        let _ = s.set_nodelay(true);
+        if let (Some(b), Ok(local), Ok(remote)) = (&self.own, s.local_addr(), s.peer_addr()) {
+            b.own_connection(local, remote);
         }
     }
 
@@ -107,7 +123,7 @@ impl Dialer {
                     addr,
                     source,
                 })?;
-            let _ = s.set_nodelay(true);
+            self.connected(&s);
             Ok(s)
         };
         match tokio::time::timeout(self.timeout, attempt).await {
@@ -138,7 +154,7 @@ impl Dialer {
             for addr in addrs {
                 match self.source.connect(addr).await {
                     Ok(s) => {
-                        let _ = s.set_nodelay(true);
+                        self.connected(&s);
                         return Ok(s);
                     }
                     Err(source) => {

@@ -33,7 +33,7 @@ use super::conn::{write_head, Conn};
 use super::connect::Dialer;
 use super::error::ProxyError;
 use super::head::{self, Framing, RequestRewrite, ResponseRewrite};
-use super::route::{Action, ConnInfo, Dial, Route, Router, Target};
+use super::route::{Action, Dial, Route, Router, Target};
 use super::tunnel;
 use super::upstream::{is_usable, Pool, PoolKey};
 use crate::counters::{Counters, EdgeStats};
@@ -54,6 +54,9 @@ pub struct Relay {
     pub header_read_timeout: Duration,
     /// Tunnels copy with `splice(2)` instead of through user space.
     pub tunnel_splice: bool,
+    /// Transparent capture: redirected connections (`crate::capture`); `None` serves
+    /// explicit proxy requests only.
+    pub capture: Option<Arc<crate::capture::Capture>>,
     /// Inbound mode (issue 14): calls are counted per caller address there, and a
     /// connection counts once per key as the caller's (not per upstream connection).
     pub inbound: Option<Arc<crate::inbound::Inbound>>,
@@ -67,27 +70,27 @@ pub async fn serve(
     peer: SocketAddr,
     stop: watch::Receiver<bool>,
 ) {
-    let dialed = stream.local_addr().unwrap_or(peer);
-    serve_conn(relay, stream, ConnInfo { peer, dialed }, stop).await;
+    serve_conn(&relay, Conn::new(stream), peer, stop, relay.router.as_ref()).await;
 }
 
-/// [`serve`] when the caller knows more of the connection (the original destination of
-/// a redirected one).
+/// [`serve`] with a router of this connection's own (transparent capture: the original
+/// destination) and the bytes already read from it (`app.buf`, by protocol detection).
 pub async fn serve_conn(
-    relay: Arc<Relay>,
-    stream: TcpStream,
-    conn: ConnInfo,
+    relay: &Relay,
+    app: Conn,
+    peer: SocketAddr,
     mut stop: watch::Receiver<bool>,
+    router: &dyn Router,
 ) {
     let mut session = Session {
-        relay: &relay,
-        app: Conn::new(stream),
+        relay,
+        router,
+        app,
         upstream: None,
         scratch: Vec::new(),
         edge: None,
         linger: false,
-        peer: conn.peer,
-        conn,
+        peer,
         counted: Vec::new(),
     };
     while let Next::KeepAlive = session.exchange(&mut stop).await {}
@@ -156,6 +159,8 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 struct Session<'r> {
     relay: &'r Relay,
+    /// Routes this connection's requests (`relay.router`, or the connection's own).
+    router: &'r dyn Router,
     app: Conn,
     /// This app connection's upstream connection, between two exchanges (a clean one:
     /// nothing unread, ready for the next request).
@@ -168,7 +173,6 @@ struct Session<'r> {
     /// so the answer is not lost to a reset.
     linger: bool,
     peer: SocketAddr,
-    conn: ConnInfo,
     /// Inbound mode: the keys this caller connection was counted on as a connection.
     counted: Vec<Target>,
 }
@@ -245,14 +249,16 @@ impl Session<'_> {
         else {
             return Ok(None);
         };
-        let route = self.relay.router.route_conn(&head, &self.conn)?;
+        let route = self.router.route(&head)?;
         self.scratch.clear();
         if let Action::Forward { path, host } = &route.action {
             let path = head.target.get(path.clone()).unwrap_or("");
             // A fragment is never sent (RFC 9110 §7.1).
             let path = path.split('#').next().unwrap_or("");
             let rw = RequestRewrite {
-                slash: !path.starts_with('/'),
+                // The explicit proxy's path part is empty or starts with `/` or `?`; a
+                // transparent route forwards the target as sent (`*`, absolute-form).
+                slash: path.is_empty() || path.starts_with('?'),
                 target: path,
                 host: host.clone().and_then(|h| head.target.get(h)),
             };

@@ -6,12 +6,13 @@
 //!   `http://host[:port]/…` and `CONNECT host:port`; the key is the URI's authority, the
 //!   upstream is dialed by that name (`--resolve`, DNS), and `Host` is rewritten to it.
 //!   Anything else gets a 400 that says what to do instead.
-//! * Transparent capture (to come): key = the `Host` name with the original destination's
-//!   port, dial = [`Dial::Addr`] of the original destination, `Host` kept.
-//! * [`InboundRouter`] (inbound mode, issue 14): in front of the service; key = the
-//!   `Host` name (its port, else the port the caller connected to), dial =
-//!   [`Dial::Addr`] of `--upstream` (or the original destination of a redirected
-//!   connection), `Host` kept.
+//! * [`super::transparent::Transparent`] (redirected connections, `crate::capture`): key =
+//!   the `Host` name with the original destination's port, dial = [`Dial::Addr`] of the
+//!   original destination, `Host` kept.
+//! * [`InboundRouter`] (inbound mode, issue 14, `crate::inbound`): in front of the
+//!   service, one per caller connection; key = the `Host` name (its port, else the port
+//!   the caller connected to), dial = [`Dial::Addr`] of `--upstream` (or the original
+//!   destination of a redirected connection), `Host` kept.
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -65,22 +66,6 @@ pub struct Route {
 /// the error's status and reason.
 pub trait Router: Send + Sync + 'static {
     fn route(&self, head: &RequestHead<'_>) -> Result<Route, ProxyError>;
-
-    /// [`Router::route`] for a router that needs the connection too (the port the
-    /// caller dialed, the original destination); the relay calls this one.
-    fn route_conn(&self, head: &RequestHead<'_>, _conn: &ConnInfo) -> Result<Route, ProxyError> {
-        self.route(head)
-    }
-}
-
-/// What the relay knows of an app connection beyond a request's head.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnInfo {
-    /// The caller.
-    pub peer: SocketAddr,
-    /// The address the caller connected to: the original destination of a redirected
-    /// connection, else the listener's own address.
-    pub dialed: SocketAddr,
 }
 
 /// The explicit forward proxy (`HTTP_PROXY`/`HTTPS_PROXY` point at the sidecar).
@@ -172,39 +157,35 @@ fn absolute_form(uri: &str) -> Result<Route, ProxyError> {
 
 // Inbound mode (issue 14) -----------------------------------------------------------
 
-/// In front of a service (`--mode inbound`): every request goes to the service, counted
-/// under the name the caller dialed.
+/// In front of a service (`--mode inbound`), one per caller connection: every request
+/// goes to the service, counted under the name the caller dialed.
 #[derive(Debug, Clone)]
 pub struct InboundRouter {
-    /// `--upstream`; `None`: the address the caller dialed (a redirected connection's
-    /// original destination).
-    pub upstream: Option<SocketAddr>,
-    /// `--inbound-host` (the first): the key when a request names no usable host.
+    /// Where the service is: `--upstream`, else the connection's original destination.
+    pub upstream: SocketAddr,
+    /// The address the caller connected to (the original destination of a redirected
+    /// connection, else the listener's): its port keys a `Host` without one.
+    pub dialed: SocketAddr,
+    /// `--inbound-host` (the first): the key when a request names no usable host; else
+    /// the address the caller dialed.
     pub fallback_host: Option<String>,
 }
 
 impl InboundRouter {
-    /// The key when the request names no host: `--inbound-host`, else the address the
-    /// caller dialed.
-    fn fallback(&self, conn: &ConnInfo) -> HostPort {
+    /// The key when the request names no host.
+    fn fallback(&self) -> HostPort {
         HostPort {
             host: self
                 .fallback_host
                 .clone()
-                .unwrap_or_else(|| conn.dialed.ip().to_canonical().to_string()),
-            port: conn.dialed.port(),
+                .unwrap_or_else(|| self.dialed.ip().to_canonical().to_string()),
+            port: self.dialed.port(),
         }
     }
 }
 
 impl Router for InboundRouter {
-    fn route(&self, _head: &RequestHead<'_>) -> Result<Route, ProxyError> {
-        Err(ProxyError::BadRequest(
-            "whouses-sidecar in inbound mode routes with the connection".into(),
-        ))
-    }
-
-    fn route_conn(&self, head: &RequestHead<'_>, conn: &ConnInfo) -> Result<Route, ProxyError> {
+    fn route(&self, head: &RequestHead<'_>) -> Result<Route, ProxyError> {
         if head.is_connect() {
             return Err(ProxyError::BadRequest(
                 "this is whouses-sidecar in front of a service (inbound mode), not a proxy: \
@@ -212,7 +193,7 @@ impl Router for InboundRouter {
                     .into(),
             ));
         }
-        let dial = Dial::Addr(self.upstream.unwrap_or(conn.dialed));
+        let dial = Dial::Addr(self.upstream);
         if !head.target.starts_with('/') && head.target != "*" {
             // Absolute form: its authority is the name (and replaces `Host`).
             let mut route = absolute_form(head.target)?;
@@ -225,8 +206,8 @@ impl Router for InboundRouter {
             .and_then(|v| std::str::from_utf8(v).ok())
             .map(str::trim)
             .filter(|v| !v.is_empty())
-            .and_then(|v| HostPort::parse(v, Some(conn.dialed.port())).ok())
-            .unwrap_or_else(|| self.fallback(conn));
+            .and_then(|v| HostPort::parse(v, Some(self.dialed.port())).ok())
+            .unwrap_or_else(|| self.fallback());
         Ok(Route {
             target: Target {
                 host: hp.host,
@@ -342,19 +323,15 @@ mod tests {
         let head = parse_request(raw.as_bytes(), 8192, &mut storage)
             .unwrap()
             .unwrap();
-        router.route_conn(
-            &head,
-            &ConnInfo {
-                peer: "10.0.0.7:40000".parse().unwrap(),
-                dialed: "10.0.0.1:8080".parse().unwrap(),
-            },
-        )
+        router.route(&head)
     }
 
     #[test]
     fn inbound_keys_on_the_host_the_caller_dialed() {
+        let dialed: SocketAddr = "10.0.0.1:8080".parse().unwrap();
         let r = InboundRouter {
-            upstream: Some("127.0.0.1:9000".parse().unwrap()),
+            upstream: "127.0.0.1:9000".parse().unwrap(),
+            dialed,
             fallback_host: None,
         };
         let route = inbound("GET /x HTTP/1.1\r\nHost: Old-LB.internal.\r\n\r\n", &r).unwrap();
@@ -387,13 +364,14 @@ mod tests {
         assert_eq!(route.target.host, "10.0.0.1");
         // … or --inbound-host.
         let named = InboundRouter {
-            upstream: None,
+            upstream: dialed,
+            dialed,
             fallback_host: Some("ref.internal".into()),
         };
         let route = inbound("GET / HTTP/1.0\r\n\r\n", &named).unwrap();
         assert_eq!(route.target.host, "ref.internal");
         // Without --upstream: the original destination.
-        assert_eq!(route.dial, Dial::Addr("10.0.0.1:8080".parse().unwrap()));
+        assert_eq!(route.dial, Dial::Addr(dialed));
         // Absolute form names the host itself.
         let route = inbound("GET http://abs.internal/p HTTP/1.1\r\nHost: x\r\n\r\n", &r).unwrap();
         assert_eq!(
