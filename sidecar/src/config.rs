@@ -64,7 +64,9 @@ impl FromStr for ResolveRule {
     version,
     about,
     after_help = "Transparent capture: `whouses-sidecar iptables install --proxy-uid UID` \
-                  redirects the app's outbound TCP and DNS here (see `whouses-sidecar iptables --help`)."
+                  redirects the app's outbound TCP and DNS here; `--inbound-ports PORTS` redirects \
+                  the connections arriving at the service to a sidecar in --mode inbound (see \
+                  `whouses-sidecar iptables --help`)."
 )]
 pub struct Config {
     /// The calling service's name (the "who" in "who uses X").

@@ -12,7 +12,9 @@
 //! * keep-alive HTTP, TLS passed through (keyed by SNI) and opaque TCP through inbound
 //!   mode, bytes identical and counts exact, while the collector is down and restarted;
 //! * the transparent capture: `whouses-sidecar iptables install --inbound-ports` in a
-//!   network namespace, callers unchanged.
+//!   network namespace, callers unchanged; the one `iptables` subcommand installing the
+//!   inbound and the outbound capture together, replacing either, and `uninstall`
+//!   restoring the ruleset exactly.
 
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
@@ -888,4 +890,97 @@ fn the_transparent_capture_counts_without_changing_the_callers() {
     drop(sidecar);
     drop(service);
     std::thread::sleep(Duration::from_millis(100));
+}
+
+/// The one `whouses-sidecar iptables` subcommand serves both captures: the inbound
+/// redirect alone (no `--proxy-uid` needed), both at once, then the inbound one dropped by
+/// an install that no longer names it; `show` lists our chains only; `uninstall` restores
+/// the namespace's ruleset exactly, rules of the host's own untouched.
+#[test]
+fn one_iptables_subcommand_installs_both_captures_and_uninstall_restores_the_ruleset() {
+    if Command::new("iptables").arg("--version").output().is_err() {
+        eprintln!("skipped: iptables is not installed");
+        return;
+    }
+    let net = whouses_tests::netns::Pair::new("iu");
+    let ns = &net.b;
+    let ruleset = || -> String {
+        ns.sh("iptables-save; ip6tables-save")
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let iptables = |args: &[&str]| -> String {
+        let out = ns
+            .cmd(bin_path("whouses-sidecar").to_str().unwrap())
+            .arg("iptables")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "iptables {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ns.sh(
+        "iptables -t nat -N HOST_OWN && iptables -t nat -A PREROUTING -p tcp --dport 7 -j HOST_OWN",
+    );
+    let before = ruleset();
+
+    let out = iptables(&["install", "--inbound-ports", "8080,8443"]);
+    assert!(
+        out.contains("inbound ports 8080,8443 to port 15006"),
+        "{out}"
+    );
+    let shown = iptables(&["show"]);
+    for rule in [
+        "-A PREROUTING -p tcp -j WHOUSES_INBOUND",
+        "-A WHOUSES_INBOUND -p tcp -m tcp --dport 8080 -j REDIRECT --to-ports 15006",
+        "-A WHOUSES_INBOUND -p tcp -m tcp --dport 8443 -j REDIRECT --to-ports 15006",
+    ] {
+        assert!(shown.contains(rule), "{rule} missing from:\n{shown}");
+    }
+    assert!(
+        !shown.contains("WHOUSES_OUTPUT") && !shown.contains("HOST_OWN"),
+        "{shown}"
+    );
+
+    // Both captures in one install, twice = once.
+    let both = [
+        "install",
+        "--proxy-uid",
+        "41337",
+        "--inbound-ports",
+        "8080",
+        "--inbound-proxy-port",
+        "15007",
+    ];
+    iptables(&both);
+    let once = ruleset();
+    iptables(&both);
+    assert_eq!(ruleset(), once, "install twice = once");
+    let shown = iptables(&["show"]);
+    assert!(
+        shown.contains("-A OUTPUT -p tcp -j WHOUSES_OUTPUT"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("--dport 8080 -j REDIRECT --to-ports 15007") && !shown.contains("8443"),
+        "{shown}"
+    );
+
+    // An install that names only the outbound capture removes the inbound one.
+    iptables(&["install", "--proxy-uid", "41337"]);
+    let shown = iptables(&["show"]);
+    assert!(
+        !shown.contains("WHOUSES_INBOUND") && shown.contains("WHOUSES_OUTPUT"),
+        "{shown}"
+    );
+
+    iptables(&["install", "--proxy-uid", "41337", "--inbound-ports", "8080"]);
+    iptables(&["uninstall"]);
+    assert_eq!(ruleset(), before, "uninstall restores the ruleset exactly");
 }
