@@ -70,6 +70,17 @@ fn now_ms() -> i64 {
     Timestamp::now().as_millis()
 }
 
+/// The two ends of one caller connection.
+#[derive(Debug, Clone, Copy)]
+struct Ends {
+    /// The caller.
+    peer: SocketAddr,
+    /// Where the caller connected (the original destination, or the listener).
+    dialed: SocketAddr,
+    /// Where the service is.
+    upstream: SocketAddr,
+}
+
 /// Serve one caller connection.
 pub async fn serve(
     relay: Arc<Relay>,
@@ -115,10 +126,12 @@ pub async fn serve(
         detect::Protocol::H2 { authority } => (authority.unwrap_or_else(fallback), Scheme::Http),
         detect::Protocol::Opaque => (fallback(), Scheme::Tcp),
     };
-    opaque(
-        &relay, &inbound, stream, peer, dialed, upstream, host, scheme, &buf,
-    )
-    .await;
+    let ends = Ends {
+        peer,
+        dialed,
+        upstream,
+    };
+    opaque(&relay, &inbound, stream, ends, host, scheme, &buf).await;
 }
 
 /// The key of a connection that names nothing: `--inbound-host`, else the address the
@@ -134,14 +147,15 @@ fn fallback_host(inbound: &Inbound, dialed: SocketAddr) -> String {
 /// A counted byte tunnel to the service: one connection on the key, bytes both ways
 /// (`early`, read by detection, first); a failed dial is an error on it (the caller's
 /// connection is closed: there is no HTTP to answer in).
-#[allow(clippy::too_many_arguments)]
 async fn opaque(
     relay: &Relay,
     inbound: &Inbound,
     mut stream: TcpStream,
-    peer: SocketAddr,
-    dialed: SocketAddr,
-    upstream: SocketAddr,
+    Ends {
+        peer,
+        dialed,
+        upstream,
+    }: Ends,
     host: String,
     scheme: Scheme,
     early: &[u8],
