@@ -58,8 +58,17 @@ fn bench_smoke_runs_and_produces_the_tables() {
         .lines()
         .find(|l| l.starts_with("| whouses-inbound |"))
         .unwrap();
-    let rps: f64 = inbound_row.split('|').nth(2).unwrap().trim().parse().unwrap();
-    assert!(rps > 0.0, "the inbound sidecar served no requests: {inbound_row}");
+    let rps: f64 = inbound_row
+        .split('|')
+        .nth(2)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        rps > 0.0,
+        "the inbound sidecar served no requests: {inbound_row}"
+    );
     assert!(
         stdout.contains("sustained ingest") && stdout.contains("`check` p50 / p99"),
         "{stdout}"
