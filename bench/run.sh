@@ -4,8 +4,10 @@
 # Builds release binaries, installs the peers if missing (Debian: haproxy nginx-light
 # squid tinyproxy wrk; `cargo install oha --locked` unless BENCH_SKIP_OHA=1), starts an
 # nginx upstream on loopback (one worker, 100-byte file, keep-alive) and drives the same
-# load at: a direct connection, whouses-sidecar, HAProxy (reverse), nginx (absolute-form
-# forward), squid and tinyproxy (forward). Then the collector's fleet benchmark.
+# load at: a direct connection, whouses-sidecar (outbound, absolute-form), whouses-sidecar
+# --mode inbound (`whouses-inbound`: reverse, in front of the upstream; issue 14), HAProxy
+# (reverse), nginx (absolute-form forward), squid and tinyproxy (forward). Then the
+# collector's fleet benchmark.
 # Results: target/bench/results.md (also printed). --smoke: a second per run, tiny load,
 # no assertions on speed; missing tools are skipped and named.
 #
@@ -104,6 +106,14 @@ SC=$(port); SCA=$(port)
 "$BIN/whouses-sidecar" --service bench --listen 127.0.0.1:$SC --admin-listen 127.0.0.1:$SCA \
   --threads "$THREADS" --max-connections 4096 >/dev/null 2>"$WORK/sidecar.log" & PIDS+=($!)
 PPID_[whouses-sidecar]=$!; PADDR[whouses-sidecar]=127.0.0.1:$SC; KIND[whouses-sidecar]=forward
+# Issue 14: the sidecar in inbound mode, in front of the same upstream (a reverse proxy,
+# as HAProxy): what counting calls *to* a service, per name and caller address, costs
+# beside the outbound sidecar under the same load.
+SI=$(port); SIA=$(port)
+"$BIN/whouses-sidecar" --service bench --mode inbound --upstream 127.0.0.1:$UP --inbound-host bench.internal \
+  --listen 127.0.0.1:$SI --admin-listen 127.0.0.1:$SIA \
+  --threads "$THREADS" --max-connections 4096 >/dev/null 2>"$WORK/sidecar-inbound.log" & PIDS+=($!)
+PPID_[whouses-inbound]=$!; PADDR[whouses-inbound]=127.0.0.1:$SI; KIND[whouses-inbound]=reverse
 # The same sidecar with tunnels copied through user space instead of splice(2), for the
 # CONNECT runs only.
 SCS=$(port); SCSA=$(port)
@@ -213,7 +223,7 @@ run_oha() { # target kind url
 }
 
 have wrk || { log "wrk is missing (apt install wrk)"; exit 1; }
-ORDER=(direct whouses-sidecar haproxy nginx squid tinyproxy)
+ORDER=(direct whouses-sidecar whouses-inbound haproxy nginx squid tinyproxy)
 declare -A RPS P50 P99 CPU RSS RSS1K F50 F90 F99 CRPS C50 CF50 CF99 CCPU
 for name in "${ORDER[@]}"; do
   if [ "$name" = direct ]; then target=""; kind=direct; pid=""; else
@@ -234,7 +244,7 @@ for name in "${ORDER[@]}"; do
     F50[$name]=$f50; F90[$name]=$f90; F99[$name]=$f99
   fi
 done
-for name in whouses-sidecar haproxy nginx squid tinyproxy; do
+for name in whouses-sidecar whouses-inbound haproxy nginx squid tinyproxy; do
   [ -n "${PADDR[$name]:-}" ] || continue
   log "$BIG connections: $name"
   run_wrk "${PADDR[$name]}" "${KIND[$name]}" $BIG "$(( DUR < 5 ? DUR : 5 ))" >/dev/null

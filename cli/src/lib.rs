@@ -10,7 +10,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use whouses_wire::api::{
-    CalleesResponse, CallersResponse, CheckResponse, HostsResponse, ServicesResponse,
+    CalleesResponse, CallersResponse, CheckResponse, CoverageResponse, HostsResponse, SeenBy,
+    ServicesResponse,
 };
 
 pub mod demo;
@@ -92,6 +93,13 @@ pub enum Command {
         /// How long HOST must have been quiet (e.g. 14d).
         #[arg(long)]
         quiet_for: String,
+    },
+    /// Every host with an inbound (callee-side) sidecar: the share of its inbound calls
+    /// attributed to known callers, and the caller addresses still to find.
+    Coverage {
+        /// Only calls within this period (e.g. 30d).
+        #[arg(long)]
+        since: Option<String>,
     },
     /// The traffic report as csv, json, markdown, dot (Graphviz) or html.
     Export {
@@ -203,6 +211,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 "FIRST SEEN",
                 "LAST SEEN",
                 "HOSTS",
+                "SEEN BY",
+                "ADDRESS",
+                "NOTE",
             ]);
             for c in &r.callers {
                 t.row(vec![
@@ -213,13 +224,39 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     relative(c.counts.first_seen, now),
                     relative(c.counts.last_seen, now),
                     c.hosts.join(" "),
+                    c.seen_by.as_str().to_string(),
+                    c.addresses.join(" "),
+                    output::caller_note(c),
+                ]);
+            }
+            // Issue 14: callers the callee saw that no sidecar accounts for.
+            for u in &r.unattributed {
+                t.row(vec![
+                    "(unattributed)".to_string(),
+                    String::new(),
+                    u.counts.requests.to_string(),
+                    u.counts.errors.to_string(),
+                    relative(u.counts.first_seen, now),
+                    relative(u.counts.last_seen, now),
+                    u.hosts.join(" "),
+                    SeenBy::Callee.as_str().to_string(),
+                    u.address.clone(),
+                    output::unattributed_note(u),
                 ]);
             }
             emit(format, &raw, &t, || {
-                if r.callers.is_empty() {
+                let unattributed = match r.unattributed.len() {
+                    0 => String::new(),
+                    n => format!(" and {n} caller address(es) no sidecar holds"),
+                };
+                if r.callers.is_empty() && r.unattributed.is_empty() {
                     format!("No recorded callers of {}.", r.host)
                 } else {
-                    format!("{} service(s) call {}:", r.callers.len(), r.host)
+                    format!(
+                        "{} service(s){unattributed} call {}:",
+                        r.callers.len(),
+                        r.host
+                    )
                 }
             })?;
             Ok(0)
@@ -353,7 +390,50 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     r.reason
                 )
             })?;
+            if format == Format::Table {
+                print!("{}", output::callee_side(&r, now));
+            }
             Ok(r.verdict.exit_code())
+        }
+        Command::Coverage { since } => {
+            let q: Vec<(&str, String)> = since.clone().map(|s| ("since", s)).into_iter().collect();
+            let (raw, r): (_, CoverageResponse) = api.get("/v1/coverage", &q).await?;
+            let mut t = Table::new(&[
+                "HOST",
+                "CALLEE",
+                "CALLS",
+                "ATTRIBUTED",
+                "SHARE",
+                "CALLERS",
+                "UNATTRIBUTED ADDRESSES",
+                "LAST SEEN",
+            ]);
+            for h in &r.hosts {
+                t.row(vec![
+                    h.host.clone(),
+                    h.callee_services.join(" "),
+                    h.calls.to_string(),
+                    h.attributed_calls.to_string(),
+                    format!("{:.0}%", h.attributed_share * 100.0),
+                    h.callers.join(" "),
+                    h.unattributed
+                        .iter()
+                        .map(|u| format!("{} ({})", u.address, u.counts.calls()))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    h.last_seen
+                        .map(|t| relative(t, now))
+                        .unwrap_or_else(|| "never".into()),
+                ]);
+            }
+            emit(format, &raw, &t, || {
+                let left: usize = r.hosts.iter().map(|h| h.unattributed.len()).sum();
+                format!(
+                    "{} host(s) with an inbound sidecar; {left} caller address(es) still to find:",
+                    r.hosts.len()
+                )
+            })?;
+            Ok(0)
         }
         Command::Demo(_) | Command::Export { .. } => Ok(0),
     }

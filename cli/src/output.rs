@@ -1,5 +1,6 @@
 //! Human output: aligned tables, CSV of the same columns, relative times ("3 days ago").
 
+use whouses_wire::api::{Caller, CheckResponse, SeenBy, Unattributed};
 use whouses_wire::Timestamp;
 
 pub struct Table {
@@ -85,6 +86,67 @@ pub fn duration(ms: i64) -> String {
         (s / 86_400, "day")
     };
     format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
+/// The NOTE of a callers row (issue 14): a service reaching the host around its
+/// sidecar, or the two sides' counts when they differ.
+pub fn caller_note(c: &Caller) -> String {
+    if c.around_sidecar {
+        return "around its sidecar".to_string();
+    }
+    match (c.seen_by, c.caller_counts, c.callee_counts) {
+        (SeenBy::Both, Some(a), Some(b)) if a.calls() != b.calls() => {
+            format!("caller counted {}, callee {}", a.calls(), b.calls())
+        }
+        _ => String::new(),
+    }
+}
+
+/// The NOTE of an unattributed row: the services that all held the address.
+pub fn unattributed_note(u: &Unattributed) -> String {
+    if u.candidates.is_empty() {
+        "no sidecar held this address".to_string()
+    } else {
+        format!("held by several: {}", u.candidates.join(", "))
+    }
+}
+
+/// What `check` prints under its table about the callee side (issue 14).
+pub fn callee_side(r: &CheckResponse, now: Timestamp) -> String {
+    let mut out = String::new();
+    for c in &r.callee_side {
+        out.push_str(&format!(
+            "Callee side: {} ({}), {} inbound sidecar(s) for {}: {} (last report {}).\n",
+            c.service,
+            c.environment,
+            c.instances.len(),
+            if c.hosts.is_empty() {
+                "-".to_string()
+            } else {
+                c.hosts.join(", ")
+            },
+            if c.reporting_through_window {
+                "reported throughout"
+            } else {
+                "did NOT report throughout"
+            },
+            c.last_report
+                .map(|t| relative(t, now))
+                .unwrap_or_else(|| "never".into())
+        ));
+    }
+    for u in &r.unattributed {
+        out.push_str(&format!(
+            "Unattributed caller: {} ({} call(s), last {}).\n",
+            u.address,
+            u.counts.calls(),
+            relative(u.counts.last_seen, now)
+        ));
+    }
+    for d in &r.disagreements {
+        out.push_str(&format!("Disagreement: {}.\n", d.message));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -14,14 +14,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+mod callee;
+use callee::CalleeView;
+
 use whouses_wire::api::{
     BypassRow, CallerEvidence, CheckResponse, EdgeRow, FoldEvidence, LookupRow, Verdict,
 };
 use whouses_wire::{counts, Timestamp, OTHER_HOST};
 
 use crate::query::callers_of;
+use crate::reconcile::{self, Attribution};
 use crate::store::{
-    merge_interval, EdgeFilter, InstanceCoverage, Interval, ObsFilter, Store, StoreError,
+    merge_interval, CalleeInstance, EdgeFilter, InboundFilter, InboundRow, InstanceCoverage,
+    Interval, ObsFilter, Store, StoreError,
 };
 use crate::targets::HostPattern;
 
@@ -50,6 +55,25 @@ pub struct Evidence<'a> {
     /// Connections seen going around a proxy since the window start: to the host's names
     /// or addresses, or by its past callers.
     pub bypass: &'a [BypassRow],
+    /// What the callee's inbound sidecars saw (issue 14).
+    pub inbound: Inbound<'a>,
+}
+
+/// The callee's evidence (issue 14): what inbound sidecars in front of the host saw.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Inbound<'a> {
+    /// The host's inbound buckets over the whole retained history.
+    pub rows: &'a [InboundRow],
+    /// Who made each of `rows` (the address book's verdict, same order).
+    pub attributions: &'a [Attribution],
+    /// The callee-side instances that witness the host (declared one of its names, or of
+    /// a service whose inbound sidecars saw it called).
+    pub witnesses: &'a [CalleeInstance],
+    /// Their observation coverage.
+    pub coverage: &'a [InstanceCoverage],
+    /// Inbound buckets of the `(other)` host since the window start: calls the witnesses'
+    /// sidecars folded at `--max-hosts`, which may be to the host.
+    pub folded: &'a [InboundRow],
 }
 
 /// How a bypassing connection relates to the host being checked.
@@ -262,7 +286,19 @@ pub fn decide(ev: &Evidence<'_>) -> CheckResponse {
         .filter(|e| e.last_seen >= window_start)
         .cloned()
         .collect();
-    let (verdict, reason) = if !callers.is_empty() || !bypass.is_empty() {
+    let callee = CalleeView::of(
+        &ev.inbound,
+        ev.patterns,
+        host,
+        window_start,
+        now,
+        &in_window,
+        &callers_of(ev.edges),
+    );
+    let (mut verdict, mut reason) = if !callers.is_empty()
+        || !bypass.is_empty()
+        || callee.calls_in_window > 0
+    {
         let mut parts = Vec::new();
         if !callers.is_empty() {
             let names: Vec<&str> = callers.iter().map(|c| c.service.as_str()).collect();
@@ -278,8 +314,14 @@ pub fn decide(ev: &Evidence<'_>) -> CheckResponse {
                 name_some(&what)
             ));
         }
+        parts.extend(callee.in_use_parts(&quiet));
         (Verdict::InUse, parts.join("; and "))
-    } else if ev.edges.is_empty() && lookups.is_empty() && maybe_bypass.is_empty() {
+    } else if ev.edges.is_empty()
+        && lookups.is_empty()
+        && maybe_bypass.is_empty()
+        && ev.inbound.rows.is_empty()
+        && callee.side.is_empty()
+    {
         (
             Verdict::Unknown,
             format!("no call to {host} has ever been recorded; check the name (a typo must not read as safe)"),
@@ -349,7 +391,7 @@ pub fn decide(ev: &Evidence<'_>) -> CheckResponse {
                 name_some(&what)
             ));
         }
-        if ev.edges.is_empty() {
+        if ev.edges.is_empty() && ev.inbound.rows.is_empty() && callee.side.is_empty() {
             doubts.push(format!(
                 "no call to {host} was ever recorded through a proxy"
             ));
@@ -369,6 +411,11 @@ pub fn decide(ev: &Evidence<'_>) -> CheckResponse {
             )
         }
     };
+    // Issue 14: nobody is known to call it; the callee's own evidence decides when its
+    // inbound sidecars reported throughout, and is a doubt when they did not.
+    if verdict != Verdict::InUse {
+        (verdict, reason) = callee.judge(verdict, reason, host, &quiet, !ev.edges.is_empty());
+    }
     CheckResponse {
         host: host.to_string(),
         verdict,
@@ -382,6 +429,10 @@ pub fn decide(ev: &Evidence<'_>) -> CheckResponse {
         folded,
         bypass: bypass.into_iter().chain(maybe_bypass).collect(),
         lookups,
+        callee_side: callee.side,
+        inbound_callers: callee.callers,
+        unattributed: callee.unattributed,
+        disagreements: callee.disagreements,
     }
 }
 
@@ -463,6 +514,43 @@ pub async fn check(
             since: Some(window_start),
         })
         .await?;
+    // Issue 14: the callee side — inbound calls to the host (attributed through the
+    // address book), the inbound sidecars witnessing it and their coverage, and what they
+    // folded into (other) within the window.
+    let (rows, attributions) = crate::query::inbound_attributed(
+        store,
+        &InboundFilter {
+            hosts: Some(patterns.clone()),
+            since: None,
+        },
+    )
+    .await?;
+    let callees = store.callee_instances().await?;
+    let witnesses: Vec<CalleeInstance> = reconcile::witnesses(&patterns, &callees, &rows)
+        .into_iter()
+        .cloned()
+        .collect();
+    let mut callee_services: Vec<(String, String)> = witnesses
+        .iter()
+        .map(|w| (w.service.clone(), w.environment.clone()))
+        .collect();
+    callee_services.sort();
+    callee_services.dedup();
+    let callee_coverage = if callee_services.is_empty() {
+        Vec::new()
+    } else {
+        store.coverage(&callee_services, window_start).await?
+    };
+    let inbound_folded = if witnesses.is_empty() {
+        Vec::new()
+    } else {
+        store
+            .inbound(&InboundFilter {
+                hosts: Some(vec![HostPattern::Host(OTHER_HOST.to_string())]),
+                since: Some(window_start),
+            })
+            .await?
+    };
     Ok(decide(&Evidence {
         host,
         patterns: &patterns,
@@ -475,12 +563,20 @@ pub async fn check(
         observed_since,
         lookups: &lookups,
         bypass: &bypass,
+        inbound: Inbound {
+            rows: &rows,
+            attributions: &attributions,
+            witnesses: &witnesses,
+            coverage: &callee_coverage,
+            folded: &inbound_folded,
+        },
     }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use whouses_wire::api::SeenBy;
     use whouses_wire::{Counts, Scheme};
 
     const H: i64 = 3_600_000;
@@ -531,6 +627,17 @@ mod tests {
         observed: Option<i64>,
         lookups: Vec<LookupRow>,
         bypass: Vec<BypassRow>,
+        /// The callee side (issue 14).
+        callee: CalleeCase,
+    }
+
+    #[derive(Default)]
+    struct CalleeCase {
+        rows: Vec<InboundRow>,
+        attributions: Vec<Attribution>,
+        witnesses: Vec<CalleeInstance>,
+        coverage: Vec<InstanceCoverage>,
+        folded: Vec<InboundRow>,
     }
 
     impl Case {
@@ -543,6 +650,7 @@ mod tests {
                 observed: Some(0),
                 lookups: vec![],
                 bypass: vec![],
+                callee: CalleeCase::default(),
             }
         }
 
@@ -559,6 +667,13 @@ mod tests {
                 observed_since: self.observed.map(Timestamp),
                 lookups: &self.lookups,
                 bypass: &self.bypass,
+                inbound: Inbound {
+                    rows: &self.callee.rows,
+                    attributions: &self.callee.attributions,
+                    witnesses: &self.callee.witnesses,
+                    coverage: &self.callee.coverage,
+                    folded: &self.callee.folded,
+                },
             })
         }
     }
@@ -833,6 +948,7 @@ mod tests {
             observed_since: Some(Timestamp(0)),
             lookups: &[],
             bypass: &[],
+            inbound: Inbound::default(),
         });
         assert_eq!(r.window_start, Timestamp(0));
         assert_eq!(r.verdict, Verdict::InUse);
@@ -927,6 +1043,258 @@ mod tests {
         c.lookups = vec![lookup("b", &[], 99 * H)];
         let r = c.run();
         assert_eq!(r.verdict, Verdict::Unknown);
+        assert!(!r.reason.contains("ever been recorded"), "{}", r.reason);
+    }
+
+    // Issue 14: the callee's evidence.
+
+    /// An inbound bucket of `old.internal` seen by `old`'s inbound sidecar.
+    fn inbound(address: &str, calls: u64, last: i64) -> InboundRow {
+        InboundRow {
+            service: "old".into(),
+            environment: "prod".into(),
+            host: "old.internal".into(),
+            port: 80,
+            scheme: Scheme::Http,
+            address: address.into(),
+            counts: Counts {
+                requests: calls,
+                first_seen: Timestamp(last - 60_000),
+                last_seen: Timestamp(last),
+                ..Counts::default()
+            },
+        }
+    }
+
+    fn by(service: &str, caller_side: bool) -> Attribution {
+        Attribution::To {
+            service: service.into(),
+            environment: "prod".into(),
+            caller_side,
+        }
+    }
+
+    /// `old`'s inbound sidecar, declaring old.internal, observing `start..end`.
+    fn witness(c: &mut Case, start: i64, end: i64) {
+        c.callee.witnesses = vec![CalleeInstance {
+            instance: "old-in-1".into(),
+            service: "old".into(),
+            environment: "prod".into(),
+            inbound_hosts: vec!["old.internal".into()],
+        }];
+        let mut cov = cov("old", start, end);
+        cov.instance = "old-in-1".into();
+        c.callee.coverage = vec![cov];
+    }
+
+    fn saw(c: &mut Case, row: InboundRow, who: Attribution) {
+        c.callee.rows.push(row);
+        c.callee.attributions.push(who);
+    }
+
+    #[test]
+    fn the_callee_saw_nothing_and_reported_throughout_so_it_is_unused() {
+        // The callers' side alone: a past caller went quiet (unknown). The callee's
+        // inbound sidecar covered the window and saw nothing: unused, on its evidence.
+        let mut c = Case::new(
+            vec![edge("a", 50 * H), edge("b", 40 * H)],
+            vec![cov("a", 0, NOW), cov("b", 0, 92 * H)],
+        );
+        witness(&mut c, 0, NOW);
+        let r = c.run();
+        assert_eq!(r.verdict, Verdict::Unused, "{}", r.reason);
+        assert!(
+            r.reason.starts_with("on the callee's evidence: the callee (old (prod)) saw no calls to old.internal for 10h and reported throughout")
+                && r.reason.contains("the callers' side alone would not tell")
+                && r.reason.contains("b (last report"),
+            "{}",
+            r.reason
+        );
+        assert_eq!(r.callee_side.len(), 1);
+        assert!(r.callee_side[0].reporting_through_window);
+        // Old calls the callee saw before the window change nothing.
+        saw(&mut c, inbound("10.0.0.2", 3, 60 * H), Attribution::Nobody);
+        assert_eq!(c.run().verdict, Verdict::Unused, "{}", c.run().reason);
+        // Both sides agree: said so.
+        let mut c = Case::new(vec![edge("a", 50 * H)], vec![cov("a", 0, NOW)]);
+        witness(&mut c, 0, NOW);
+        let r = c.run();
+        assert_eq!(r.verdict, Verdict::Unused);
+        assert!(
+            r.reason.contains("the callers' side agrees"),
+            "{}",
+            r.reason
+        );
+        // A host only ever witnessed, never called ("put whouses in front of what you
+        // retire" first): unused once the callee has reported for the whole period.
+        let mut c = Case::new(vec![], vec![]);
+        witness(&mut c, 0, NOW);
+        assert_eq!(c.run().verdict, Verdict::Unused, "{}", c.run().reason);
+    }
+
+    #[test]
+    fn one_unattributed_call_is_in_use() {
+        let mut c = Case::new(vec![], vec![]);
+        witness(&mut c, 0, NOW);
+        saw(
+            &mut c,
+            inbound("127.0.0.12", 1, 99 * H),
+            Attribution::Nobody,
+        );
+        let r = c.run();
+        assert_eq!(r.verdict, Verdict::InUse, "{}", r.reason);
+        assert!(
+            r.reason.contains(
+                "the callee saw 1 call(s) within the last 10h, from 127.0.0.12 (unattributed)"
+            ),
+            "{}",
+            r.reason
+        );
+        assert_eq!(r.unattributed.len(), 1);
+        assert_eq!(r.unattributed[0].address, "127.0.0.12");
+        // Even with no callee-side coverage at all, and with callers that are quiet.
+        let mut c = Case::new(vec![edge("a", 50 * H)], vec![cov("a", 0, NOW)]);
+        saw(
+            &mut c,
+            inbound("127.0.0.12", 1, 99 * H),
+            Attribution::Nobody,
+        );
+        assert_eq!(c.run().verdict, Verdict::InUse);
+        // Callers folded at --max-peers are calls too.
+        let mut c = Case::new(vec![], vec![]);
+        saw(&mut c, inbound(OTHER_HOST, 4, 99 * H), Attribution::Nobody);
+        assert_eq!(c.run().verdict, Verdict::InUse);
+    }
+
+    #[test]
+    fn a_caller_going_around_its_sidecar_is_in_use_and_flagged() {
+        // c's sidecar reports (and saw no call to the host), but its address called.
+        let mut c = Case::new(vec![edge("a", 50 * H)], vec![cov("a", 0, NOW)]);
+        witness(&mut c, 0, NOW);
+        saw(&mut c, inbound("127.0.0.13", 7, 99 * H), by("c", true));
+        let r = c.run();
+        assert_eq!(r.verdict, Verdict::InUse, "{}", r.reason);
+        assert!(
+            r.reason.contains("from c")
+                && r.reason
+                    .contains("c reaches old.internal around its sidecar"),
+            "{}",
+            r.reason
+        );
+        assert_eq!(r.disagreements.len(), 1);
+        assert_eq!(r.disagreements[0].service, "c");
+        assert_eq!(r.disagreements[0].calls, 7);
+        assert_eq!(r.inbound_callers.len(), 1);
+        assert_eq!(r.inbound_callers[0].seen_by, SeenBy::Callee);
+        assert!(r.inbound_callers[0].around_sidecar);
+        // A service with no caller-side sidecar (only an inbound one of its own) is seen
+        // by the callee, not flagged.
+        let mut c = Case::new(vec![], vec![]);
+        saw(&mut c, inbound("127.0.0.14", 2, 99 * H), by("d", false));
+        let r = c.run();
+        assert_eq!(r.verdict, Verdict::InUse);
+        assert!(r.disagreements.is_empty());
+    }
+
+    #[test]
+    fn a_caller_seen_by_both_sides_is_one_row() {
+        let mut c = Case::new(vec![edge("a", 99 * H)], vec![cov("a", 0, NOW)]);
+        c.in_window = vec![row("a", "old.internal", 9, 99 * H)];
+        witness(&mut c, 0, NOW);
+        saw(&mut c, inbound("127.0.0.11", 10, 99 * H), by("a", true));
+        let r = c.run();
+        assert_eq!(r.verdict, Verdict::InUse);
+        assert_eq!(r.inbound_callers.len(), 1);
+        let a = &r.inbound_callers[0];
+        assert_eq!((a.service.as_str(), a.seen_by), ("a", SeenBy::Both));
+        assert_eq!(a.caller_counts.map(|k| k.calls()), Some(10));
+        assert_eq!(a.callee_counts.map(|k| k.calls()), Some(10));
+        assert!(r.disagreements.is_empty());
+    }
+
+    #[test]
+    fn a_callee_that_did_not_report_throughout_is_a_doubt_about_callers_only_it_saw() {
+        // The caller side alone says unused; the callee saw a caller without a sidecar
+        // before the window, and its sidecar went quiet: that caller may still call.
+        let mut c = Case::new(vec![edge("a", 50 * H)], vec![cov("a", 0, NOW)]);
+        witness(&mut c, 0, 92 * H);
+        saw(
+            &mut c,
+            inbound("127.0.0.12", 3, 60 * H),
+            Attribution::Nobody,
+        );
+        let r = c.run();
+        assert_eq!(r.verdict, Verdict::Unknown, "{}", r.reason);
+        assert!(
+            r.reason.contains(
+                "the callee saw calls from callers no sidecar of theirs reports (127.0.0.12)"
+            ),
+            "{}",
+            r.reason
+        );
+        assert!(!r.callee_side[0].reporting_through_window);
+        // A past caller both sides saw: its own sidecar, which reported throughout, vouches
+        // for it; the callers' side stands.
+        let mut c = Case::new(vec![edge("a", 50 * H)], vec![cov("a", 0, NOW)]);
+        witness(&mut c, 0, 92 * H);
+        saw(&mut c, inbound("127.0.0.11", 3, 50 * H), by("a", true));
+        assert_eq!(c.run().verdict, Verdict::Unused, "{}", c.run().reason);
+        // One only the callee saw (c went around its sidecar, which cannot vouch): a doubt.
+        let mut c = Case::new(vec![edge("a", 50 * H)], vec![cov("a", 0, NOW)]);
+        witness(&mut c, 0, 92 * H);
+        saw(&mut c, inbound("127.0.0.13", 3, 50 * H), by("c", true));
+        let r = c.run();
+        assert_eq!(r.verdict, Verdict::Unknown, "{}", r.reason);
+        assert!(r.reason.contains("reports (c)"), "{}", r.reason);
+        let mut c = Case::new(vec![edge("a", 50 * H)], vec![cov("a", 0, NOW)]);
+        witness(&mut c, 0, 92 * H);
+        assert_eq!(c.run().verdict, Verdict::Unused, "{}", c.run().reason);
+        // A quiet caller side and a quiet callee: unknown, and both are named.
+        let mut c = Case::new(vec![edge("b", 40 * H)], vec![cov("b", 0, 92 * H)]);
+        witness(&mut c, 0, 92 * H);
+        let r = c.run();
+        assert_eq!(r.verdict, Verdict::Unknown);
+        assert!(
+            r.reason.contains("b (last report")
+                && r.reason
+                    .contains("callee-side sidecars (old (prod)) did not report"),
+            "{}",
+            r.reason
+        );
+    }
+
+    #[test]
+    fn calls_the_callee_folded_into_other_are_a_doubt() {
+        let mut c = Case::new(vec![edge("a", 50 * H)], vec![cov("a", 0, NOW)]);
+        witness(&mut c, 0, NOW);
+        let mut f = inbound(OTHER_HOST, 5, 99 * H);
+        f.host = OTHER_HOST.into();
+        f.port = 0;
+        c.callee.folded = vec![f.clone()];
+        let r = c.run();
+        assert_eq!(r.verdict, Verdict::Unknown, "{}", r.reason);
+        assert!(
+            r.reason
+                .contains("folded 5 call(s) into (other) at --max-hosts"),
+            "{}",
+            r.reason
+        );
+        // Folded by another service's inbound sidecar: not about this host.
+        f.service = "elsewhere".into();
+        c.callee.folded = vec![f];
+        assert_eq!(c.run().verdict, Verdict::Unused, "{}", c.run().reason);
+    }
+
+    #[test]
+    fn a_never_seen_host_without_a_witness_is_still_unknown() {
+        let r = Case::new(vec![], vec![]).run();
+        assert_eq!(r.verdict, Verdict::Unknown);
+        assert!(r.reason.contains("ever been recorded"), "{}", r.reason);
+        // A witness that has not covered the period yet: unknown, not "never recorded".
+        let mut c = Case::new(vec![], vec![]);
+        witness(&mut c, 95 * H, NOW);
+        let r = c.run();
+        assert_eq!(r.verdict, Verdict::Unknown, "{}", r.reason);
         assert!(!r.reason.contains("ever been recorded"), "{}", r.reason);
     }
 }

@@ -8,6 +8,8 @@
 //! * [`store`] — **where a batch is stored**: one narrow trait; SQLite and PostgreSQL.
 //! * [`query`] — **where a query is answered**: callers, callees, hosts, services.
 //! * [`check`] — **where a verdict is decided**: unused / in-use / unknown, with evidence.
+//! * [`reconcile`] — **where both sides of a call meet**: inbound calls attributed through
+//!   the address book, merged with the callers' own counts (issue 14).
 //! * [`targets`] — host patterns and named targets (`--targets`).
 //! * [`export`] — the traffic report (CSV, JSON, Markdown, DOT, HTML) and the SVG graph.
 //! * [`web`] — the web page at `/`.
@@ -33,6 +35,7 @@ pub mod config;
 pub mod export;
 pub mod metrics;
 pub mod query;
+pub mod reconcile;
 pub mod store;
 pub mod targets;
 pub mod web;

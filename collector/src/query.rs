@@ -6,12 +6,13 @@ use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 
 use whouses_wire::api::{
-    Callee, CalleesResponse, Caller, CallersResponse, EdgeRow, HostSummary, HostsResponse,
-    ServiceSummary, ServicesResponse,
+    Callee, CalleesResponse, Caller, CallersResponse, CoverageResponse, EdgeRow, HostSummary,
+    HostsResponse, ServiceSummary, ServicesResponse,
 };
 use whouses_wire::{counts, Timestamp, OTHER_HOST};
 
-use crate::store::{EdgeFilter, Store, StoreError};
+use crate::reconcile;
+use crate::store::{EdgeFilter, InboundFilter, InboundRow, Store, StoreError};
 use crate::targets::HostPattern;
 
 /// Group edges by calling service: the rows of `/v1/callers`, busiest first.
@@ -24,6 +25,7 @@ pub fn callers_of(edges: &[EdgeRow]) -> Vec<Caller> {
                 environment: e.environment.clone(),
                 counts: e.counts,
                 hosts: Vec::new(),
+                ..Caller::default()
             }),
             Entry::Occupied(o) => {
                 let c = o.into_mut();
@@ -68,16 +70,66 @@ pub async fn callers(
 ) -> Result<CallersResponse, StoreError> {
     let edges = store
         .edges(&EdgeFilter {
-            hosts: Some(patterns),
-            environment,
+            hosts: Some(patterns.clone()),
+            environment: environment.clone(),
             since,
             ..Default::default()
         })
         .await?;
+    // Issue 14: what the callee's inbound sidecars saw, attributed through the address
+    // book, merged in.
+    let (rows, attributions) = inbound_attributed(
+        store,
+        &InboundFilter {
+            hosts: Some(patterns),
+            since,
+        },
+    )
+    .await?;
+    let merged = reconcile::merge(
+        callers_of(&edges),
+        &rows,
+        &attributions,
+        environment.as_deref(),
+    );
     Ok(CallersResponse {
         host: host_query.to_string(),
         since,
-        callers: callers_of(&edges),
+        callers: merged.callers,
+        unattributed: merged.unattributed,
+    })
+}
+
+/// Inbound rows matching `f` and who made each (the address book's claims for their
+/// addresses).
+pub async fn inbound_attributed(
+    store: &dyn Store,
+    f: &InboundFilter,
+) -> Result<(Vec<InboundRow>, Vec<reconcile::Attribution>), StoreError> {
+    let rows = store.inbound(f).await?;
+    if rows.is_empty() {
+        return Ok((rows, Vec::new()));
+    }
+    let mut addresses: Vec<String> = rows.iter().map(|r| r.address.clone()).collect();
+    addresses.sort();
+    addresses.dedup();
+    let claims = store.address_claims(&addresses).await?;
+    let attributions = reconcile::attribute(&rows, &claims);
+    Ok((rows, attributions))
+}
+
+/// `/v1/coverage`: every host with a callee-side sidecar, and how much of what it saw
+/// since `since` is attributed to known callers.
+pub async fn coverage(
+    store: &dyn Store,
+    since: Option<Timestamp>,
+) -> Result<CoverageResponse, StoreError> {
+    let callees = store.callee_instances().await?;
+    let (rows, attributions) =
+        inbound_attributed(store, &InboundFilter { hosts: None, since }).await?;
+    Ok(CoverageResponse {
+        since,
+        hosts: reconcile::coverage(&callees, &rows, &attributions),
     })
 }
 

@@ -6,8 +6,10 @@
 
 use std::path::PathBuf;
 
-use whouses_collector::export::{render, Format, Meta, CSV_COLUMNS};
-use whouses_wire::api::EdgeRow;
+use whouses_collector::export::{render, render_with, Format, InboundExport, Meta, CSV_COLUMNS};
+use whouses_collector::reconcile::Attribution;
+use whouses_collector::store::InboundRow;
+use whouses_wire::api::{EdgeRow, SeenBy};
 use whouses_wire::{Counts, Scheme, Timestamp};
 
 const T: i64 = 1_795_000_000_000; // 2026-11-18T…
@@ -178,4 +180,137 @@ fn html_is_stable_self_contained_and_well_formed() {
     assert!(!out.contains("https://"), "no external resources");
     assert!(!out.contains("src=") && !out.contains("@import") && !out.contains("url("));
     assert!(out.contains("tis-&quot;quoted&quot; &lt;svc&gt;"));
+}
+
+// Issue 14: the same dataset with what the old host's inbound sidecar saw — calls from
+// tis-concerns (also on its own side: seen by both), from tis-bulk-upload's address while
+// its sidecar reported none (around it), and from an address nobody holds.
+
+fn inbound_dataset() -> InboundExport {
+    let row = |address: &str, requests: u64| InboundRow {
+        service: "tis-reference".into(),
+        environment: "prod".into(),
+        host: "tis-reference.internal".into(),
+        port: 443,
+        scheme: Scheme::Https,
+        address: address.into(),
+        counts: Counts {
+            requests,
+            connections: 1,
+            errors: 0,
+            bytes_sent: requests * 100,
+            bytes_received: requests * 1000,
+            first_seen: Timestamp(T - 48 * 3_600_000),
+            last_seen: Timestamp(T - 3_600_000),
+        },
+    };
+    let to = |service: &str| Attribution::To {
+        service: service.into(),
+        environment: "prod".into(),
+        caller_side: true,
+    };
+    InboundExport::build(
+        &dataset(),
+        &[
+            row("10.0.4.2", 877),
+            row("10.0.4.9", 12),
+            row("10.0.9.99", 5),
+        ],
+        &[
+            to("tis-concerns"),
+            to("tis-bulk-upload"),
+            Attribution::Nobody,
+        ],
+        None,
+        None,
+    )
+}
+
+fn golden_inbound(format: Format) -> String {
+    let out =
+        String::from_utf8(render_with(format, &meta(), &dataset(), &inbound_dataset()).unwrap())
+            .unwrap();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("report-inbound.{}", format.extension()));
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &out).unwrap();
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("{} missing; run with UPDATE_GOLDEN=1", path.display()));
+    assert_eq!(
+        out, want,
+        "{format:?} output changed; if intended, run with UPDATE_GOLDEN=1"
+    );
+    out
+}
+
+#[test]
+fn every_format_shows_the_callee_side() {
+    let ex = inbound_dataset();
+    assert_eq!(ex.rows.len(), 3);
+    assert_eq!(
+        ex.rows.iter().map(|r| r.seen_by).collect::<Vec<_>>(),
+        vec![SeenBy::Callee, SeenBy::Both, SeenBy::Callee]
+    );
+    // CSV: tis-concerns' edge is seen by both, with its address; the others are rows of
+    // their own.
+    let csv = golden_inbound(Format::Csv);
+    assert!(
+        csv.contains("\ntis-concerns,prod,tis-reference.internal,443,https,877,"),
+        "{csv}"
+    );
+    assert!(csv.contains(",both,10.0.4.2\n"), "{csv}");
+    assert!(
+        csv.contains("\ntis-bulk-upload,prod,tis-reference.internal,443,https,12,1,0,1200,12000,"),
+        "{csv}"
+    );
+    assert!(csv.contains(",callee,10.0.4.9\n"), "{csv}");
+    assert!(
+        csv.contains("\n,,tis-reference.internal,443,https,5,1,0,"),
+        "{csv}"
+    );
+    assert!(csv.contains(",callee,10.0.9.99\n"), "{csv}");
+    assert!(
+        csv.contains("\ntis-sync,prod,tis-reference.internal,443,https,31,4,3,"),
+        "{csv}"
+    );
+    assert!(csv.contains(",caller,\n"), "{csv}");
+    let json: serde_json::Value = serde_json::from_str(&golden_inbound(Format::Json)).unwrap();
+    let inbound = json["inbound"].as_array().unwrap();
+    assert_eq!(inbound.len(), 3);
+    assert_eq!(inbound[0]["service"], "tis-bulk-upload");
+    assert_eq!(inbound[0]["around_sidecar"], true);
+    assert_eq!(inbound[2]["service"], serde_json::Value::Null);
+    assert_eq!(inbound[2]["addresses"][0], "10.0.9.99");
+    assert_eq!(inbound[2]["requests"], 5);
+    let md = golden_inbound(Format::Markdown);
+    assert!(
+        md.contains("## Seen by the callee (inbound sidecars)"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| 10.0.9.99 (unattributed) | tis-reference (prod) |"),
+        "{md}"
+    );
+    assert!(md.contains("around its sidecar"), "{md}");
+    let dot = golden_inbound(Format::Dot);
+    assert!(
+        dot.contains(r#""address:10.0.9.99" -> "host:tis-reference.internal:443" [style=dashed"#),
+        "{dot}"
+    );
+    assert!(
+        dot.contains(
+            r#""tis-bulk-upload/prod" -> "host:tis-reference.internal:443" [style=dashed"#
+        ),
+        "{dot}"
+    );
+    assert!(dot.trim_end().ends_with('}'));
+    let html = golden_inbound(Format::Html);
+    let opts = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..Default::default()
+    };
+    roxmltree::Document::parse_with_options(&html, opts).expect("well-formed XHTML");
+    assert!(html.contains("10.0.9.99 (unattributed)"), "{html}");
 }

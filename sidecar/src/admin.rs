@@ -142,6 +142,32 @@ impl AdminState {
             }),
             "bypass_folded": self.observers.bypass.as_ref().map(|b| b.folded()),
             "shipping": self.shipping(),
+            // Issue 14: the callee's view and the address book.
+            "side": if self.observers.inbound.is_some() { "callee" } else { "caller" },
+            "addresses": self.observers.addresses.as_ref().map(|a| a.current()),
+            "inbound_hosts": &self.observers.inbound_hosts,
+            "inbound": self.observers.inbound.as_ref().map(|p| {
+                p.snapshot()
+                    .into_iter()
+                    .map(|(k, t)| serde_json::json!({
+                        "host": &*k.host,
+                        "port": k.port,
+                        "scheme": k.scheme,
+                        "address": k.address(),
+                        "requests": t.requests,
+                        "connections": t.connections,
+                        "errors": t.errors,
+                        "bytes_sent": t.bytes_sent,
+                        "bytes_received": t.bytes_received,
+                        "first_seen": (t.first_seen != 0).then(|| t.first_seen_ts()),
+                        "last_seen": (t.last_seen != 0).then(|| t.last_seen_ts()),
+                    }))
+                    .collect::<Vec<_>>()
+            }),
+            "inbound_keys": self.observers.inbound.as_ref().map(|p| p.len()),
+            "max_peers": self.observers.inbound.as_ref().map(|p| p.max_peers()),
+            "inbound_folded_callers": self.observers.inbound.as_ref().map(|p| p.folded_peers()),
+            "inbound_folded_names": self.observers.inbound.as_ref().map(|p| p.folded_hosts()),
         })
     }
 }

@@ -15,6 +15,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// `--mode`: which side of its service's calls the sidecar stands on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Beside the app, as its HTTP_PROXY/HTTPS_PROXY: counts the calls it makes.
+    Explicit,
+    /// In front of the service (a reverse proxy, or a redirected port): counts the calls
+    /// made to it, per name dialed and caller address (issue 14).
+    Inbound,
+}
+
 /// `--resolve HOST:PORT:ADDR`: dial `ADDR` for `HOST:PORT` instead of resolving `HOST`.
 /// The count still keys on `HOST:PORT`, the name the caller asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +64,9 @@ impl FromStr for ResolveRule {
     version,
     about,
     after_help = "Transparent capture: `whouses-sidecar iptables install --proxy-uid UID` \
-                  redirects the app's outbound TCP and DNS here (see `whouses-sidecar iptables --help`)."
+                  redirects the app's outbound TCP and DNS here; `--inbound-ports PORTS` redirects \
+                  the connections arriving at the service to a sidecar in --mode inbound (see \
+                  `whouses-sidecar iptables --help`)."
 )]
 pub struct Config {
     /// The calling service's name (the "who" in "who uses X").
@@ -225,9 +237,52 @@ pub struct Config {
     #[arg(long, env = "WHOUSES_BYPASS_SCAN_INTERVAL")]
     pub bypass_scan_interval: Option<DurationArg>,
 
-    /// Transparent mode: destination ports whose redirected connections are counted as
-    /// opaque TCP at once, without waiting for the app to speak (protocols where the
-    /// server speaks first: FTP, SSH, SMTP, POP3, IMAP, submission, MySQL, NATS).
+    // Issue 14: inbound mode and the address book.
+    /// explicit: the app's forward proxy, counting the calls it makes. inbound: in front
+    /// of the service, counting the calls made to it (per name dialed and caller address).
+    #[arg(long, env = "WHOUSES_MODE", value_enum, default_value = "explicit")]
+    pub mode: Mode,
+
+    /// Inbound: where the service listens; every connection is relayed there. Without it,
+    /// each connection goes to its original destination (redirected by `whouses-sidecar
+    /// iptables install --inbound-ports`).
+    #[arg(long, env = "WHOUSES_UPSTREAM")]
+    pub upstream: Option<SocketAddr>,
+
+    /// Inbound: a name the service is reached by (repeatable). Declared to the collector,
+    /// so that this sidecar's silence about it is evidence for `check`; the first keys
+    /// connections that name nothing themselves (opaque TCP, TLS without SNI).
+    #[arg(long, env = "WHOUSES_INBOUND_HOST", value_delimiter = ',')]
+    pub inbound_host: Vec<String>,
+
+    /// Inbound: auto reads the caller's first bytes (HTTP/1, TLS, HTTP/2, else opaque TCP:
+    /// the transparent capture's detection, with --detect-timeout and --opaque-ports); tcp
+    /// relays opaque bytes at once, for protocols where the server speaks first.
+    #[arg(
+        long,
+        env = "WHOUSES_INBOUND_PROTOCOL",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub inbound_protocol: crate::inbound::Protocol,
+
+    /// Inbound: distinct (name, caller address) keys tracked before new callers fold into
+    /// the address "(other)"; bounds memory under a flood of caller addresses.
+    #[arg(long, env = "WHOUSES_MAX_PEERS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_peers: u32,
+
+    /// An address this instance is reachable from, reported to the collector's address
+    /// book (repeatable); default: the network namespace's non-loopback interface
+    /// addresses. In explicit mode, upstream connections leave from the first local one of
+    /// each family, so that a callee's inbound sidecar can tell services sharing a host
+    /// apart.
+    #[arg(long, env = "WHOUSES_ADVERTISE_ADDRESS", value_delimiter = ',')]
+    pub advertise_address: Vec<IpAddr>,
+
+    /// Transparent and inbound modes: destination ports whose connections are counted as
+    /// opaque TCP at once, without waiting for the app (or caller) to speak (protocols
+    /// where the server speaks first: FTP, SSH, SMTP, POP3, IMAP, submission, MySQL, NATS).
     #[arg(
         long,
         env = "WHOUSES_OPAQUE_PORTS",
@@ -236,7 +291,7 @@ pub struct Config {
     )]
     pub opaque_ports: Vec<u16>,
 
-    /// Transparent mode: time a redirected connection's first bytes have to tell its
+    /// Transparent and inbound modes: time a connection's first bytes have to tell its
     /// protocol (HTTP/1, TLS, HTTP/2) before it is counted as opaque TCP. Short, because a
     /// server-speaks-first protocol on a port not in --opaque-ports waits this long once
     /// per connection.
@@ -287,6 +342,7 @@ impl Config {
                 errors.push("--collector-ca needs --collector-url".into());
             }
         }
+        self.validate_inbound(&mut errors);
         if errors.is_empty() {
             Ok(())
         } else {
@@ -294,8 +350,65 @@ impl Config {
         }
     }
 
-    /// `--allow-from`, defaulting to loopback only.
+    /// Issue 14's flags: what only inbound mode takes, and the names it declares.
+    fn validate_inbound(&self, errors: &mut Vec<String>) {
+        if self.mode != Mode::Inbound {
+            if self.upstream.is_some() {
+                errors.push("--upstream needs --mode inbound".into());
+            }
+            if !self.inbound_host.is_empty() {
+                errors.push("--inbound-host needs --mode inbound".into());
+            }
+            return;
+        }
+        for h in &self.inbound_host {
+            if let Err(e) = whouses_wire::host::normalize_host(h) {
+                errors.push(format!("--inbound-host {h:?}: {e}"));
+            }
+        }
+        if self.inbound_host.len() > whouses_wire::inbound::MAX_INBOUND_HOSTS {
+            errors.push(format!(
+                "--inbound-host: at most {} names",
+                whouses_wire::inbound::MAX_INBOUND_HOSTS
+            ));
+        }
+        if self.upstream.is_some_and(|u| u == self.listen) {
+            errors.push("--upstream is --listen itself: the sidecar would relay to itself".into());
+        }
+        for (flag, set) in [
+            ("--dns-listen", self.dns_listen.is_some()),
+            (
+                "--bypass-scan-interval",
+                self.bypass_scan_interval.is_some(),
+            ),
+            ("--resolve", !self.resolve.is_empty()),
+        ] {
+            if set {
+                errors.push(format!(
+                    "{flag} is for the app's own calls (explicit mode), not for --mode inbound"
+                ));
+            }
+        }
+    }
+
+    /// `--inbound-host`, normalised.
+    pub fn inbound_hosts(&self) -> Vec<String> {
+        self.inbound_host
+            .iter()
+            .filter_map(|h| whouses_wire::host::normalize_host(h).ok())
+            .collect()
+    }
+
+    /// `--allow-from`, defaulting to loopback only (explicit mode: never an open relay)
+    /// or anyone (inbound mode: the service's callers come from anywhere, and the
+    /// sidecar only ever relays to the service).
     pub fn allowed_networks(&self) -> Vec<IpNet> {
+        if self.allow_from.is_empty() && self.mode == Mode::Inbound {
+            return vec![
+                IpNet::from_str("0.0.0.0/0").expect("literal CIDR"),
+                IpNet::from_str("::/0").expect("literal CIDR"),
+            ];
+        }
         if self.allow_from.is_empty() {
             vec![
                 IpNet::from_str("127.0.0.0/8").expect("literal CIDR"),
@@ -434,5 +547,70 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.allowed_networks().len(), 2);
+    }
+
+    #[test]
+    fn inbound_mode_takes_its_own_flags() {
+        let c = parse(&["--service", "a"]).unwrap();
+        assert_eq!((c.mode, c.max_peers), (Mode::Explicit, 10_000));
+        assert!(c.advertise_address.is_empty());
+        let c = parse(&[
+            "--service",
+            "ref",
+            "--mode",
+            "inbound",
+            "--upstream",
+            "127.0.0.1:8080",
+            "--inbound-host",
+            "TIS-Reference.internal.,10.0.3.7",
+            "--advertise-address",
+            "10.0.0.5",
+            "--max-peers",
+            "50",
+        ])
+        .unwrap();
+        assert!(c.validate().is_ok(), "{:?}", c.validate());
+        assert_eq!(
+            c.inbound_hosts(),
+            vec!["tis-reference.internal", "10.0.3.7"]
+        );
+        assert_eq!(c.upstream.unwrap().to_string(), "127.0.0.1:8080");
+        assert_eq!(c.max_peers, 50);
+        // Callers come from anywhere in front of a service.
+        assert!(c
+            .allowed_networks()
+            .iter()
+            .any(|n| n.contains(&"203.0.113.9".parse::<IpAddr>().unwrap())));
+        // Without --upstream: the original destination (transparent capture).
+        let c = parse(&["--service", "ref", "--mode", "inbound"]).unwrap();
+        assert!(c.validate().is_ok());
+        // Every misfit named at once.
+        let c = parse(&[
+            "--service",
+            "ref",
+            "--mode",
+            "inbound",
+            "--inbound-host",
+            "a b",
+            "--resolve",
+            "x:80:127.0.0.1",
+            "--listen",
+            "127.0.0.1:9",
+            "--upstream",
+            "127.0.0.1:9",
+        ])
+        .unwrap();
+        let e = c.validate().unwrap_err();
+        assert!(
+            e.contains("--inbound-host")
+                && e.contains("--resolve")
+                && e.contains("relay to itself"),
+            "{e}"
+        );
+        let c = parse(&["--service", "a", "--upstream", "127.0.0.1:1"]).unwrap();
+        assert!(c.validate().unwrap_err().contains("--mode inbound"));
+        assert!(parse(&["--service", "a", "--max-peers", "0"]).is_err());
+        assert!(parse(&["--service", "a", "--mode", "sideways"]).is_err());
+        assert!(parse(&["--service", "a", "--advertise-address", "not-an-ip"]).is_err());
     }
 }

@@ -10,6 +10,10 @@
 //!   protocol detection, opaque connections named by DNS.
 //! * [`dns`], [`bypass`] — the DNS forwarder and the bypass detector (explicit mode).
 //! * [`counters`] — **where a request is counted**: sharded atomic counters per key.
+//! * [`inbound`] — inbound mode (issue 14): in front of the service, HTTP, TLS and opaque
+//!   TCP counted per name dialed and caller address ([`inbound::peers`]); this instance's
+//!   addresses for the collector's address book. Its transparent capture shares
+//!   [`capture`]'s iptables subcommand, original destination and protocol detection.
 //! * [`shipper`] — numbered batches to the collector, retries, spool, final flush.
 //! * [`admin`] — `/healthz`, `/readyz`, `/shipping`, `/metrics`, `/stats`, and the
 //!   probe-only listener.
@@ -34,6 +38,7 @@ pub mod capture;
 pub mod config;
 pub mod counters;
 pub mod dns;
+pub mod inbound;
 pub mod metrics;
 pub mod proxy;
 pub mod shipper;
@@ -129,6 +134,18 @@ pub async fn run_with(
         Some(addr) => Some(bind_dns(addr, config.dns_upstream).await?),
         None => None,
     };
+    // Issue 14: inbound mode counts calls to the service per caller address.
+    let inbound = (config.mode == config::Mode::Inbound).then(|| {
+        Arc::new(inbound::Inbound {
+            peers: Arc::new(inbound::Peers::new(
+                config.max_hosts as usize,
+                config.max_peers as usize,
+            )),
+            upstream: config.upstream,
+            hosts: config.inbound_hosts(),
+            protocol: config.inbound_protocol,
+        })
+    });
     let observers = shipper::Observers {
         names: dns
             .as_ref()
@@ -136,6 +153,11 @@ pub async fn run_with(
         bypass: config
             .bypass_scan_interval
             .map(|_| Arc::new(bypass::Bypass::new(config.max_hosts as usize))),
+        inbound: inbound.as_ref().map(|i| i.peers.clone()),
+        inbound_hosts: config.inbound_hosts(),
+        addresses: Some(Arc::new(inbound::addresses::Addresses::new(
+            &config.advertise_address,
+        ))),
     };
     let mut registry = Registry::default();
     let shipper = shipper::Shipper::start(
@@ -146,24 +168,37 @@ pub async fn run_with(
         &mut registry,
     )?;
     let proxy_metrics = metrics::ProxyMetrics::register(&mut registry, counters.clone());
+    if let Some(i) = &inbound {
+        registry.register_collector(Box::new(inbound::InboundMetrics(i.peers.clone())));
+    }
 
     let pool = Arc::new(proxy::upstream::Pool::new(config.idle_timeout.0));
     pool.sweep_idle();
     let slots = Arc::new(Semaphore::new(config.max_connections as usize));
+    // Explicit mode: upstream connections leave from the advertised addresses (those that
+    // are local), so a callee's inbound sidecar sees the address the address book holds.
+    let source = match &inbound {
+        Some(_) => proxy::connect::Source::default(),
+        None => inbound::addresses::local_source(&config.advertise_address),
+    };
     let relay = Arc::new(proxy::relay::Relay {
         counters: counters.clone(),
         router: Box::new(proxy::route::ExplicitProxy),
         dialer: proxy::connect::Dialer::new(&config.resolve, config.connect_timeout.0)
+            .with_source(source)
             .own_connections(observers.bypass.clone()),
         pool,
         max_header_bytes: config.max_header_bytes as usize,
         header_read_timeout: config.header_read_timeout.0,
         tunnel_splice: config.tunnel_splice,
+        // Redirected connections (transparent capture), and inbound mode's protocol
+        // detection.
         capture: Some(Arc::new(capture::Capture {
             names: observers.names.clone(),
             opaque_ports: config.opaque_ports.iter().copied().collect(),
             detect_timeout: config.detect_timeout.0,
         })),
+        inbound: inbound.clone(),
     });
 
     let admin_state = Arc::new(admin::AdminState {
@@ -233,6 +268,8 @@ pub async fn run_with(
         admin = %admin_addr,
         probe = %probe_addr.map(|a| a.to_string()).unwrap_or_else(|| "none".into()),
         collector = config.collector_url.as_deref().unwrap_or("none (count only)"),
+        mode = ?config.mode,
+        upstream = %config.upstream.map(|u| u.to_string()).unwrap_or_else(|| "original destination".into()),
         "Sidecar started."
     );
     // The proxy listener is bound, so connections queue from here on and the accept

@@ -35,6 +35,7 @@ fn bench_smoke_runs_and_produces_the_tables() {
     for row in [
         "| direct |",
         "| whouses-sidecar |",
+        "| whouses-inbound |",
         "| haproxy |",
         "| nginx |",
     ] {
@@ -52,6 +53,22 @@ fn bench_smoke_runs_and_produces_the_tables() {
         .parse()
         .unwrap();
     assert!(rps > 0.0, "the sidecar served no requests: {sidecar_row}");
+    // Issue 14: inbound mode under the same load.
+    let inbound_row = stdout
+        .lines()
+        .find(|l| l.starts_with("| whouses-inbound |"))
+        .unwrap();
+    let rps: f64 = inbound_row
+        .split('|')
+        .nth(2)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        rps > 0.0,
+        "the inbound sidecar served no requests: {inbound_row}"
+    );
     assert!(
         stdout.contains("sustained ingest") && stdout.contains("`check` p50 / p99"),
         "{stdout}"

@@ -400,7 +400,8 @@ hosts = ["tis-reference.internal", "10.0.3.7:8080", "*.reference.svc.cluster.loc
     let mut lines = csv.lines();
     assert_eq!(
         lines.next(),
-        Some("service,environment,requests,errors,first_seen,last_seen,hosts")
+        Some("service,environment,requests,errors,first_seen,last_seen,hosts,seen_by,address,note"),
+        "issue 14 appended the last three columns"
     );
     assert!(lines.next().unwrap().starts_with("x,prod,7,"), "{csv}");
     for cmd in [vec!["hosts"], vec!["services"], vec!["callees", "x"]] {

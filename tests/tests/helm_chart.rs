@@ -362,6 +362,30 @@ spec:
 "#,
     )
     .unwrap();
+    // Issue 14: the inbound sidecar by hand, in front of the service being retired.
+    std::fs::write(
+        chart.join("templates/reference.yaml"),
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: reference
+spec:
+  selector:
+    matchLabels: {app: reference}
+  template:
+    metadata:
+      labels: {app: reference}
+    spec:
+      initContainers:
+        {{- include "whouses.inboundSidecar" (dict "root" $ "service" "reference" "environment" "prod" "upstreamPort" 8080 "inboundHost" "tis-reference.internal") | nindent 8 }}
+      containers:
+        - name: app
+          image: example/reference:1
+          ports:
+            - {name: http, containerPort: 8080}
+"#,
+    )
+    .unwrap();
     let chart_arg = chart.to_str().unwrap();
     let out = helm(&["dependency", "update", chart_arg]);
     assert!(
@@ -405,6 +429,21 @@ spec:
         assert!(deployment.contains(want), "{want} missing:\n{deployment}");
     }
     assert!(!deployment.contains("0.0.0.0:15020") && !deployment.contains("WHOUSES_COLLECTOR_CA"));
+    let reference = yaml
+        .split("\n---")
+        .find(|doc| doc.contains("name: reference") && doc.contains("kind: Deployment"))
+        .unwrap_or_else(|| panic!("no reference Deployment in:\n{yaml}"));
+    for want in [
+        "- name: whouses-inbound",
+        r#"args: ["--mode", "inbound", "--listen", "0.0.0.0:15006", "--upstream", "127.0.0.1:8080", "--admin-listen", "127.0.0.1:15022", "--probe-listen", "0.0.0.0:15023", "--inbound-host", "tis-reference.internal"]"#,
+        "value: \"$(POD_NAME)/inbound\"",
+        "httpGet: {path: /readyz, port: 15023}",
+        "containerPort: 15006",
+        "value: \"reference\"",
+    ] {
+        assert!(reference.contains(want), "{want} missing:\n{reference}");
+    }
+    assert!(!reference.contains("whouses-sidecar\n"), "{reference}");
 
     // With collector TLS: https, the CA from the collector's Secret (its ca.crt only).
     let out = helm(&[

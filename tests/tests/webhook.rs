@@ -580,7 +580,11 @@ fn an_https_collector_gets_its_ca_through_the_pod() {
 /// so the test does not need 15001/15020/15021 free; the CA file written from the pod's
 /// annotation). Returns its listening line.
 fn start_injected(m: &Mutated, dir: &Path) -> (Proc, Value) {
-    let sc = m.sidecar();
+    start_container(m, m.sidecar(), dir)
+}
+
+/// [`start_injected`] for any of the injected containers (`sc`).
+fn start_container(m: &Mutated, sc: &Value, dir: &Path) -> (Proc, Value) {
     let args: Vec<String> = sc["args"]
         .as_array()
         .unwrap()
@@ -604,10 +608,13 @@ fn start_injected(m: &Mutated, dir: &Path) -> (Proc, Value) {
                 m.pod["metadata"]["generateName"].as_str().unwrap()
             )
         });
+    let mut set: Vec<(String, String)> = Vec::new();
     for e in sc["env"].as_array().unwrap() {
         let name = e["name"].as_str().unwrap();
         let value = if let Some(v) = e["value"].as_str() {
-            v.to_string()
+            // Kubernetes expands `$(VAR)` from earlier entries.
+            set.iter()
+                .fold(v.to_string(), |v, (k, x)| v.replace(&format!("$({k})"), x))
         } else if e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name" {
             pod_name.clone()
         } else if e["valueFrom"]["secretKeyRef"]["optional"] == true {
@@ -615,7 +622,8 @@ fn start_injected(m: &Mutated, dir: &Path) -> (Proc, Value) {
         } else {
             panic!("unexpected env entry {e}");
         };
-        cmd.env(name, value);
+        cmd.env(name, &value);
+        set.push((name.to_string(), value));
     }
     if let Some(pem) = m.pod["metadata"]["annotations"]["whouses.io/collector-ca"].as_str() {
         let path = dir.join("ca.crt");
@@ -1087,20 +1095,152 @@ fn the_mode_comes_from_the_annotation_else_the_default() {
         &CollectorCa::NotConfigured,
         false,
     );
+    assert_skipped(&m, SkipReason::InvalidMode, "sniff");
+}
+
+/// Admitted without the sidecar, for `reason`, the pod's annotation saying `says`.
+fn assert_skipped(m: &Mutated, reason: SkipReason, says: &str) {
     assert!(
-        matches!(
-            m.outcome,
-            Outcome::Skipped {
-                reason: SkipReason::InvalidMode,
-                ..
-            }
-        ),
-        "{:?}",
+        matches!(&m.outcome, Outcome::Skipped { reason: r, .. } if *r == reason),
+        "{reason:?} expected: {:?}",
         m.outcome
     );
     assert!(!m.has_sidecar());
-    assert!(m.pod["metadata"]["annotations"]["whouses.io/skipped"]
+    let skipped = m.pod["metadata"]["annotations"]["whouses.io/skipped"]
         .as_str()
-        .unwrap()
-        .contains("sniff"));
+        .unwrap();
+    assert!(skipped.contains(says), "{skipped}");
+}
+
+/// Issue 14: `whouses.io/inbound: "PORTS"` puts an inbound sidecar in front of those
+/// ports: the iptables init container redirects the connections arriving at them (with
+/// transparent mode's outbound redirect when the pod has both, in one install), and the
+/// inbound sidecar — an instance of its own, its own ports — starts with the args it was
+/// given. Kubelet probes on an inbound port are named; a bad annotation skips injection
+/// with the reason.
+#[test]
+fn the_inbound_annotation_puts_an_inbound_sidecar_in_front_of_the_ports() {
+    let mut doc: Value = serde_json::from_slice(&fixture("transparent-pod.json")).unwrap();
+    let object = &mut doc["request"]["object"];
+    object["metadata"]["annotations"]["whouses.io/inbound"] = json!("8080, 8443");
+    object["spec"]["containers"][0]["ports"] = json!([{"name": "http", "containerPort": 8080}]);
+    object["spec"]["containers"][0]["readinessProbe"] =
+        json!({"httpGet": {"path": "/ready", "port": "http"}});
+    let body = serde_json::to_vec(&doc).unwrap();
+    let m = mutate_doc(&body, &cfg(), &CollectorCa::NotConfigured, false);
+    assert!(
+        matches!(m.outcome, Outcome::Injected { .. }),
+        "{:?}",
+        m.outcome
+    );
+    let inits = m.pod["spec"]["initContainers"].as_array().unwrap();
+    let names: Vec<&str> = inits.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "whouses-iptables",
+            "whouses-sidecar",
+            "whouses-inbound",
+            "migrate"
+        ]
+    );
+    // One install: the outbound redirect (transparent mode) and the inbound one.
+    assert_eq!(
+        inits[0]["args"],
+        json!([
+            "iptables",
+            "install",
+            "--proxy-uid",
+            "65532",
+            "--proxy-gid",
+            "65532",
+            "--proxy-port",
+            "15001",
+            "--dns-port",
+            "15053",
+            "--inbound-ports",
+            "8080,8443",
+            "--inbound-proxy-port",
+            "15006"
+        ])
+    );
+    let inbound = &inits[2];
+    assert_eq!(
+        inbound["args"],
+        json!([
+            "--mode",
+            "inbound",
+            "--listen",
+            "0.0.0.0:15006",
+            "--admin-listen",
+            "127.0.0.1:15022",
+            "--probe-listen",
+            "0.0.0.0:15023"
+        ])
+    );
+    assert_eq!(inbound["restartPolicy"], "Always");
+    assert_eq!(inbound["readinessProbe"]["httpGet"]["port"], 15023);
+    assert_eq!(inbound["securityContext"]["runAsUser"], 65532);
+    assert_eq!(
+        inbound["securityContext"]["capabilities"]["drop"],
+        json!(["ALL"])
+    );
+    assert_eq!(
+        env_of(inbound, "WHOUSES_SERVICE"),
+        env_of(m.sidecar(), "WHOUSES_SERVICE")
+    );
+    assert_eq!(
+        env_of(inbound, "WHOUSES_INSTANCE").as_deref(),
+        Some("$(POD_NAME)/inbound"),
+        "an instance of its own: two sidecars never share batch numbers"
+    );
+    let w = m.warnings();
+    assert!(
+        w.iter()
+            .any(|w| w.contains("app's readinessProbe calls port 8080")),
+        "{w:?}"
+    );
+
+    // The real sidecar takes the inbound container's args and env.
+    let dir = tempfile::tempdir().unwrap();
+    let (proc, line) = start_container(&m, inbound, dir.path());
+    assert_eq!(
+        line["instance"], "tis-sync-7d9f8b6c4-x7k2q/inbound",
+        "{line}"
+    );
+    drop(proc);
+
+    // Explicit mode: the init container installs the inbound redirect only.
+    doc["request"]["object"]["metadata"]["annotations"]["whouses.io/mode"] = json!("explicit");
+    let m = mutate_doc(
+        &serde_json::to_vec(&doc).unwrap(),
+        &cfg(),
+        &CollectorCa::NotConfigured,
+        false,
+    );
+    let inits = m.pod["spec"]["initContainers"].as_array().unwrap();
+    assert_eq!(
+        inits[0]["args"],
+        json!([
+            "iptables",
+            "install",
+            "--inbound-ports",
+            "8080,8443",
+            "--inbound-proxy-port",
+            "15006"
+        ])
+    );
+    assert!(env_of(m.container("app"), "HTTP_PROXY").is_some());
+
+    // Not ports, or a sidecar's own: admitted without the sidecars, with the reason.
+    for bad in ["http", "0", "8080,15006", ""] {
+        doc["request"]["object"]["metadata"]["annotations"]["whouses.io/inbound"] = json!(bad);
+        let m = mutate_doc(
+            &serde_json::to_vec(&doc).unwrap(),
+            &cfg(),
+            &CollectorCa::NotConfigured,
+            false,
+        );
+        assert_skipped(&m, SkipReason::InvalidInbound, "whouses.io/inbound");
+    }
 }

@@ -6,6 +6,12 @@
 //! already declared, host networking, an unusable collector CA), is admitted **without**
 //! the sidecar, with an AdmissionReview warning and a `whouses.io/skipped` annotation
 //! saying why — never a pod that cannot start.
+//!
+//! Beside the outbound sidecar (explicit or transparent mode), a pod annotated
+//! `whouses.io/inbound: "8080,8443"` gets an inbound sidecar in front of those ports
+//! (issue 14): the iptables init container redirects the connections arriving at them to
+//! it, so the callers' calls are counted whatever the callers run — the first step of a
+//! decommission ("put whouses in front of what you retire").
 
 use base64::Engine as _;
 use serde_json::{json, Value};
@@ -30,6 +36,11 @@ pub const SKIPPED_ANNOTATION: &str = "whouses.io/skipped";
 pub const WARNINGS_ANNOTATION: &str = "whouses.io/warnings";
 /// Annotation choosing the capture mode (`explicit` or `transparent`) for one pod.
 pub const MODE_ANNOTATION: &str = "whouses.io/mode";
+/// Annotation asking for an inbound sidecar in front of these ports of the pod
+/// (comma-separated), issue 14.
+pub const INBOUND_ANNOTATION: &str = "whouses.io/inbound";
+/// Most ports one pod's inbound annotation may list.
+pub const MAX_INBOUND_PORTS: usize = 32;
 
 /// Why the review cannot be answered at all (the HTTP layer turns this into a 400).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -55,11 +66,12 @@ pub enum SkipReason {
     NameInUse,
     CollectorCaUnavailable,
     InvalidMode,
+    InvalidInbound,
 }
 
 impl SkipReason {
     /// Every reason, for metrics that show zeros.
-    pub const ALL: [SkipReason; 12] = [
+    pub const ALL: [SkipReason; 13] = [
         SkipReason::NotAPod,
         SkipReason::NoPodObject,
         SkipReason::NoContainers,
@@ -72,6 +84,7 @@ impl SkipReason {
         SkipReason::NameInUse,
         SkipReason::CollectorCaUnavailable,
         SkipReason::InvalidMode,
+        SkipReason::InvalidInbound,
     ];
 
     /// The metric label.
@@ -89,6 +102,7 @@ impl SkipReason {
             SkipReason::NameInUse => "name_in_use",
             SkipReason::CollectorCaUnavailable => "collector_ca_unavailable",
             SkipReason::InvalidMode => "invalid_mode",
+            SkipReason::InvalidInbound => "invalid_inbound",
         }
     }
 }
@@ -285,7 +299,17 @@ fn plan(
             format!("spec.os.name is {os:?}; the sidecar image is Linux only"),
         ));
     }
-    if let Some((container, port)) = declared_port_clash(pod) {
+    let inbound = inbound_ports(pod)?;
+    let ours_ports: Vec<u16> = if inbound.is_empty() {
+        PORTS.to_vec()
+    } else {
+        PORTS
+            .iter()
+            .chain(&sidecar::INBOUND_PORTS)
+            .copied()
+            .collect()
+    };
+    if let Some((container, port)) = declared_port_clash(pod, &ours_ports) {
         return Err(skip(
             SkipReason::PortInUse,
             format!("container {container} declares port {port}, which the sidecar needs"),
@@ -347,11 +371,26 @@ fn plan(
     let mut patch = Vec::new();
     let mut warnings = Vec::new();
     let mut ours = Vec::new();
-    if mode == Mode::Transparent {
+    if mode == Mode::Transparent || !inbound.is_empty() {
         // First of all: the redirect is in place before anything of the pod runs.
-        ours.push(sidecar::iptables_init(cfg));
+        ours.push(sidecar::iptables_init(
+            cfg,
+            mode == Mode::Transparent,
+            &inbound,
+        ));
     }
     ours.push(sidecar::container(cfg, &id, ca_pem.is_some(), mode));
+    if !inbound.is_empty() {
+        // In front of the app before the app starts: no caller is missed.
+        let instance = names::inbound_instance(pod, request.get("name").and_then(Value::as_str));
+        ours.push(sidecar::inbound_container(
+            cfg,
+            &id,
+            &instance,
+            ca_pem.is_some(),
+        ));
+        warnings.extend(probed_inbound_ports(pod, &inbound));
+    }
     if pod
         .pointer("/spec/initContainers")
         .and_then(Value::as_array)
@@ -415,6 +454,81 @@ fn plan(
     ))
 }
 
+/// The ports of `whouses.io/inbound` (none when absent), or why they cannot be used.
+fn inbound_ports(pod: &Value) -> Result<Vec<u16>, Outcome> {
+    let Some(v) = pod
+        .pointer(&format!(
+            "/metadata/annotations/{}",
+            escape(INBOUND_ANNOTATION)
+        ))
+        .and_then(Value::as_str)
+    else {
+        return Ok(Vec::new());
+    };
+    let bad = |why: String| {
+        skip(
+            SkipReason::InvalidInbound,
+            format!("{INBOUND_ANNOTATION} is {v:?}: {why}"),
+        )
+    };
+    let mut ports = Vec::new();
+    for p in v.split(',').map(str::trim) {
+        let port: u16 = p.parse().ok().filter(|n| *n != 0).ok_or_else(|| {
+            bad(format!(
+                "{p:?} is not a port (1-65535); expected e.g. \"8080\" or \"8080,8443\""
+            ))
+        })?;
+        if PORTS.contains(&port) || sidecar::INBOUND_PORTS.contains(&port) {
+            return Err(bad(format!("port {port} is one of the sidecars' own")));
+        }
+        if !ports.contains(&port) {
+            ports.push(port);
+        }
+    }
+    if ports.len() > MAX_INBOUND_PORTS {
+        return Err(bad(format!("at most {MAX_INBOUND_PORTS} ports")));
+    }
+    Ok(ports)
+}
+
+/// Containers whose kubelet probes call an inbound port: those calls are counted too
+/// (from the node's address), said rather than hidden.
+fn probed_inbound_ports(pod: &Value, inbound: &[u16]) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = c.get("name").and_then(Value::as_str).unwrap_or("?");
+        // A named port is the container's own port of that name.
+        let resolve = |port: &Value| -> Option<u64> {
+            port.as_u64().or_else(|| {
+                let wanted = port.as_str()?;
+                c.get("ports")?
+                    .as_array()?
+                    .iter()
+                    .find(|p| p.get("name").and_then(Value::as_str) == Some(wanted))?
+                    .get("containerPort")?
+                    .as_u64()
+            })
+        };
+        for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+            let port = ["httpGet", "tcpSocket", "grpc"]
+                .iter()
+                .find_map(|kind| c.pointer(&format!("/{probe}/{kind}/port")))
+                .and_then(resolve);
+            if let Some(port) = port.filter(|p| inbound.iter().any(|i| u64::from(*i) == *p)) {
+                out.push(format!(
+                    "container {name}'s {probe} calls port {port}, an inbound port: the kubelet's probes are counted as calls to the service, from the node's address (probe another port to keep them out)"
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// Containers that run as the sidecar's uid: the redirect leaves their calls alone.
 fn uncaptured(pod: &Value) -> Vec<String> {
     let pod_uid = pod
@@ -466,7 +580,7 @@ fn annotate(pod: &Value, notes: &[(&str, String)]) -> Vec<Value> {
 }
 
 /// A container (app or init) that declares one of the sidecar's ports.
-fn declared_port_clash(pod: &Value) -> Option<(String, u64)> {
+fn declared_port_clash(pod: &Value, ours: &[u16]) -> Option<(String, u64)> {
     for list in ["/spec/containers", "/spec/initContainers"] {
         for c in pod
             .pointer(list)
@@ -481,7 +595,7 @@ fn declared_port_clash(pod: &Value) -> Option<(String, u64)> {
                 .flatten()
             {
                 let port = p.get("containerPort").and_then(Value::as_u64);
-                if let Some(port) = port.filter(|p| PORTS.iter().any(|s| u64::from(*s) == *p)) {
+                if let Some(port) = port.filter(|p| ours.iter().any(|s| u64::from(*s) == *p)) {
                     let name = c.get("name").and_then(Value::as_str).unwrap_or("?");
                     return Some((name.to_string(), port));
                 }

@@ -192,12 +192,39 @@ fn sanitize(s: &str) -> String {
 /// pod keeps its id across sidecar restarts; the hash keeps long names that share a
 /// prefix apart.
 pub fn shorten(name: &str) -> String {
+    shorten_within(name, MAX_NAME_LEN)
+}
+
+/// What the inbound sidecar's instance id appends to the pod's (issue 14): two sidecars
+/// of one pod must not share an instance, whose batches are numbered apart.
+pub const INBOUND_SUFFIX: &str = "/inbound";
+
+/// The inbound sidecar's instance id: the pod's name with [`INBOUND_SUFFIX`] (appended in
+/// the container's environment when the name comes from the downward API), shortened
+/// first when the two would be too long.
+pub fn inbound_instance(pod: &Value, request_name: Option<&str>) -> Instance {
+    let name = pod
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .or(request_name.filter(|s| !s.is_empty()));
+    match name {
+        Some(n) if n.len() + INBOUND_SUFFIX.len() > MAX_NAME_LEN => Instance::Shortened(format!(
+            "{}{INBOUND_SUFFIX}",
+            shorten_within(n, MAX_NAME_LEN - INBOUND_SUFFIX.len())
+        )),
+        _ => Instance::PodName,
+    }
+}
+
+/// [`shorten`] to at most `max` characters (at least 18).
+fn shorten_within(name: &str, max: usize) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for b in name.bytes() {
         hash ^= u64::from(b);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    let prefix: String = name.chars().take(MAX_NAME_LEN - 17).collect();
+    let prefix: String = name.chars().take(max.saturating_sub(17)).collect();
     format!("{}-{hash:016x}", prefix.trim_end_matches(['-', '.']))
 }
 
@@ -296,6 +323,23 @@ mod tests {
         .unwrap();
         assert_eq!(id.service, "team/billing:v2");
         assert_eq!(id.environment, "eu_west.prod");
+    }
+
+    #[test]
+    fn the_inbound_instance_is_the_pods_with_a_suffix_within_the_limit() {
+        let p = |name: &str| json!({"metadata": {"name": name}});
+        assert_eq!(inbound_instance(&p("web-1"), None), Instance::PodName);
+        assert_eq!(inbound_instance(&json!({}), None), Instance::PodName);
+        let long = "x".repeat(125);
+        let Instance::Shortened(s) = inbound_instance(&p(&long), None) else {
+            panic!("not shortened")
+        };
+        assert!(
+            s.len() <= MAX_NAME_LEN && s.ends_with(INBOUND_SUFFIX),
+            "{s}"
+        );
+        assert!(check("instance", &s).is_ok());
+        assert_ne!(s, shorten(&long));
     }
 
     #[test]

@@ -8,6 +8,11 @@
 //!   answers, for the kubelet's probes (which come from the node, not from loopback);
 //! * `127.0.0.1:15053` — transparent mode: the DNS forwarder the pod's DNS is redirected to.
 //!
+//! With the annotation `whouses.io/inbound` (issue 14), a second sidecar,
+//! [`inbound_container`], stands in front of the app: `0.0.0.0:15006` receives the
+//! connections arriving at the app's listed ports (redirected by [`iptables_init`]), its
+//! admin port is `127.0.0.1:15022` and its probe port `0.0.0.0:15023`.
+//!
 //! Transparent mode adds [`iptables_init`], the only container with privileges (NET_ADMIN
 //! and NET_RAW, for the redirect); the sidecar itself runs as [`SIDECAR_UID`], the uid the
 //! redirect leaves alone.
@@ -30,6 +35,13 @@ pub const PROBE_PORT: u16 = 15021;
 pub const DNS_PORT: u16 = 15053;
 /// Ports the sidecar binds; an app container declaring one of them would make it fail.
 pub const PORTS: [u16; 4] = [PROXY_PORT, ADMIN_PORT, PROBE_PORT, DNS_PORT];
+/// The inbound sidecar (annotation `whouses.io/inbound`): its name and ports.
+pub const INBOUND_NAME: &str = "whouses-inbound";
+pub const INBOUND_PORT: u16 = 15006;
+pub const INBOUND_ADMIN_PORT: u16 = 15022;
+pub const INBOUND_PROBE_PORT: u16 = 15023;
+/// Ports the inbound sidecar binds (checked only when it is added).
+pub const INBOUND_PORTS: [u16; 3] = [INBOUND_PORT, INBOUND_ADMIN_PORT, INBOUND_PROBE_PORT];
 /// The uid and gid the sidecar runs as; transparent mode never redirects its connections.
 pub const SIDECAR_UID: u32 = 65532;
 /// The init container that installs the iptables redirect (transparent mode).
@@ -104,21 +116,92 @@ pub fn container(cfg: &InjectConfig, id: &Identity, with_ca: bool, mode: Mode) -
     c
 }
 
-/// Transparent mode's init container: `whouses-sidecar iptables install` in the pod's
-/// network namespace, with only NET_ADMIN and NET_RAW, then it exits. It runs before the
-/// sidecar and the app's own init containers, so nothing the app does escapes the capture.
-pub fn iptables_init(cfg: &InjectConfig) -> Value {
+/// The inbound sidecar (issue 14): `--mode inbound` in front of the app, each connection
+/// the redirect sends it relayed to its original destination and counted per name dialed
+/// and caller address. The same identity as the outbound sidecar, but an instance of its
+/// own (`instance`: [`crate::names::inbound_instance`]), its own ports, the same
+/// resources and restrictions.
+pub fn inbound_container(
+    cfg: &InjectConfig,
+    id: &Identity,
+    instance: &Instance,
+    with_ca: bool,
+) -> Value {
+    let mut c = container(cfg, id, with_ca, Mode::Explicit);
+    c["name"] = json!(INBOUND_NAME);
+    c["args"] = json!([
+        "--mode",
+        "inbound",
+        "--listen",
+        format!("0.0.0.0:{INBOUND_PORT}"),
+        "--admin-listen",
+        format!("127.0.0.1:{INBOUND_ADMIN_PORT}"),
+        "--probe-listen",
+        format!("0.0.0.0:{INBOUND_PROBE_PORT}"),
+    ]);
+    c["ports"] = json!([{"name": "whouses-inprobe", "containerPort": INBOUND_PROBE_PORT, "protocol": "TCP"}]);
+    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+        c[probe]["httpGet"]["port"] = json!(INBOUND_PROBE_PORT);
+    }
+    let instance = match instance {
+        // The downward API's name, with the suffix (Kubernetes expands `$(VAR)` from an
+        // earlier entry).
+        Instance::PodName => vec![
+            json!({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
+            json!({"name": "WHOUSES_INSTANCE", "value": format!("$(POD_NAME){}", crate::names::INBOUND_SUFFIX)}),
+        ],
+        Instance::Shortened(s) => vec![json!({"name": "WHOUSES_INSTANCE", "value": s})],
+    };
+    if let Some(env) = c["env"].as_array_mut() {
+        let at = env
+            .iter()
+            .position(|e| e["name"] == "WHOUSES_INSTANCE")
+            .unwrap_or(0);
+        env.retain(|e| e["name"] != "WHOUSES_INSTANCE");
+        for (i, e) in instance.into_iter().enumerate() {
+            env.insert((at + i).min(env.len()), e);
+        }
+    }
+    c
+}
+
+/// The init container that installs the iptables redirect, with only NET_ADMIN and
+/// NET_RAW, then exits: transparent mode's (`outbound`: the app's outbound TCP and DNS to
+/// the sidecar) and inbound mode's (`inbound_ports`: connections arriving at those ports
+/// to the inbound sidecar), in one `whouses-sidecar iptables install`. It runs before the
+/// sidecars and the app's own init containers, so nothing the app does escapes the
+/// capture.
+pub fn iptables_init(cfg: &InjectConfig, outbound: bool, inbound_ports: &[u16]) -> Value {
+    let mut args = vec!["iptables".to_string(), "install".to_string()];
+    if outbound {
+        args.extend(
+            [
+                "--proxy-uid",
+                &SIDECAR_UID.to_string(),
+                "--proxy-gid",
+                &SIDECAR_UID.to_string(),
+                "--proxy-port",
+                &PROXY_PORT.to_string(),
+                "--dns-port",
+                &DNS_PORT.to_string(),
+            ]
+            .map(String::from),
+        );
+    }
+    if !inbound_ports.is_empty() {
+        let ports: Vec<String> = inbound_ports.iter().map(u16::to_string).collect();
+        args.extend([
+            "--inbound-ports".to_string(),
+            ports.join(","),
+            "--inbound-proxy-port".to_string(),
+            INBOUND_PORT.to_string(),
+        ]);
+    }
     json!({
         "name": IPTABLES_INIT_NAME,
         "image": cfg.sidecar_image,
         "command": ["/usr/local/bin/whouses-sidecar"],
-        "args": [
-            "iptables", "install",
-            "--proxy-uid", SIDECAR_UID.to_string(),
-            "--proxy-gid", SIDECAR_UID.to_string(),
-            "--proxy-port", PROXY_PORT.to_string(),
-            "--dns-port", DNS_PORT.to_string(),
-        ],
+        "args": args,
         "resources": {
             "requests": {"cpu": cfg.cpu_request, "memory": cfg.memory_request},
             "limits": {"memory": cfg.memory_limit}

@@ -1,5 +1,5 @@
 //! The collector's answers, as JSON: what `GET /v1/callers`, `/v1/callees`, `/v1/hosts`,
-//! `/v1/services`, `/v1/check` and `/v1/export?format=json` return. The collector builds
+//! `/v1/services`, `/v1/check`, `/v1/coverage` and `/v1/export?format=json` return. The collector builds
 //! them, the `whouses` CLI reads them; both link only this crate, so the shapes cannot
 //! drift apart. These names are the public interface.
 
@@ -51,7 +51,10 @@ pub struct BypassRow {
 }
 
 /// A row of `/v1/callers`: one calling service, its counts summed over the host's names.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// With inbound sidecars in front of the host, one row merges both sides: `counts` holds,
+/// per counter, the larger of what the caller's sidecar and the callee's sidecar counted
+/// (each side's own in `caller_counts` and `callee_counts`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Caller {
     pub service: String,
     pub environment: String,
@@ -59,6 +62,63 @@ pub struct Caller {
     pub counts: Counts,
     /// The `host:port` names this caller used.
     pub hosts: Vec<String>,
+    // Issue 14: both sides reconciled.
+    /// Which side saw these calls: the caller's sidecar, the callee's, or both.
+    #[serde(default)]
+    pub seen_by: SeenBy,
+    /// What the caller's own sidecar counted (absent when it reported none of these calls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_counts: Option<Counts>,
+    /// What the callee's inbound sidecars counted from this service's addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callee_counts: Option<Counts>,
+    /// The addresses the callee saw this service's calls come from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
+    /// The callee saw calls from an address this service's (caller-side) sidecar held,
+    /// and that sidecar reported none of them: the service reaches the host around it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub around_sidecar: bool,
+}
+
+/// Which side of a call saw it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeenBy {
+    /// Only the calling service's sidecar.
+    #[default]
+    Caller,
+    /// Only the callee's inbound sidecar (attributed through the address book).
+    Callee,
+    /// Both.
+    Both,
+}
+
+impl SeenBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SeenBy::Caller => "caller",
+            SeenBy::Callee => "callee",
+            SeenBy::Both => "both",
+        }
+    }
+}
+
+/// Calls the callee's inbound sidecars saw from an address no sidecar held at the time
+/// (a caller without a sidecar: one still to find), or that several services held at
+/// once (`candidates`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unattributed {
+    /// The caller's address, or `(other)` for callers folded at an inbound sidecar's
+    /// `--max-peers`.
+    pub address: String,
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// The `host:port` names it called.
+    pub hosts: Vec<String>,
+    /// Services that all held the address when the calls were made (so none is sure).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,6 +126,9 @@ pub struct CallersResponse {
     pub host: String,
     pub since: Option<Timestamp>,
     pub callers: Vec<Caller>,
+    /// Caller addresses the callee saw that no sidecar held (issue 14).
+    #[serde(default)]
+    pub unattributed: Vec<Unattributed>,
 }
 
 /// A row of `/v1/callees`: one upstream a service called.
@@ -230,6 +293,76 @@ pub struct CheckResponse {
     /// Lookups of the host's names within the quiet period.
     #[serde(default)]
     pub lookups: Vec<LookupRow>,
+    // Issue 14: the callee's evidence.
+    /// The inbound sidecars in front of the host (the callee side) and whether they
+    /// reported through the quiet period.
+    #[serde(default)]
+    pub callee_side: Vec<CalleeEvidence>,
+    /// Calling services the callee saw within the quiet period (attributed through the
+    /// address book), with what each side counted.
+    #[serde(default)]
+    pub inbound_callers: Vec<Caller>,
+    /// Caller addresses the callee saw within the quiet period that no sidecar held.
+    #[serde(default)]
+    pub unattributed: Vec<Unattributed>,
+    /// Where the two sides disagree: the callee saw calls from a service whose own
+    /// sidecar reported none.
+    #[serde(default)]
+    pub disagreements: Vec<Disagreement>,
+}
+
+/// One callee-side service: inbound sidecars in front of the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CalleeEvidence {
+    pub service: String,
+    pub environment: String,
+    /// Its inbound sidecar instances.
+    pub instances: Vec<String>,
+    /// The names they declared (`--inbound-host`) or saw called that match the host.
+    pub hosts: Vec<String>,
+    /// Until when they have reported (end of their latest period).
+    pub last_report: Option<Timestamp>,
+    /// Whether, together, they reported through the whole quiet period.
+    pub reporting_through_window: bool,
+}
+
+/// The callee saw calls from a service whose own sidecar reported none of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disagreement {
+    pub service: String,
+    pub environment: String,
+    /// Calls the callee saw from the service's addresses.
+    pub calls: u64,
+    pub addresses: Vec<String>,
+    pub last_seen: Timestamp,
+    /// One sentence: "tis-sync reaches tis-reference.internal around its sidecar".
+    pub message: String,
+}
+
+/// A row of `/v1/coverage`: one host with a callee-side (inbound) sidecar, and how much
+/// of what it saw is attributed to known callers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CoverageRow {
+    pub host: String,
+    /// The services whose inbound sidecars witness the host (`service (environment)`).
+    pub callee_services: Vec<String>,
+    /// Calls the callee saw (requests and connections).
+    pub calls: u64,
+    /// Of those, calls attributed to a known calling service.
+    pub attributed_calls: u64,
+    /// `attributed_calls / calls` (1 when there were no calls).
+    pub attributed_share: f64,
+    /// The calling services it was attributed to.
+    pub callers: Vec<String>,
+    /// The addresses still to find: calls no sidecar's address accounts for.
+    pub unattributed: Vec<Unattributed>,
+    pub last_seen: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CoverageResponse {
+    pub since: Option<Timestamp>,
+    pub hosts: Vec<CoverageRow>,
 }
 
 #[cfg(test)]
@@ -250,8 +383,19 @@ mod tests {
                 ..Counts::default()
             },
             hosts: vec!["tis-reference.internal:443".into()],
+            ..Caller::default()
         };
         let v = serde_json::to_value(&c).unwrap();
+        // A caller-side row looks as before issue 14, plus its side.
+        assert_eq!(v["seen_by"], "caller");
+        for absent in [
+            "caller_counts",
+            "callee_counts",
+            "addresses",
+            "around_sidecar",
+        ] {
+            assert!(v.get(absent).is_none(), "{absent} in {v}");
+        }
         for field in [
             "service",
             "environment",

@@ -1,6 +1,8 @@
 //! Shared vocabulary of whouses: what a sidecar sends and how names are normalised.
 //!
 //! * [`report`] — the versioned JSON batch a sidecar posts to `POST /v1/reports`.
+//! * [`inbound`] — the callee's view in a batch: side, inbound calls per caller address,
+//!   the names an inbound sidecar witnesses, the address book.
 //! * [`counts`] — the one count record (requests, connections, errors, bytes, first and
 //!   last seen) and its saturating merge, from a batch to every answer.
 //! * [`api`] — the collector's answers (callers, callees, hosts, services, check).
@@ -14,12 +16,14 @@ pub mod counts;
 pub mod duration;
 pub mod fuzzing;
 pub mod host;
+pub mod inbound;
 pub mod report;
 pub mod time;
 
 pub use counts::{Counts, MAX_COUNT};
 pub use duration::{parse_duration, DurationArg};
 pub use host::{HostError, HostPort, Scheme};
+pub use inbound::{InboundEdge, Side};
 pub use report::{
     Bypass, Edge, Lookup, Report, ReportError, MAX_EDGES_PER_REPORT, OTHER_HOST, REPORT_VERSION,
 };

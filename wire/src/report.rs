@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::counts::Counts;
 pub use crate::counts::MAX_COUNT;
 use crate::host::{normalize_host, Scheme, MAX_HOST_LEN};
+pub use crate::inbound::{InboundEdge, Side};
 use crate::time::Timestamp;
 
 /// The report schema version this build writes and understands.
@@ -55,6 +56,23 @@ pub struct Report {
     /// period (explicit mode): evidence that the counts above are not the whole story.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bypass: Vec<Bypass>,
+    // Issue 14, the callee's view and the address book (see `crate::inbound`).
+    /// Which side of a call this sidecar stands on: `caller` (the default, omitted: it
+    /// counts its service's own calls) or `callee` (inbound mode, in front of its service).
+    #[serde(default, skip_serializing_if = "Side::is_caller")]
+    pub side: Side,
+    /// Inbound mode: calls *to* this service in this period, per name the caller dialed
+    /// and per caller address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inbound: Vec<InboundEdge>,
+    /// Inbound mode: the names this service is reached by (`--inbound-host`): the hosts
+    /// this sidecar witnesses, so that its silence about them is evidence.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inbound_hosts: Vec<String>,
+    /// The addresses this instance was reachable from during the period (its address
+    /// book entry): what attributes a callee's caller address to this service.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
 }
 
 /// Lookups of one name through the sidecar's DNS forwarder.
@@ -157,7 +175,7 @@ pub enum ReportError {
 }
 
 impl ReportError {
-    fn field(field: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn field(field: impl Into<String>, reason: impl Into<String>) -> Self {
         ReportError::Field {
             field: field.into(),
             reason: reason.into(),
@@ -343,6 +361,7 @@ impl Report {
             }
             self.check_times(&f, b.first_seen, b.last_seen)?;
         }
+        crate::inbound::validate(self)?;
         Ok(())
     }
 }
@@ -351,11 +370,11 @@ impl Report {
     /// Entries the batch carries: edges, lookups and bypass observations (what a split
     /// divides).
     pub fn items(&self) -> usize {
-        self.edges.len() + self.lookups.len() + self.bypass.len()
+        self.edges.len() + self.lookups.len() + self.bypass.len() + self.inbound.len()
     }
 
     /// A first/last seen pair must be ordered and within the batch's lifetime.
-    fn check_times(
+    pub(crate) fn check_times(
         &self,
         f: &dyn Fn(&str) -> String,
         first: Timestamp,
@@ -381,7 +400,7 @@ impl Report {
 }
 
 /// An IP address in its canonical spelling.
-fn check_ip(field: &str, a: &str) -> Result<(), ReportError> {
+pub(crate) fn check_ip(field: &str, a: &str) -> Result<(), ReportError> {
     match a.parse::<std::net::IpAddr>() {
         Ok(ip) if ip.to_string() == a => Ok(()),
         Ok(_) => Err(ReportError::field(

@@ -96,6 +96,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/hosts", get(hosts))
         .route("/v1/services", get(services))
         .route("/v1/check", get(check))
+        .route("/v1/coverage", get(coverage))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -348,6 +349,25 @@ async fn check(
         s.now(),
     )
     .await?;
+    Ok(Json(r).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct CoverageQuery {
+    since: Option<String>,
+}
+
+/// `GET /v1/coverage[?since=DUR]`: every host with a callee-side (inbound) sidecar, the
+/// share of its inbound calls attributed to known callers, and the addresses still to
+/// find (issue 14).
+async fn coverage(
+    State(s): State<AppState>,
+    _: ReadAccess,
+    q: Result<Query<CoverageQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let since = parse_since(&s, q.since.as_deref(), "since")?;
+    let r = crate::query::coverage(s.store.as_ref(), since).await?;
     Ok(Json(r).into_response())
 }
 

@@ -9,7 +9,7 @@ use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 
-use super::{graph, render, Format, Meta};
+use super::{graph, render_with, Format, InboundExport, Meta};
 use crate::api::{parse_since, query, ApiError, AppState};
 use crate::auth::ReadAccess;
 use crate::store::EdgeFilter;
@@ -70,7 +70,23 @@ async fn export(
         .map_err(ApiError::BadRequest)?;
     let (f, meta) = filter(&s, &q).await?;
     let rows = s.store.edges(&f).await?;
-    let body = render(format, &meta, &rows).map_err(|error| {
+    // Issue 14: what inbound sidecars saw, attributed, beside the callers' edges.
+    let (inbound_rows, attributions) = crate::query::inbound_attributed(
+        s.store.as_ref(),
+        &crate::store::InboundFilter {
+            hosts: f.hosts.clone(),
+            since: f.since,
+        },
+    )
+    .await?;
+    let inbound = InboundExport::build(
+        &rows,
+        &inbound_rows,
+        &attributions,
+        f.service.as_deref(),
+        f.environment.as_deref(),
+    );
+    let body = render_with(format, &meta, &rows, &inbound).map_err(|error| {
         tracing::error!(%error, "Failed to render an export.");
         ApiError::Internal
     })?;

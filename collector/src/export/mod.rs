@@ -12,6 +12,9 @@ use whouses_wire::api::EdgeRow;
 
 pub mod api;
 pub mod graph;
+pub mod inbound;
+
+pub use inbound::InboundExport;
 
 /// The export formats of `GET /v1/export` and `whouses export`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -92,8 +95,8 @@ impl Meta {
     }
 }
 
-/// The stable CSV columns, in order.
-pub const CSV_COLUMNS: [&str; 12] = [
+/// The stable CSV columns, in order (issue 14 appended `seen_by` and `address`).
+pub const CSV_COLUMNS: [&str; 14] = [
     "service",
     "environment",
     "host",
@@ -106,11 +109,24 @@ pub const CSV_COLUMNS: [&str; 12] = [
     "bytes_received",
     "first_seen",
     "last_seen",
+    "seen_by",
+    "address",
 ];
 
+/// The report of the callers' edges alone.
 pub fn render(format: Format, meta: &Meta, rows: &[EdgeRow]) -> Result<Vec<u8>, String> {
+    render_with(format, meta, rows, &InboundExport::default())
+}
+
+/// The report of the callers' edges and what inbound sidecars saw (issue 14).
+pub fn render_with(
+    format: Format,
+    meta: &Meta,
+    rows: &[EdgeRow],
+    inbound: &InboundExport,
+) -> Result<Vec<u8>, String> {
     match format {
-        Format::Csv => csv(rows),
+        Format::Csv => csv(rows, inbound),
         Format::Json => serde_json::to_vec_pretty(&serde_json::json!({
             "generated_at": meta.generated_at,
             "since": meta.since,
@@ -118,18 +134,53 @@ pub fn render(format: Format, meta: &Meta, rows: &[EdgeRow]) -> Result<Vec<u8>, 
             "host": meta.host,
             "service": meta.service,
             "edges": rows,
+            "inbound": inbound.rows,
         }))
         .map_err(|e| e.to_string()),
-        Format::Markdown => Ok(markdown(meta, rows).into_bytes()),
-        Format::Dot => Ok(dot(rows).into_bytes()),
-        Format::Html => Ok(html(meta, rows).into_bytes()),
+        Format::Markdown => {
+            let mut out = markdown(meta, rows);
+            inbound.markdown(&mut out);
+            Ok(out.into_bytes())
+        }
+        Format::Dot => {
+            let mut out = dot(rows);
+            if let Some(end) = out.rfind('}') {
+                out.truncate(end);
+                inbound.dot(&mut out);
+                out.push_str("}\n");
+            }
+            Ok(out.into_bytes())
+        }
+        Format::Html => {
+            let mut out = html(meta, rows);
+            if let Some(end) = out.rfind("</body>") {
+                let tail = out.split_off(end);
+                inbound.html(&mut out);
+                out.push_str(&tail);
+            }
+            Ok(out.into_bytes())
+        }
     }
 }
 
-fn csv(rows: &[EdgeRow]) -> Result<Vec<u8>, String> {
+fn csv(rows: &[EdgeRow], inbound: &InboundExport) -> Result<Vec<u8>, String> {
     let mut w = ::csv::Writer::from_writer(Vec::new());
     w.write_record(CSV_COLUMNS).map_err(|e| e.to_string())?;
     for r in rows {
+        let seen_by = inbound.seen_by(r);
+        let address = inbound
+            .rows
+            .iter()
+            .filter(|i| {
+                i.service.as_deref() == Some(r.service.as_str())
+                    && i.environment.as_deref() == Some(r.environment.as_str())
+                    && i.host == r.host
+            })
+            .flat_map(|i| i.addresses.iter().cloned())
+            .collect::<std::collections::BTreeSet<String>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+            .join(" ");
         w.write_record([
             cell(&r.service).as_ref(),
             &cell(&r.environment),
@@ -143,6 +194,28 @@ fn csv(rows: &[EdgeRow]) -> Result<Vec<u8>, String> {
             &r.counts.bytes_received.to_string(),
             &r.counts.first_seen.to_string(),
             &r.counts.last_seen.to_string(),
+            seen_by.as_str(),
+            &address,
+        ])
+        .map_err(|e| e.to_string())?;
+    }
+    // Issue 14: calls only the callee saw (attributed or not).
+    for r in inbound.callee_only() {
+        w.write_record([
+            cell(r.service.as_deref().unwrap_or("")).as_ref(),
+            &cell(r.environment.as_deref().unwrap_or("")),
+            &cell(&r.host),
+            &r.port.to_string(),
+            r.scheme.as_str(),
+            &r.counts.requests.to_string(),
+            &r.counts.connections.to_string(),
+            &r.counts.errors.to_string(),
+            &r.counts.bytes_sent.to_string(),
+            &r.counts.bytes_received.to_string(),
+            &r.counts.first_seen.to_string(),
+            &r.counts.last_seen.to_string(),
+            r.seen_by.as_str(),
+            &r.addresses.join(" "),
         ])
         .map_err(|e| e.to_string())?;
     }
@@ -160,7 +233,7 @@ fn cell(s: &str) -> std::borrow::Cow<'_, str> {
 
 /// Markdown text: characters Markdown would read as markup escaped, line breaks turned
 /// into spaces (a value must not start a heading or break a table row).
-fn md(s: &str) -> String {
+pub(crate) fn md(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -220,7 +293,7 @@ fn markdown(meta: &Meta, rows: &[EdgeRow]) -> String {
 }
 
 /// A DOT double-quoted string.
-fn dq(s: &str) -> String {
+pub(crate) fn dq(s: &str) -> String {
     format!(
         "\"{}\"",
         s.replace('\\', "\\\\")

@@ -77,6 +77,12 @@ pub fn bucket_first_seen(e: &Edge, r: &Report) -> Timestamp {
         .min(e.counts.last_seen)
 }
 
+/// The first call of a delta's `counts` that can fall in its bucket (inbound edges, issue
+/// 14): as [`bucket_first_seen`], never before the batch's period.
+pub fn first_in_period(c: &whouses_wire::Counts, r: &Report) -> Timestamp {
+    c.first_seen.max(r.period_start).min(c.last_seen)
+}
+
 /// Two row lists of the same filter, summed per edge (sorted by host, port, scheme,
 /// service, environment). Counts saturate.
 pub fn sum_rows(a: Vec<EdgeRow>, b: Vec<EdgeRow>) -> Vec<EdgeRow> {

@@ -21,13 +21,18 @@
 //! * `lookups`, `bypass` — what sidecars observe beside edges: names looked up through
 //!   their DNS forwarder (with the latest answer's addresses), and connections seen going
 //!   around the proxy; totals with first/last seen per key.
+//! * `inbound` — calls *to* a service seen by its inbound sidecars (the callee side), per
+//!   name dialed and caller address, in hourly buckets; `addresses` — the address book:
+//!   merged intervals during which an instance held an address (from its batches' trusted
+//!   periods), kept as history because addresses are reused. `instances.side` and
+//!   `instances.inbound_hosts` say which instances stand in front of which names.
 //!
 //! Every counter saturates at [`whouses_wire::MAX_COUNT`] instead of overflowing.
 
 use std::sync::Arc;
 
 use whouses_wire::api::{BypassRow, EdgeRow, InstanceRow, LookupRow};
-use whouses_wire::{Report, Timestamp};
+use whouses_wire::{Counts, Report, Scheme, Side, Timestamp};
 
 use crate::targets::HostPattern;
 
@@ -119,6 +124,56 @@ pub enum StoreError {
     Full(String),
 }
 
+// Issue 14: the callee's view and the address book.
+
+/// Which inbound calls a query wants.
+#[derive(Debug, Clone, Default)]
+pub struct InboundFilter {
+    /// Names the callers dialed (any of); `None` = all.
+    pub hosts: Option<Vec<HostPattern>>,
+    /// Only hour buckets with a call at or after this time; such a bucket counts whole
+    /// (the answer errs towards "still used").
+    pub since: Option<Timestamp>,
+}
+
+/// Calls a service received under one name from one caller address within one hour
+/// bucket, as its inbound sidecars counted them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundRow {
+    /// The callee: the service the inbound sidecar stands in front of.
+    pub service: String,
+    pub environment: String,
+    /// The name the caller dialed.
+    pub host: String,
+    pub port: u16,
+    pub scheme: Scheme,
+    /// The caller's address, or `(other)`.
+    pub address: String,
+    /// The bucket's counts; its calls were made within `first_seen..=last_seen`.
+    pub counts: Counts,
+}
+
+/// An instance held an address during an interval (its address book entry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressClaim {
+    pub address: String,
+    pub instance: String,
+    pub service: String,
+    pub environment: String,
+    pub side: Side,
+    pub flush_interval_ms: u64,
+    pub interval: Interval,
+}
+
+/// A callee-side (inbound) instance and the names it declared (`--inbound-host`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CalleeInstance {
+    pub instance: String,
+    pub service: String,
+    pub environment: String,
+    pub inbound_hosts: Vec<String>,
+}
+
 /// The storage interface. Implementations are cheap to share (`Arc<dyn Store>`).
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -156,6 +211,17 @@ pub trait Store: Send + Sync + 'static {
     /// Fold hourly buckets of the UTC days that ended before `before` into daily buckets;
     /// returns hourly rows folded.
     async fn rollup(&self, before: Timestamp) -> Result<u64, StoreError>;
+
+    /// Inbound calls matching the filter, one row per hour bucket, sorted by host, port,
+    /// scheme, service, environment, address and hour.
+    async fn inbound(&self, f: &InboundFilter) -> Result<Vec<InboundRow>, StoreError>;
+
+    /// Every interval any instance held one of these addresses, sorted by address,
+    /// start, instance.
+    async fn address_claims(&self, addresses: &[String]) -> Result<Vec<AddressClaim>, StoreError>;
+
+    /// Every callee-side (inbound) instance, sorted by service, environment, instance.
+    async fn callee_instances(&self) -> Result<Vec<CalleeInstance>, StoreError>;
 
     /// Whether the database answers and can take writes, for `/readyz`.
     async fn ready(&self) -> Result<(), StoreError>;

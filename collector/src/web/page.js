@@ -77,17 +77,43 @@ async function search(ev) {
     v.hidden = false;
     v.className = "verdict " + check.verdict;
     v.textContent = check.verdict.toUpperCase() + " — " + check.reason;
-    if (callers.callers.length === 0) {
+    const unattributed = callers.unattributed || [];
+    if (callers.callers.length === 0 && unattributed.length === 0) {
       const p = document.createElement("p");
       p.textContent = "No recorded callers of " + host + ".";
       fill("callers", p);
     } else {
+      // Both sides of a call (issue 14): seen by the caller's sidecar, the callee's, or
+      // both; addresses no sidecar holds are callers still to find.
+      const rows = callers.callers.map((c) => [c.service, c.environment, c.requests, c.errors,
+        relative(c.first_seen), relative(c.last_seen), c.hosts.join(" "), c.seen_by || "caller",
+        (c.addresses || []).join(" "),
+        c.around_sidecar ? { text: "around its sidecar", cls: "silent" } : ""]);
+      for (const u of unattributed) {
+        rows.push([{ text: "(unattributed)", cls: "silent" }, "", u.requests, u.errors,
+          relative(u.first_seen), relative(u.last_seen), u.hosts.join(" "), "callee", u.address,
+          (u.candidates || []).length ? "held by several: " + u.candidates.join(", ") : "no sidecar held this address"]);
+      }
       fill("callers", table(
-        ["service", "environment", "requests", "errors", "first seen", "last seen", "hosts"],
-        callers.callers.map((c) => [c.service, c.environment, c.requests, c.errors,
-          relative(c.first_seen), relative(c.last_seen), c.hosts.join(" ")]),
-        "callers-table"));
+        ["service", "environment", "requests", "errors", "first seen", "last seen", "hosts",
+          "seen by", "address", "note"],
+        rows, "callers-table"));
     }
+    const side = document.createElement("div");
+    for (const c of check.callee_side || []) {
+      const p = document.createElement("p");
+      p.textContent = "Callee side: " + c.service + " (" + c.environment + "), " + c.instances.length +
+        " inbound sidecar(s) — " + (c.reporting_through_window ? "reported throughout" : "did NOT report throughout") +
+        ", last report " + relative(c.last_report) + ".";
+      side.appendChild(p);
+    }
+    for (const d of check.disagreements || []) {
+      const p = document.createElement("p");
+      p.className = "silent";
+      p.textContent = "Disagreement: " + d.message + ".";
+      side.appendChild(p);
+    }
+    fill("callee-side", side);
   } catch (e) { showError(e); }
 }
 
@@ -128,12 +154,25 @@ async function drawGraph(ev) {
   } catch (e) { showError(e); }
 }
 
+async function loadCoverage() {
+  try {
+    const r = JSON.parse(await api("/v1/coverage"));
+    fill("coverage", table(["host", "callee", "calls", "attributed", "share", "callers", "unattributed addresses", "last seen"],
+      r.hosts.map((h) => [h.host, h.callee_services.join(" "), h.calls, h.attributed_calls,
+        Math.round(h.attributed_share * 100) + "%", h.callers.join(" "),
+        h.unattributed.map((u) => u.address + " (" + (u.requests + u.connections) + ")").join(" "),
+        relative(h.last_seen)]),
+      "coverage-table"));
+  } catch (e) { showError(e); }
+}
+
 function show(view) {
   for (const b of document.querySelectorAll("nav button")) b.classList.toggle("active", b.dataset.view === view);
-  for (const v of ["search", "hosts", "services", "graph"]) $("view-" + v).hidden = v !== view;
+  for (const v of ["search", "hosts", "services", "graph", "coverage"]) $("view-" + v).hidden = v !== view;
   showError(null);
   if (view === "hosts") loadHosts();
   if (view === "services") loadServices();
+  if (view === "coverage") loadCoverage();
   if (view === "graph") {
     if (!$("graph-host").value && $("host").value) $("graph-host").value = $("host").value;
     drawGraph();

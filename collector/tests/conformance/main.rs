@@ -11,6 +11,8 @@
 //!   and `check` verdicts built on them;
 //! * [`ingest`] — instance binding (409), saturating counters, the same batch from 8
 //!   tasks at once (two "replicas" on PostgreSQL), migrations applied once;
+//! * [`inbound`] — the callee's view (inbound calls per caller address and hour) and the
+//!   address book (claims merged per instance, kept as history), both backends;
 //! * [`tls`] — PostgreSQL over TLS by `sslmode` (when the test cluster speaks TLS).
 
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
@@ -18,6 +20,7 @@
 pub mod backend;
 mod common;
 mod coverage;
+mod inbound;
 mod ingest;
 mod model;
 mod rollup;

@@ -74,27 +74,50 @@ The admin port (stats, metrics) listens on loopback only; the kubelet probes por
 which serves only /healthz and /readyz. With collector.tls.enabled the sidecar trusts the
 collector's CA, mounted from the collector's TLS Secret (only its ca.crt), which lives in
 the release namespace: by hand, the app must run in that namespace (or copy the CA).
+
+With "upstreamPort" (or through "whouses.inboundSidecar"), the same template renders the
+inbound sidecar (issue 14) instead, in front of the app without iptables: it listens on
+0.0.0.0:15006 and relays every call to 127.0.0.1:<upstreamPort>, counting it per name
+dialed and caller address; point the Service's targetPort at 15006. "inboundHost" (the
+name callers use, e.g. the old load balancer's) keys connections that name nothing
+themselves (opaque TCP, TLS without SNI). Admin 127.0.0.1:15022, probes 15023, an
+instance of its own (the pod's name + "/inbound").
 */}}
 {{- define "whouses.sidecar" -}}
 {{- $root := .root -}}
 {{- if and $root.Subcharts (hasKey $root.Subcharts "whouses") -}}
 {{- $root = index $root.Subcharts "whouses" -}}
 {{- end -}}
-- name: whouses-sidecar
+{{- $in := .upstreamPort -}}
+{{- $probe := ternary 15023 15021 (not (empty $in)) -}}
+- name: {{ if $in }}whouses-inbound{{ else }}whouses-sidecar{{ end }}
   image: {{ include "whouses.image" $root }}
   imagePullPolicy: {{ $root.Values.image.pullPolicy }}
   command: ["/usr/local/bin/whouses-sidecar"]
   restartPolicy: Always
+  {{- if $in }}
+  args: ["--mode", "inbound", "--listen", "0.0.0.0:15006", "--upstream", "127.0.0.1:{{ int $in }}", "--admin-listen", "127.0.0.1:15022", "--probe-listen", "0.0.0.0:15023"{{ with .inboundHost }}, "--inbound-host", {{ . | quote }}{{ end }}]
+  {{- else }}
   args: ["--listen", "127.0.0.1:15001", "--admin-listen", "127.0.0.1:15020", "--probe-listen", "0.0.0.0:15021"]
+  {{- end }}
   env:
     - name: WHOUSES_SERVICE
       value: {{ .service | quote }}
     - name: WHOUSES_ENVIRONMENT
       value: {{ .environment | default "default" | quote }}
+    {{- if $in }}
+    - name: POD_NAME
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.name
+    - name: WHOUSES_INSTANCE
+      value: "$(POD_NAME)/inbound"
+    {{- else }}
     - name: WHOUSES_INSTANCE
       valueFrom:
         fieldRef:
           fieldPath: metadata.name
+    {{- end }}
     - name: WHOUSES_COLLECTOR_URL
       value: {{ include "whouses.collectorUrl" $root | quote }}
     - name: WHOUSES_FLUSH_INTERVAL
@@ -116,16 +139,20 @@ the release namespace: by hand, the app must run in that namespace (or copy the 
       readOnly: true
   {{- end }}
   ports:
-    - name: whouses-probe
-      containerPort: 15021
+    - name: {{ if $in }}whouses-inprobe{{ else }}whouses-probe{{ end }}
+      containerPort: {{ $probe }}
+    {{- if $in }}
+    - name: whouses-inbound
+      containerPort: 15006
+    {{- end }}
   startupProbe:
-    httpGet: {path: /healthz, port: 15021}
+    httpGet: {path: /healthz, port: {{ $probe }}}
     periodSeconds: 1
     failureThreshold: 30
   readinessProbe:
-    httpGet: {path: /readyz, port: 15021}
+    httpGet: {path: /readyz, port: {{ $probe }}}
   livenessProbe:
-    httpGet: {path: /healthz, port: 15021}
+    httpGet: {path: /healthz, port: {{ $probe }}}
   resources:
     requests:
       cpu: {{ $root.Values.sidecar.cpuRequest }}
@@ -138,6 +165,18 @@ the release namespace: by hand, the app must run in that namespace (or copy the 
     {{- toYaml $root.Values.securityContext | nindent 4 }}
 {{- end -}}
 
+
+{{/* The inbound sidecar by hand (issue 14): "whouses.sidecar" with "upstreamPort"
+required — the first step of a decommission, put whouses in front of what you retire:
+  initContainers:
+    {{- include "whouses.inboundSidecar" (dict "root" $ "service" "reference" "environment" "prod" "upstreamPort" 8080 "inboundHost" "tis-reference.internal") | nindent 4 }}
+*/}}
+{{- define "whouses.inboundSidecar" -}}
+{{- if not .upstreamPort -}}
+{{- fail "whouses.inboundSidecar needs upstreamPort: the port the app listens on (then point the Service's targetPort at 15006)" -}}
+{{- end -}}
+{{- include "whouses.sidecar" . -}}
+{{- end -}}
 
 {{/* The volumes the by-hand sidecar needs: nothing unless collector.tls.enabled (list
 it after the pod's own volumes, or alone under `volumes:`). */}}

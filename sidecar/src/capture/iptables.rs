@@ -1,8 +1,11 @@
 //! `whouses-sidecar iptables install|uninstall|show`: the redirect of the app's outbound
-//! TCP to the sidecar and of its DNS to the forwarder, in the current network namespace's
-//! `nat` table, in chains of our own — as Istio's and Linkerd's init containers do it, by
-//! calling the `iptables` binary (`iptables-nft` or `iptables-legacy`, whichever the
-//! namespace already uses; `ip6tables` likewise for IPv6).
+//! TCP to the sidecar and of its DNS to the forwarder (`--proxy-uid`: transparent
+//! capture), and of the TCP connections *arriving* at the service's ports to an inbound
+//! sidecar (`--inbound-ports`: inbound mode, issue 14), either or both, in the current
+//! network namespace's `nat` table, in chains of our own — as Istio's and Linkerd's init
+//! containers do it, by calling the `iptables` binary (`iptables-nft` or
+//! `iptables-legacy`, whichever the namespace already uses; `ip6tables` likewise for
+//! IPv6).
 //!
 //! ```text
 //! nat OUTPUT:      -p tcp -j WHOUSES_OUTPUT
@@ -11,12 +14,17 @@
 //!                  the namespace's own addresses) → RETURN; --exclude-ports,
 //!                  --exclude-cidrs → RETURN; (--include-cidrs or all) → REDIRECT --proxy-port
 //! WHOUSES_DNS:     sidecar's uid/gid → RETURN; udp, tcp → REDIRECT --dns-port
+//! nat PREROUTING:  -p tcp -j WHOUSES_INBOUND
+//! WHOUSES_INBOUND: tcp to each --inbound-ports port → REDIRECT --inbound-proxy-port
 //! ```
 //!
 //! `install` is idempotent (twice = once; run again with other flags, it replaces our
-//! rules); `uninstall` removes exactly what `install` added. The sidecar's own connections
-//! (its uid) are never redirected, so it cannot loop, and the DNS forwarder's queries
-//! upstream go out as themselves.
+//! rules, and removes the part it no longer names); `uninstall` removes exactly what
+//! `install` added. The sidecar's own connections (its uid) are never redirected, so it
+//! cannot loop, and the DNS forwarder's queries upstream go out as themselves. Only
+//! connections entering the namespace pass `PREROUTING`: the inbound sidecar's own
+//! connection to the service, and calls the pod makes to itself, are not redirected
+//! again.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -27,6 +35,9 @@ use ipnet::IpNet;
 
 pub const OUTPUT_CHAIN: &str = "WHOUSES_OUTPUT";
 pub const DNS_CHAIN: &str = "WHOUSES_DNS";
+pub const INBOUND_CHAIN: &str = "WHOUSES_INBOUND";
+/// Every chain of ours, in the order they are emptied (none refers to a later one).
+const CHAINS: [&str; 3] = [OUTPUT_CHAIN, DNS_CHAIN, INBOUND_CHAIN];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Action {
@@ -38,17 +49,36 @@ pub enum Action {
     Show,
 }
 
-/// Redirect the app's outbound TCP (and DNS) in this network namespace to the sidecar.
-/// Needs CAP_NET_ADMIN (root, or an init container with NET_ADMIN and NET_RAW).
+/// Redirect the app's outbound TCP (and DNS) in this network namespace to the sidecar
+/// (`--proxy-uid`), and/or the connections arriving at the service's ports to an inbound
+/// sidecar (`--inbound-ports`). Needs CAP_NET_ADMIN (root, or an init container with
+/// NET_ADMIN and NET_RAW).
 #[derive(Debug, Clone, Parser)]
 #[command(name = "whouses-sidecar iptables")]
 pub struct Args {
     pub action: Action,
 
-    /// The uid the sidecar runs as: its own connections are never redirected. Required by
-    /// install.
+    /// The uid the sidecar runs as: its own connections are never redirected. Installs
+    /// the outbound capture (install needs it, --inbound-ports, or both).
     #[arg(long, env = "WHOUSES_PROXY_UID")]
     pub proxy_uid: Option<u32>,
+
+    /// The service's ports whose arriving TCP connections go to the inbound sidecar
+    /// (`--mode inbound`, no `--upstream`: each is relayed to its original destination),
+    /// comma-separated. Installs the inbound capture.
+    #[arg(
+        long,
+        alias = "inbound-port",
+        env = "WHOUSES_INBOUND_PORTS",
+        value_delimiter = ','
+    )]
+    pub inbound_ports: Vec<u16>,
+
+    /// The inbound sidecar's --listen port (it listens on the pod's addresses, e.g.
+    /// 0.0.0.0:15006: REDIRECT in PREROUTING delivers to the arriving interface's
+    /// address).
+    #[arg(long, env = "WHOUSES_INBOUND_PROXY_PORT", default_value_t = 15006)]
+    pub inbound_proxy_port: u16,
 
     /// The gid the sidecar runs as (also never redirected).
     #[arg(long, env = "WHOUSES_PROXY_GID")]
@@ -146,11 +176,63 @@ pub enum Error {
     Usage(String),
 }
 
-/// The rules of one family, in order: (chain, rule arguments).
+/// What install needs named: one capture or both.
+const NOTHING_TO_INSTALL: &str = "install needs --proxy-uid (the uid the sidecar runs as: \
+     the outbound capture) or --inbound-ports (the service's ports: the inbound capture), \
+     or both";
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+/// The rules of one family, in order: (chain, rule arguments), the outbound capture's
+/// with `--proxy-uid`, the inbound capture's with `--inbound-ports`.
 pub fn plan(args: &Args, family: Family) -> Result<Plan, Error> {
-    let uid = args.proxy_uid.ok_or_else(|| {
-        Error::Usage("install needs --proxy-uid (the uid the sidecar runs as)".into())
-    })?;
+    let mut plan = Plan {
+        chains: Vec::new(),
+        jumps: Vec::new(),
+    };
+    if let Some(uid) = args.proxy_uid {
+        outbound(args, uid, family, &mut plan);
+    }
+    if !args.inbound_ports.is_empty() {
+        inbound(args, &mut plan);
+    }
+    if plan.chains.is_empty() {
+        return Err(Error::Usage(NOTHING_TO_INSTALL.into()));
+    }
+    Ok(plan)
+}
+
+/// Inbound mode's redirect: connections arriving at the service's ports go to the
+/// inbound sidecar.
+fn inbound(args: &Args, plan: &mut Plan) {
+    let mut ports = args.inbound_ports.clone();
+    ports.sort_unstable();
+    ports.dedup();
+    let to_port = args.inbound_proxy_port.to_string();
+    let rules = ports
+        .iter()
+        .map(|p| {
+            strings(&[
+                "-p",
+                "tcp",
+                "--dport",
+                &p.to_string(),
+                "-j",
+                "REDIRECT",
+                "--to-ports",
+                &to_port,
+            ])
+        })
+        .collect();
+    plan.chains.push((INBOUND_CHAIN, rules));
+    plan.jumps
+        .push(("PREROUTING", strings(&["-p", "tcp", "-j", INBOUND_CHAIN])));
+}
+
+/// The outbound capture: the app's TCP and DNS, except the sidecar's own.
+fn outbound(args: &Args, uid: u32, family: Family, plan: &mut Plan) {
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
     let mut owner = vec![s(&[
         "-m",
@@ -217,17 +299,20 @@ pub fn plan(args: &Args, family: Family) -> Result<Plan, Error> {
             ]));
         }
     }
-    let mut chains = vec![(OUTPUT_CHAIN, output)];
-    let mut jumps = vec![s(&["-p", "tcp", "-j", OUTPUT_CHAIN])];
+    plan.chains.push((OUTPUT_CHAIN, output));
+    plan.jumps
+        .push(("OUTPUT", s(&["-p", "tcp", "-j", OUTPUT_CHAIN])));
     if args.capture_dns {
         let dns_port = args.dns_port.to_string();
         let mut dns = owner;
         dns.push(s(&["-p", "udp", "-j", "REDIRECT", "--to-ports", &dns_port]));
         dns.push(s(&["-p", "tcp", "-j", "REDIRECT", "--to-ports", &dns_port]));
-        chains.push((DNS_CHAIN, dns));
-        jumps.push(s(&["-p", "udp", "--dport", "53", "-j", DNS_CHAIN]));
+        plan.chains.push((DNS_CHAIN, dns));
+        plan.jumps.push((
+            "OUTPUT",
+            s(&["-p", "udp", "--dport", "53", "-j", DNS_CHAIN]),
+        ));
     }
-    Ok(Plan { chains, jumps })
 }
 
 /// What `install` puts in place for one family.
@@ -235,17 +320,20 @@ pub fn plan(args: &Args, family: Family) -> Result<Plan, Error> {
 pub struct Plan {
     /// Our chains and their rules, in order.
     pub chains: Vec<(&'static str, Vec<Vec<String>>)>,
-    /// Rules in `nat OUTPUT` that jump to them.
-    pub jumps: Vec<Vec<String>>,
+    /// Rules in built-in chains (`nat OUTPUT`, `nat PREROUTING`) that jump to them:
+    /// (built-in chain, rule).
+    pub jumps: Vec<(&'static str, Vec<String>)>,
 }
 
 /// The jumps `install` may have added (with DNS capture on), for `uninstall`.
-fn every_jump() -> Vec<Vec<String>> {
+fn every_jump() -> Vec<(&'static str, Vec<String>)> {
     vec![
-        ["-p", "tcp", "-j", OUTPUT_CHAIN].map(String::from).to_vec(),
-        ["-p", "udp", "--dport", "53", "-j", DNS_CHAIN]
-            .map(String::from)
-            .to_vec(),
+        ("OUTPUT", strings(&["-p", "tcp", "-j", OUTPUT_CHAIN])),
+        (
+            "OUTPUT",
+            strings(&["-p", "udp", "--dport", "53", "-j", DNS_CHAIN]),
+        ),
+        ("PREROUTING", strings(&["-p", "tcp", "-j", INBOUND_CHAIN])),
     ]
 }
 
@@ -322,7 +410,7 @@ impl Tool {
         let out = self.must(&Self::nat(&["-S"]))?;
         Ok(out
             .lines()
-            .filter(|l| l.contains(OUTPUT_CHAIN) || l.contains(DNS_CHAIN))
+            .filter(|l| CHAINS.iter().any(|c| l.contains(c)))
             .map(str::to_string)
             .collect())
     }
@@ -343,25 +431,26 @@ impl Tool {
                 self.must(&a)?;
             }
         }
-        // A chain of an earlier install that this one does not use (DNS capture off).
+        // A chain of an earlier install that this one does not use (DNS capture off, the
+        // outbound or the inbound capture no longer named).
         let used: Vec<&str> = plan.chains.iter().map(|(c, _)| *c).collect();
-        for jump in every_jump() {
+        for (builtin, jump) in every_jump() {
             let target = jump.last().map(String::as_str).unwrap_or("");
             if !used.contains(&target) {
-                self.delete_jump(&jump)?;
+                self.delete_jump(builtin, &jump)?;
             }
         }
-        for chain in [OUTPUT_CHAIN, DNS_CHAIN] {
+        for chain in CHAINS {
             if !used.contains(&chain) && self.chain_exists(chain)? {
                 self.must(&Self::nat(&["-F", chain]))?;
                 self.must(&Self::nat(&["-X", chain]))?;
             }
         }
-        for jump in &plan.jumps {
-            let mut check = Self::nat(&["-C", "OUTPUT"]);
+        for (builtin, jump) in &plan.jumps {
+            let mut check = Self::nat(&["-C", builtin]);
             check.extend(jump.iter().cloned());
             if !self.run(&check)?.0 {
-                let mut add = Self::nat(&["-A", "OUTPUT"]);
+                let mut add = Self::nat(&["-A", builtin]);
                 add.extend(jump.iter().cloned());
                 self.must(&add)?;
             }
@@ -369,10 +458,10 @@ impl Tool {
         Ok(())
     }
 
-    fn delete_jump(&self, jump: &[String]) -> Result<(), Error> {
+    fn delete_jump(&self, builtin: &str, jump: &[String]) -> Result<(), Error> {
         // Every copy (an older install may have added one twice); bounded.
         for _ in 0..64 {
-            let mut del = Self::nat(&["-D", "OUTPUT"]);
+            let mut del = Self::nat(&["-D", builtin]);
             del.extend(jump.iter().cloned());
             if !self.run(&del)?.0 {
                 break;
@@ -382,10 +471,10 @@ impl Tool {
     }
 
     pub fn uninstall(&self) -> Result<(), Error> {
-        for jump in every_jump() {
-            self.delete_jump(&jump)?;
+        for (builtin, jump) in every_jump() {
+            self.delete_jump(builtin, &jump)?;
         }
-        let present: Vec<&str> = [OUTPUT_CHAIN, DNS_CHAIN]
+        let present: Vec<&str> = CHAINS
             .into_iter()
             .filter(|c| self.chain_exists(c).unwrap_or(false))
             .collect();
@@ -519,8 +608,8 @@ fn tools(args: &Args) -> Result<Vec<(Family, Tool)>, Error> {
 fn validate(args: &Args) -> Result<(), Error> {
     let mut errors = Vec::new();
     if args.action == Action::Install {
-        if args.proxy_uid.is_none() {
-            errors.push("install needs --proxy-uid (the uid the sidecar runs as)".to_string());
+        if args.proxy_uid.is_none() && args.inbound_ports.is_empty() {
+            errors.push(NOTHING_TO_INSTALL.to_string());
         }
         if args.proxy_uid == Some(0) {
             errors.push(
@@ -531,6 +620,18 @@ fn validate(args: &Args) -> Result<(), Error> {
         }
         if args.proxy_port == 0 || (args.capture_dns && args.dns_port == 0) {
             errors.push("--proxy-port and --dns-port must not be 0".to_string());
+        }
+        if !args.inbound_ports.is_empty() {
+            if args.inbound_ports.contains(&0) || args.inbound_proxy_port == 0 {
+                errors.push("--inbound-ports and --inbound-proxy-port must not be 0".to_string());
+            }
+            if args.inbound_ports.contains(&args.inbound_proxy_port) {
+                errors.push(format!(
+                    "--inbound-proxy-port {} is one of the --inbound-ports: connections to \
+                     the inbound sidecar would be redirected to itself",
+                    args.inbound_proxy_port
+                ));
+            }
         }
     }
     if errors.is_empty() {
@@ -549,9 +650,23 @@ pub fn run(args: &Args) -> Result<String, Error> {
         match args.action {
             Action::Install => {
                 tool.install(&plan(args, family)?)?;
+                let mut what = Vec::new();
+                if args.proxy_uid.is_some() {
+                    what.push(format!("outbound to port {}", args.proxy_port));
+                }
+                if !args.inbound_ports.is_empty() {
+                    let ports: Vec<String> =
+                        args.inbound_ports.iter().map(u16::to_string).collect();
+                    what.push(format!(
+                        "inbound ports {} to port {}",
+                        ports.join(","),
+                        args.inbound_proxy_port
+                    ));
+                }
                 out.push_str(&format!(
-                    "Installed the {} redirect with {name}.\n",
-                    family.name()
+                    "Installed the {} redirect ({}) with {name}.\n",
+                    family.name(),
+                    what.join("; ")
                 ));
             }
             Action::Uninstall => {
@@ -620,7 +735,7 @@ mod tests {
         let mut v: Vec<String> = p
             .jumps
             .iter()
-            .map(|j| format!("-A OUTPUT {}", j.join(" ")))
+            .map(|(b, j)| format!("-A {b} {}", j.join(" ")))
             .collect();
         for (c, rules) in &p.chains {
             v.extend(rules.iter().map(|r| format!("-A {c} {}", r.join(" "))));
@@ -674,6 +789,52 @@ mod tests {
         assert!(v6.contains(&"-A WHOUSES_OUTPUT -d fd00::/8 -j RETURN".into()));
         // No IPv6 network included: nothing of IPv6 is redirected.
         assert!(!v6.iter().any(|l| l.contains("REDIRECT")));
+    }
+
+    #[test]
+    fn the_inbound_capture_redirects_arriving_connections_through_its_own_chain() {
+        let inbound_only = Args::try_parse_from([
+            "iptables",
+            "install",
+            "--inbound-ports",
+            "8443,8080",
+            "--inbound-port",
+            "8080",
+        ])
+        .unwrap();
+        assert!(validate(&inbound_only).is_ok());
+        assert_eq!(
+            lines(&plan(&inbound_only, Family::V4).unwrap()),
+            [
+                "-A PREROUTING -p tcp -j WHOUSES_INBOUND",
+                "-A WHOUSES_INBOUND -p tcp --dport 8080 -j REDIRECT --to-ports 15006",
+                "-A WHOUSES_INBOUND -p tcp --dport 8443 -j REDIRECT --to-ports 15006",
+            ]
+        );
+        // Both captures in one pod: each its own chains and jumps.
+        let both = args(&[
+            "--inbound-ports",
+            "8080",
+            "--inbound-proxy-port",
+            "15007",
+            "--capture-dns",
+            "false",
+        ]);
+        let v6 = lines(&plan(&both, Family::V6).unwrap());
+        assert!(v6.contains(&"-A OUTPUT -p tcp -j WHOUSES_OUTPUT".into()));
+        assert!(v6.contains(&"-A PREROUTING -p tcp -j WHOUSES_INBOUND".into()));
+        assert!(v6.contains(
+            &"-A WHOUSES_INBOUND -p tcp --dport 8080 -j REDIRECT --to-ports 15007".into()
+        ));
+        // A loop, a zero port: refused.
+        let looped =
+            Args::try_parse_from(["iptables", "install", "--inbound-ports", "15006"]).unwrap();
+        assert!(validate(&looped)
+            .unwrap_err()
+            .to_string()
+            .contains("redirected to itself"));
+        let zero = Args::try_parse_from(["iptables", "install", "--inbound-ports", "0"]).unwrap();
+        assert!(validate(&zero).is_err());
     }
 
     #[test]

@@ -59,8 +59,9 @@ impl Capture {
     }
 
     /// Read the first bytes until the protocol is decided, the time or bytes run out, or
-    /// the app closes its sending side.
-    async fn detect(
+    /// the app closes its sending side (inbound mode detects its callers' protocol so
+    /// too).
+    pub(crate) async fn detect(
         &self,
         stream: &mut TcpStream,
         dst: SocketAddr,

@@ -39,8 +39,37 @@ pub enum ConnectError {
 pub struct Dialer {
     overrides: Arc<HashMap<(String, u16), SocketAddr>>,
     timeout: Duration,
+    /// Source addresses upstream connections leave from (`--advertise-address`, issue 14):
+    /// on a shared host, what lets a callee's inbound sidecar tell this service apart.
+    source: Source,
     /// The bypass detector, told of every connection dialed (never bypass).
     own: Option<Arc<crate::bypass::Bypass>>,
+}
+
+/// The local address to bind per family before connecting (none: the kernel chooses).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Source {
+    pub v4: Option<std::net::Ipv4Addr>,
+    pub v6: Option<std::net::Ipv6Addr>,
+}
+
+impl Source {
+    /// Connect to `addr`, from the source address of its family when there is one.
+    async fn connect(self, addr: SocketAddr) -> io::Result<TcpStream> {
+        let (socket, from) = match (addr, self.v4, self.v6) {
+            (SocketAddr::V4(_), Some(ip), _) => (
+                tokio::net::TcpSocket::new_v4()?,
+                SocketAddr::new(ip.into(), 0),
+            ),
+            (SocketAddr::V6(_), _, Some(ip)) => (
+                tokio::net::TcpSocket::new_v6()?,
+                SocketAddr::new(ip.into(), 0),
+            ),
+            _ => return TcpStream::connect(addr).await,
+        };
+        socket.bind(from)?;
+        socket.connect(addr).await
+    }
 }
 
 impl Dialer {
@@ -52,6 +81,7 @@ impl Dialer {
         Dialer {
             overrides: Arc::new(overrides),
             timeout,
+            source: Source::default(),
             own: None,
         }
     }
@@ -69,6 +99,12 @@ impl Dialer {
         }
     }
 
+    /// Leave from these source addresses (per family).
+    pub fn with_source(mut self, source: Source) -> Dialer {
+        self.source = source;
+        self
+    }
+
     /// Open a TCP connection to `addr`, never re-resolved; `host:port` names it in errors.
     pub async fn dial_addr(
         &self,
@@ -77,7 +113,9 @@ impl Dialer {
         addr: SocketAddr,
     ) -> Result<TcpStream, ConnectError> {
         let attempt = async {
-            let s = TcpStream::connect(addr)
+            let s = self
+                .source
+                .connect(addr)
                 .await
                 .map_err(|source| ConnectError::Connect {
                     host: host.to_string(),
@@ -114,7 +152,7 @@ impl Dialer {
             };
             let mut last = None;
             for addr in addrs {
-                match TcpStream::connect(addr).await {
+                match self.source.connect(addr).await {
                     Ok(s) => {
                         self.connected(&s);
                         return Ok(s);

@@ -40,6 +40,9 @@ use crate::counters::{Counters, EdgeStats};
 
 /// Response heads from upstreams may be this large.
 const MAX_RESPONSE_HEAD: usize = 1024 * 1024;
+/// Inbound mode: the keys one connection remembers having counted itself on (a caller
+/// that names more hosts on one connection counts a connection per request beyond it).
+const MAX_COUNTED_KEYS: usize = 8;
 
 /// What every app connection shares.
 pub struct Relay {
@@ -54,6 +57,9 @@ pub struct Relay {
     /// Transparent capture: redirected connections (`crate::capture`); `None` serves
     /// explicit proxy requests only.
     pub capture: Option<Arc<crate::capture::Capture>>,
+    /// Inbound mode (issue 14): calls are counted per caller address there, and a
+    /// connection counts once per key as the caller's (not per upstream connection).
+    pub inbound: Option<Arc<crate::inbound::Inbound>>,
 }
 
 /// Relay one app connection until it closes, fails, or the sidecar drains (`stop`): an
@@ -85,6 +91,7 @@ pub async fn serve_conn(
         edge: None,
         linger: false,
         peer,
+        counted: Vec::new(),
     };
     while let Next::KeepAlive = session.exchange(&mut stop).await {}
     session.close().await;
@@ -166,6 +173,8 @@ struct Session<'r> {
     /// so the answer is not lost to a reset.
     linger: bool,
     peer: SocketAddr,
+    /// Inbound mode: the keys this caller connection was counted on as a connection.
+    counted: Vec<Target>,
 }
 
 impl Session<'_> {
@@ -275,10 +284,27 @@ impl Session<'_> {
                 return stats.clone();
             }
         }
-        let stats = self
-            .relay
-            .counters
-            .edge(&target.host, target.port, target.scheme);
+        let stats = match &self.relay.inbound {
+            None => self
+                .relay
+                .counters
+                .edge(&target.host, target.port, target.scheme),
+            // Inbound: per caller address, and the caller's connection counts once per
+            // key it called (as the caller's own sidecar counts its connection to us).
+            Some(inbound) => {
+                let stats =
+                    inbound
+                        .peers
+                        .edge(&target.host, target.port, target.scheme, self.peer.ip());
+                if !self.counted.contains(target) {
+                    stats.record_connection(now_ms());
+                    if self.counted.len() < MAX_COUNTED_KEYS {
+                        self.counted.push(target.clone());
+                    }
+                }
+                stats
+            }
+        };
         self.edge = Some((target.clone(), stats.clone()));
         stats
     }
@@ -357,7 +383,9 @@ impl Session<'_> {
             ));
         }
         let stream = self.dial(route).await?;
-        stats.record_connection(now_ms());
+        if self.relay.inbound.is_none() {
+            stats.record_connection(now_ms());
+        }
         Ok((
             Upstream {
                 conn: Conn::new(stream),

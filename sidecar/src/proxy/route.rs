@@ -9,7 +9,10 @@
 //! * [`super::transparent::Transparent`] (redirected connections, `crate::capture`): key =
 //!   the `Host` name with the original destination's port, dial = [`Dial::Addr`] of the
 //!   original destination, `Host` kept.
-//! * Inbound (to come): key = the `Host` name, dial = [`Dial::Addr`] of `--upstream`.
+//! * [`InboundRouter`] (inbound mode, issue 14, `crate::inbound`): in front of the
+//!   service, one per caller connection; key = the `Host` name (its port, else the port
+//!   the caller connected to), dial = [`Dial::Addr`] of `--upstream` (or the original
+//!   destination of a redirected connection), `Host` kept.
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -152,6 +155,74 @@ fn absolute_form(uri: &str) -> Result<Route, ProxyError> {
     })
 }
 
+// Inbound mode (issue 14) -----------------------------------------------------------
+
+/// In front of a service (`--mode inbound`), one per caller connection: every request
+/// goes to the service, counted under the name the caller dialed.
+#[derive(Debug, Clone)]
+pub struct InboundRouter {
+    /// Where the service is: `--upstream`, else the connection's original destination.
+    pub upstream: SocketAddr,
+    /// The address the caller connected to (the original destination of a redirected
+    /// connection, else the listener's): its port keys a `Host` without one.
+    pub dialed: SocketAddr,
+    /// `--inbound-host` (the first): the key when a request names no usable host; else
+    /// the address the caller dialed.
+    pub fallback_host: Option<String>,
+}
+
+impl InboundRouter {
+    /// The key when the request names no host.
+    fn fallback(&self) -> HostPort {
+        HostPort {
+            host: self
+                .fallback_host
+                .clone()
+                .unwrap_or_else(|| self.dialed.ip().to_canonical().to_string()),
+            port: self.dialed.port(),
+        }
+    }
+}
+
+impl Router for InboundRouter {
+    fn route(&self, head: &RequestHead<'_>) -> Result<Route, ProxyError> {
+        if head.is_connect() {
+            return Err(ProxyError::BadRequest(
+                "this is whouses-sidecar in front of a service (inbound mode), not a proxy: \
+                 CONNECT is not served here"
+                    .into(),
+            ));
+        }
+        let dial = Dial::Addr(self.upstream);
+        if !head.target.starts_with('/') && head.target != "*" {
+            // Absolute form: its authority is the name (and replaces `Host`).
+            let mut route = absolute_form(head.target)?;
+            route.dial = dial;
+            return Ok(route);
+        }
+        // The port is the `Host`'s when it has one, else the one the caller connected to.
+        let hp = head
+            .header("host")
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .and_then(|v| HostPort::parse(v, Some(self.dialed.port())).ok())
+            .unwrap_or_else(|| self.fallback());
+        Ok(Route {
+            target: Target {
+                host: hp.host,
+                port: hp.port,
+                scheme: Scheme::Http,
+            },
+            dial,
+            action: Action::Forward {
+                path: 0..head.target.len(),
+                host: None,
+            },
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,5 +316,74 @@ mod tests {
             .to_string()
             .contains("ftp"));
         assert!(route("OPTIONS", "*").is_err());
+    }
+
+    fn inbound(raw: &str, router: &InboundRouter) -> Result<Route, ProxyError> {
+        let mut storage = crate::proxy::head::storage();
+        let head = parse_request(raw.as_bytes(), 8192, &mut storage)
+            .unwrap()
+            .unwrap();
+        router.route(&head)
+    }
+
+    #[test]
+    fn inbound_keys_on_the_host_the_caller_dialed() {
+        let dialed: SocketAddr = "10.0.0.1:8080".parse().unwrap();
+        let r = InboundRouter {
+            upstream: "127.0.0.1:9000".parse().unwrap(),
+            dialed,
+            fallback_host: None,
+        };
+        let route = inbound("GET /x HTTP/1.1\r\nHost: Old-LB.internal.\r\n\r\n", &r).unwrap();
+        assert_eq!(
+            (
+                route.target.host.as_str(),
+                route.target.port,
+                route.target.scheme
+            ),
+            ("old-lb.internal", 8080, Scheme::Http),
+            "no port in Host: the one the caller connected to"
+        );
+        assert_eq!(route.dial, Dial::Addr("127.0.0.1:9000".parse().unwrap()));
+        assert_eq!(
+            route.action,
+            Action::Forward {
+                path: 0..2,
+                host: None
+            }
+        );
+        let route = inbound("GET / HTTP/1.1\r\nHost: old-lb.internal:81\r\n\r\n", &r).unwrap();
+        assert_eq!(route.target.port, 81);
+        // No Host (HTTP/1.0), or one that is no name: the address the caller dialed.
+        let route = inbound("GET / HTTP/1.0\r\n\r\n", &r).unwrap();
+        assert_eq!(
+            (route.target.host.as_str(), route.target.port),
+            ("10.0.0.1", 8080)
+        );
+        let route = inbound("GET / HTTP/1.1\r\nHost: a b\r\n\r\n", &r).unwrap();
+        assert_eq!(route.target.host, "10.0.0.1");
+        // … or --inbound-host.
+        let named = InboundRouter {
+            upstream: dialed,
+            dialed,
+            fallback_host: Some("ref.internal".into()),
+        };
+        let route = inbound("GET / HTTP/1.0\r\n\r\n", &named).unwrap();
+        assert_eq!(route.target.host, "ref.internal");
+        // Without --upstream: the original destination.
+        assert_eq!(route.dial, Dial::Addr(dialed));
+        // Absolute form names the host itself.
+        let route = inbound("GET http://abs.internal/p HTTP/1.1\r\nHost: x\r\n\r\n", &r).unwrap();
+        assert_eq!(
+            (route.target.host.as_str(), route.target.port),
+            ("abs.internal", 80)
+        );
+        assert!(matches!(
+            route.action,
+            Action::Forward { host: Some(_), .. }
+        ));
+        // CONNECT is not served.
+        let e = inbound("CONNECT a:443 HTTP/1.1\r\n\r\n", &r).unwrap_err();
+        assert!(e.to_string().contains("inbound mode"), "{e}");
     }
 }

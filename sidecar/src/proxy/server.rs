@@ -2,7 +2,8 @@
 //! (a tunnel keeps its connection's slot), a 400 with a reason for a connection that does
 //! not start like HTTP (TLS sent to the plain port), one relay task per connection
 //! ([`super::relay`]) — or, for a connection iptables redirected here, transparent capture
-//! (`crate::capture`) — and the drain on shutdown.
+//! (`crate::capture`); in inbound mode every connection goes to `crate::inbound` — and the
+//! drain on shutdown.
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -114,30 +115,33 @@ pub async fn serve_all(
         let first_byte_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
             open.inc();
-            // Redirected by iptables: transparent capture (`crate::capture`).
-            let redirected = relay
-                .capture
-                .clone()
-                .and_then(|c| Some((c, crate::capture::redirect::original_destination(&stream)?)));
-            if let Some((capture, dst)) = redirected {
+            // Inbound mode (issue 14): every connection is a call to the service — HTTP,
+            // TLS and opaque TCP alike, redirected or not (`crate::inbound`).
+            // Otherwise a connection redirected by iptables: transparent capture
+            // (`crate::capture`).
+            let redirected = || {
+                relay.capture.clone().and_then(|c| {
+                    Some((c, crate::capture::redirect::original_destination(&stream)?))
+                })
+            };
+            if let Some(inbound) = relay.inbound.clone() {
+                crate::inbound::serve(relay, inbound, stream, peer, stop).await;
+            } else if let Some((capture, dst)) = redirected() {
                 crate::capture::serve(relay, capture, stream, peer, dst, stop).await;
-                open.dec();
-                drop(slot);
-                drop(guard);
-                return;
-            }
-            // A connection that does not start like an HTTP request gets a 400 with a
-            // reason, not hyper's bare one: most often an app whose proxy URL says
-            // https:// and which starts TLS with us.
-            match sniff(&stream, first_byte_timeout).await {
-                Sniff::Http => relay::serve(relay, stream, peer, stop).await,
-                Sniff::NotHttp(first) => {
-                    not_http.inc();
-                    let reason = not_http_reason(first);
-                    tracing::debug!(client = %peer, byte = first, "A client connection did not start with an HTTP request.");
-                    reply_and_close(stream, "400 Bad Request", &reason).await;
+            } else {
+                // A connection that does not start like an HTTP request gets a 400 with a
+                // reason, not hyper's bare one: most often an app whose proxy URL says
+                // https:// and which starts TLS with us.
+                match sniff(&stream, first_byte_timeout).await {
+                    Sniff::Http => relay::serve(relay, stream, peer, stop).await,
+                    Sniff::NotHttp(first) => {
+                        not_http.inc();
+                        let reason = not_http_reason(first);
+                        tracing::debug!(client = %peer, byte = first, "A client connection did not start with an HTTP request.");
+                        reply_and_close(stream, "400 Bad Request", &reason).await;
+                    }
+                    Sniff::Gone => {}
                 }
-                Sniff::Gone => {}
             }
             open.dec();
             drop(slot);

@@ -81,9 +81,10 @@ impl Size {
     }
 }
 
-/// Split a report into two halves, each with half of its edges, lookups and bypass
-/// observations, numbered `seqs`; everything else (instance, period) is kept, so together
-/// they say exactly what the original said.
+/// Split a report into two halves, each with half of its edges, lookups, bypass
+/// observations and inbound calls, numbered `seqs`; everything else (instance, period,
+/// side, declared names, addresses) is kept, so together they say exactly what the
+/// original said.
 pub fn split(report: &Report, seqs: (u64, u64)) -> (Report, Report) {
     fn halves<T: Clone>(v: &[T]) -> (Vec<T>, Vec<T>) {
         let (a, b) = v.split_at(v.len() / 2);
@@ -92,14 +93,16 @@ pub fn split(report: &Report, seqs: (u64, u64)) -> (Report, Report) {
     let (e1, e2) = halves(&report.edges);
     let (l1, l2) = halves(&report.lookups);
     let (b1, b2) = halves(&report.bypass);
-    let half = |seq, edges, lookups, bypass| Report {
+    let (i1, i2) = halves(&report.inbound);
+    let half = |seq, edges, lookups, bypass, inbound| Report {
         seq,
         edges,
         lookups,
         bypass,
+        inbound,
         ..report.clone()
     };
-    (half(seqs.0, e1, l1, b1), half(seqs.1, e2, l2, b2))
+    (half(seqs.0, e1, l1, b1, i1), half(seqs.1, e2, l2, b2, i2))
 }
 
 #[cfg(test)]

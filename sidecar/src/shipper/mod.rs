@@ -60,6 +60,7 @@ use whouses_wire::{
 
 pub mod batch;
 pub mod client;
+mod inbound;
 pub mod spool;
 pub mod status;
 pub mod token;
@@ -188,6 +189,12 @@ pub struct Settings {
 pub struct Observers {
     pub names: Option<Arc<crate::dns::Names>>,
     pub bypass: Option<Arc<crate::bypass::Bypass>>,
+    /// Inbound mode (issue 14): the calls to the service, per caller address.
+    pub inbound: Option<Arc<crate::inbound::Peers>>,
+    /// Inbound mode: the names the sidecar witnesses (`--inbound-host`).
+    pub inbound_hosts: Vec<String>,
+    /// This instance's addresses, for the collector's address book (every sidecar).
+    pub addresses: Option<Arc<crate::inbound::addresses::Addresses>>,
 }
 
 impl Shipper {
@@ -288,6 +295,8 @@ struct Core {
     cut_lookups: HashMap<String, u64>,
     /// Cumulative bypassing connections already cut, per remote address.
     cut_bypass: HashMap<std::net::SocketAddr, u64>,
+    /// Cumulative inbound totals already cut, per key (issue 14).
+    cut_inbound: HashMap<crate::inbound::peers::PeerKey, Totals>,
     /// Batches cut but not acknowledged, in seq order; sent strictly in order.
     pending: VecDeque<Pending>,
     /// Batches set aside in memory (no spool), newest last.
@@ -367,6 +376,7 @@ impl Core {
             cut: HashMap::new(),
             cut_lookups: HashMap::new(),
             cut_bypass: HashMap::new(),
+            cut_inbound: HashMap::new(),
             pending,
             rejected: VecDeque::new(),
             more: false,
@@ -462,7 +472,11 @@ impl Core {
     /// `--max-hosts`) until the queue drains, so an outage of any length costs bounded
     /// memory.
     fn can_cut(&self) -> bool {
-        let keys: usize = self.pending.iter().map(|p| p.report.edges.len()).sum();
+        let keys: usize = self
+            .pending
+            .iter()
+            .map(|p| p.report.edges.len() + p.report.inbound.len())
+            .sum();
         self.pending.len() < MAX_PENDING_BATCHES && keys < self.counters.max_hosts().max(1)
     }
 
@@ -551,6 +565,7 @@ impl Core {
         };
         self.more = false;
         self.cut_observations(&mut report);
+        self.cut_identity(&mut report);
         let mut size = Size::of_envelope(&report);
         for (key, totals) in self.counters.snapshot() {
             let prev = self.cut.get(&key).copied().unwrap_or_default();
@@ -585,6 +600,7 @@ impl Core {
             report.edges.push(edge);
             self.cut.insert(key, totals);
         }
+        self.cut_inbound(&mut report, size.bytes());
         self.period_start = period_end;
         let spool_path = self.spool_write(&report, None);
         self.pending.push_back(Pending {

@@ -15,9 +15,11 @@ use whouses_wire::api::{BypassRow, EdgeRow, InstanceRow, LookupRow};
 use whouses_wire::Timestamp;
 
 use super::buckets::{day_of, hour_of};
+use super::{AddressClaim, CalleeInstance, InboundFilter, InboundRow};
 use super::{Batch, EdgeFilter, Ingested, InstanceCoverage, ObsFilter, Store, StoreError};
 
 mod connect;
+mod inbound;
 mod pool;
 mod read;
 mod schema;
@@ -182,6 +184,27 @@ impl Store for PostgresStore {
         Ok(t)
     }
 
+    async fn inbound(&self, f: &InboundFilter) -> Result<Vec<InboundRow>, StoreError> {
+        let conn = self.pool.get().await?;
+        let rows = inbound::inbound(&conn.client, f).await?;
+        conn.release();
+        Ok(rows)
+    }
+
+    async fn address_claims(&self, addresses: &[String]) -> Result<Vec<AddressClaim>, StoreError> {
+        let conn = self.pool.get().await?;
+        let rows = inbound::address_claims(&conn.client, addresses).await?;
+        conn.release();
+        Ok(rows)
+    }
+
+    async fn callee_instances(&self) -> Result<Vec<CalleeInstance>, StoreError> {
+        let conn = self.pool.get().await?;
+        let rows = inbound::callee_instances(&conn.client).await?;
+        conn.release();
+        Ok(rows)
+    }
+
     async fn prune(&self, cutoff: Timestamp, seen_cutoff: Timestamp) -> Result<u64, StoreError> {
         let mut conn = self.pool.get().await?;
         let locked: bool = conn
@@ -308,7 +331,10 @@ async fn prune(
         ("DELETE FROM edge_hours WHERE hour < $1", hour_of(cutoff)),
         ("DELETE FROM edge_days WHERE day < $1", day_of(cutoff)),
     ];
-    for (sql, arg) in steps {
+    for (sql, arg) in steps
+        .into_iter()
+        .chain(inbound::PRUNE.map(|sql| (sql, cutoff.0)))
+    {
         n += retrying!(conn
             .client
             .execute(sql, &[&arg])

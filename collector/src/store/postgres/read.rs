@@ -21,20 +21,20 @@ enum Source {
 
 /// Parameters of a statement being built, with their types.
 #[derive(Default)]
-struct Params {
+pub(super) struct Params {
     values: Vec<Box<dyn ToSql + Sync + Send>>,
     types: Vec<Type>,
 }
 
 impl Params {
     /// Add a parameter; returns its placeholder (`$n`).
-    fn add<T: ToSql + Sync + Send + 'static>(&mut self, v: T, t: Type) -> String {
+    pub(super) fn add<T: ToSql + Sync + Send + 'static>(&mut self, v: T, t: Type) -> String {
         self.values.push(Box::new(v));
         self.types.push(t);
         format!("${}", self.values.len())
     }
 
-    fn typed(&self) -> Vec<(&(dyn ToSql + Sync), Type)> {
+    pub(super) fn typed(&self) -> Vec<(&(dyn ToSql + Sync), Type)> {
         self.values
             .iter()
             .zip(&self.types)
@@ -204,7 +204,7 @@ pub(super) fn sat_sum(column: &str) -> String {
 }
 
 /// A stored count as `u64` (never negative).
-fn count(row: &Row, i: usize) -> Result<u64, StoreError> {
+pub(super) fn count(row: &Row, i: usize) -> Result<u64, StoreError> {
     let v: i64 = row.try_get(i).map_err(StoreError::pg)?;
     Ok(v.max(0) as u64)
 }
@@ -333,7 +333,7 @@ pub(super) async fn observed_since(c: &Client) -> Result<Option<Timestamp>, Stor
 
 /// `(… OR …)`: `column` matches one of `patterns` (with `port_column`, a `host:port`
 /// pattern also matches the port; without, only the name).
-fn host_condition(
+pub(super) fn host_condition(
     column: &str,
     port_column: Option<&str>,
     patterns: &[HostPattern],

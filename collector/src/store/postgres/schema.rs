@@ -6,15 +6,25 @@ use tokio_postgres::Client;
 
 use crate::store::StoreError;
 
-/// The migrations, in order; version = position + 1.
-const MIGRATIONS: &[(&str, &str)] = &[
+/// The migrations, in order, each with its version: the number of its file, shared with
+/// SQLite's list (so `0006` is "inbound" on both backends). Every known migration that a
+/// database has not recorded is applied, in order — whatever order parallel branches
+/// added their numbers in.
+const MIGRATIONS: &[(i32, &str, &str)] = &[
     (
+        1,
         "initial",
         include_str!("../../../migrations/postgres/0001_initial.sql"),
     ),
     (
+        2,
         "observations",
         include_str!("../../../migrations/postgres/0002_observations.sql"),
+    ),
+    (
+        6,
+        "inbound",
+        include_str!("../../../migrations/postgres/0006_inbound.sql"),
     ),
 ];
 
@@ -49,22 +59,23 @@ async fn apply(client: &mut Client) -> Result<(), StoreError> {
         )
         .await
         .map_err(|e| StoreError::Migrate(format!("creating whouses_migrations: {e}")))?;
-    let version: i32 = client
-        .query_one(
-            "SELECT COALESCE(MAX(version), 0) FROM whouses_migrations",
-            &[],
-        )
+    let applied: Vec<i32> = client
+        .query("SELECT version FROM whouses_migrations", &[])
         .await
         .map_err(|e| StoreError::Migrate(format!("reading whouses_migrations: {e}")))?
-        .get(0);
-    let known = MIGRATIONS.len() as i32;
-    if version > known {
+        .iter()
+        .filter_map(|r| r.try_get(0).ok())
+        .collect();
+    if let Some(unknown) = applied
+        .iter()
+        .find(|v| !MIGRATIONS.iter().any(|(n, _, _)| n == *v))
+    {
+        let known = MIGRATIONS.iter().map(|(n, _, _)| *n).max().unwrap_or(0);
         return Err(StoreError::Migrate(format!(
-            "the database is at schema version {version}, newer than this collector knows ({known}); run a newer whouses-collector"
+            "the database has schema version {unknown}, which this collector does not know (it knows up to {known}); run a newer whouses-collector"
         )));
     }
-    for (i, (name, sql)) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        let n = i as i32 + 1;
+    for &(n, name, sql) in MIGRATIONS.iter().filter(|(n, _, _)| !applied.contains(n)) {
         let tx = client
             .transaction()
             .await
@@ -74,7 +85,7 @@ async fn apply(client: &mut Client) -> Result<(), StoreError> {
         })?;
         tx.execute(
             "INSERT INTO whouses_migrations (version, name) VALUES ($1, $2)",
-            &[&n, name],
+            &[&n, &name],
         )
         .await
         .map_err(|e| StoreError::Migrate(format!("recording migration {n}: {e}")))?;

@@ -250,6 +250,17 @@ async fn apply(
         return Ok(finish(verdicts));
     }
     let sql = Statements::prepare(conn).await?;
+    // Issue 14: the group's callee-side data and address claims, when it has any.
+    let for_inbound: Vec<(&Report, Option<Interval>)> = checked
+        .iter()
+        .flatten()
+        .map(|c| (c.report, c.coverage))
+        .collect();
+    let inbound_sql = if super::inbound::wanted(&for_inbound) {
+        Some(super::inbound::Statements::prepare(conn).await?)
+    } else {
+        None
+    };
     let tx = conn.client.transaction().await.map_err(StoreError::pg)?;
 
     // 1. Instances: lock the known ones (in name order); create the new ones (values of
@@ -383,6 +394,13 @@ async fn apply(
         if let Some(c) = &checked[i] {
             observations(&tx, &sql, c.report).await?;
         }
+    }
+    if let Some(inbound_sql) = &inbound_sql {
+        let group: Vec<(&Report, Option<Interval>)> = stored
+            .iter()
+            .filter_map(|&i| checked[i].as_ref().map(|c| (c.report, c.coverage)))
+            .collect();
+        super::inbound::store(&tx, inbound_sql, &group).await?;
     }
     // Instances, coverage and edges touch different rows: their statements go out
     // together on the connection (tokio-postgres pipelines them), not one round trip

@@ -12,8 +12,10 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use whouses_wire::api::{BypassRow, EdgeRow, InstanceRow, LookupRow};
 use whouses_wire::Timestamp;
 
+use super::{AddressClaim, CalleeInstance, InboundFilter, InboundRow};
 use super::{Batch, EdgeFilter, Ingested, InstanceCoverage, ObsFilter, Options, Store, StoreError};
 
+mod inbound;
 mod read;
 mod schema;
 mod writer;
@@ -224,6 +226,22 @@ impl Store for SqliteStore {
                 n => total += n,
             }
         }
+    }
+
+    async fn inbound(&self, f: &InboundFilter) -> Result<Vec<InboundRow>, StoreError> {
+        let f = f.clone();
+        self.readers.run(move |c| inbound::inbound(c, &f)).await
+    }
+
+    async fn address_claims(&self, addresses: &[String]) -> Result<Vec<AddressClaim>, StoreError> {
+        let addresses = addresses.to_vec();
+        self.readers
+            .run(move |c| inbound::address_claims(c, &addresses))
+            .await
+    }
+
+    async fn callee_instances(&self) -> Result<Vec<CalleeInstance>, StoreError> {
+        self.readers.run(inbound::callee_instances).await
     }
 
     async fn ready(&self) -> Result<(), StoreError> {

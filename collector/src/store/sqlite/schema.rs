@@ -32,6 +32,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "observations",
         include_str!("../../../migrations/sqlite/0005_observations.sql"),
     ),
+    (
+        "inbound",
+        include_str!("../../../migrations/sqlite/0006_inbound.sql"),
+    ),
 ];
 
 /// How long a connection waits for a lock held by another before failing.

@@ -530,6 +530,7 @@ fn ingest_one(
         stored += 1;
     }
     observations(tx, r)?;
+    super::inbound::store(tx, batch)?;
     Ok(Ingested::Stored { edges: stored })
 }
 
@@ -652,6 +653,7 @@ fn prune(
         params![cutoff.0],
     )? as u64;
     n += tx.execute("DELETE FROM bypass WHERE last_seen < ?1", params![cutoff.0])? as u64;
+    n += super::inbound::prune(&tx, cutoff)?;
     n += tx.execute(
         "DELETE FROM instances WHERE last_report < ?1",
         params![cutoff.0],
