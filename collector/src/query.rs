@@ -24,6 +24,7 @@ pub fn callers_of(edges: &[EdgeRow]) -> Vec<Caller> {
                 environment: e.environment.clone(),
                 counts: e.counts,
                 hosts: Vec::new(),
+                owner: None,
             }),
             Entry::Occupied(o) => {
                 let c = o.into_mut();

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::counts::Counts;
+use crate::decom::Owner;
 use crate::host::Scheme;
 use crate::time::Timestamp;
 
@@ -59,6 +60,9 @@ pub struct Caller {
     pub counts: Counts,
     /// The `host:port` names this caller used.
     pub hosts: Vec<String>,
+    /// The team that owns the caller (`--owners` file, or the sidecar's `--owner`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -189,6 +193,9 @@ pub struct CallerEvidence {
     /// Whether its sidecars reported through the whole quiet period.
     pub reporting_through_window: bool,
     pub hosts: Vec<String>,
+    /// The team that owns the caller (`--owners` file, or the sidecar's `--owner`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
 }
 
 /// A service whose sidecar folded calls into `(other)` (its `--max-hosts` was reached)
@@ -250,6 +257,7 @@ mod tests {
                 ..Counts::default()
             },
             hosts: vec!["tis-reference.internal:443".into()],
+            owner: None,
         };
         let v = serde_json::to_value(&c).unwrap();
         for field in [

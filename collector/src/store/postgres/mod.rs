@@ -18,6 +18,7 @@ use super::buckets::{day_of, hour_of};
 use super::{Batch, EdgeFilter, Ingested, InstanceCoverage, ObsFilter, Store, StoreError};
 
 mod connect;
+mod decom;
 mod pool;
 mod read;
 mod schema;
@@ -266,6 +267,10 @@ impl Store for PostgresStore {
         }
         self.pool.close();
         self.probe.close();
+    }
+
+    fn decom(&self) -> &dyn super::decom::DecomStore {
+        self
     }
 }
 

@@ -21,20 +21,20 @@ enum Source {
 
 /// Parameters of a statement being built, with their types.
 #[derive(Default)]
-struct Params {
+pub(super) struct Params {
     values: Vec<Box<dyn ToSql + Sync + Send>>,
     types: Vec<Type>,
 }
 
 impl Params {
     /// Add a parameter; returns its placeholder (`$n`).
-    fn add<T: ToSql + Sync + Send + 'static>(&mut self, v: T, t: Type) -> String {
+    pub(super) fn add<T: ToSql + Sync + Send + 'static>(&mut self, v: T, t: Type) -> String {
         self.values.push(Box::new(v));
         self.types.push(t);
         format!("${}", self.values.len())
     }
 
-    fn typed(&self) -> Vec<(&(dyn ToSql + Sync), Type)> {
+    pub(super) fn typed(&self) -> Vec<(&(dyn ToSql + Sync), Type)> {
         self.values
             .iter()
             .zip(&self.types)
@@ -87,7 +87,7 @@ fn key(r: &EdgeRow) -> (&str, u16, &str, &str, &str) {
 }
 
 /// The filter's conditions on `e` (the edges table), as SQL after `WHERE`.
-fn conditions(f: &EdgeFilter, p: &mut Params) -> String {
+pub(super) fn conditions(f: &EdgeFilter, p: &mut Params) -> String {
     let mut sql = String::from("TRUE");
     if let Some(hosts) = &f.hosts {
         sql.push_str(" AND (");
@@ -204,12 +204,12 @@ pub(super) fn sat_sum(column: &str) -> String {
 }
 
 /// A stored count as `u64` (never negative).
-fn count(row: &Row, i: usize) -> Result<u64, StoreError> {
+pub(super) fn count(row: &Row, i: usize) -> Result<u64, StoreError> {
     let v: i64 = row.try_get(i).map_err(StoreError::pg)?;
     Ok(v.max(0) as u64)
 }
 
-fn edge_row(row: &Row, at: usize) -> Result<EdgeRow, StoreError> {
+pub(super) fn edge_row(row: &Row, at: usize) -> Result<EdgeRow, StoreError> {
     let get_s = |i: usize| -> Result<String, StoreError> {
         row.try_get::<_, String>(at + i).map_err(StoreError::pg)
     };

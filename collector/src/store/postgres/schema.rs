@@ -16,6 +16,11 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "observations",
         include_str!("../../../migrations/postgres/0002_observations.sql"),
     ),
+    // 0006 belongs to issue 14 (inbound mode): it goes before this one when both merge.
+    (
+        "decommission",
+        include_str!("../../../migrations/postgres/0007_decommission.sql"),
+    ),
 ];
 
 /// The advisory lock key migrations are applied under (any constant of our own: "whouses"

@@ -14,6 +14,7 @@ use whouses_wire::Timestamp;
 
 use super::{Batch, EdgeFilter, Ingested, InstanceCoverage, ObsFilter, Options, Store, StoreError};
 
+mod decom;
 mod read;
 mod schema;
 mod writer;
@@ -265,6 +266,10 @@ impl Store for SqliteStore {
         if self.writer.send(Job::Close { reply }).await.is_ok() {
             let _ = rx.await;
         }
+    }
+
+    fn decom(&self) -> &dyn super::decom::DecomStore {
+        self
     }
 }
 

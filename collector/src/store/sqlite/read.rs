@@ -92,7 +92,7 @@ fn edge_rows(c: &Connection, f: &EdgeFilter, source: Source) -> Result<Vec<EdgeR
 }
 
 /// Push a parameter; returns its placeholder (`?n`).
-fn arg(args: &mut Vec<Value>, v: Value) -> String {
+pub(super) fn arg(args: &mut Vec<Value>, v: Value) -> String {
     args.push(v);
     format!("?{}", args.len())
 }
@@ -101,7 +101,7 @@ fn arg(args: &mut Vec<Value>, v: Value) -> String {
 /// pattern also matches the port; without, only the name). Never a constant-false first
 /// term (`0 = 1 OR …`): it stops SQLite from using the index, and every lookup becomes a
 /// scan.
-fn host_condition(
+pub(super) fn host_condition(
     column: &str,
     port_column: Option<&str>,
     patterns: &[HostPattern],
@@ -222,7 +222,7 @@ pub(super) fn bypass(c: &Connection, f: &ObsFilter) -> Result<Vec<BypassRow>, St
 
 /// A stored count as `u64` (never negative; a value SQLite turned into a REAL by an
 /// overflow elsewhere reads as the maximum instead of failing the query).
-fn count(row: &Row<'_>, i: usize) -> rusqlite::Result<u64> {
+pub(super) fn count(row: &Row<'_>, i: usize) -> rusqlite::Result<u64> {
     match row.get_ref(i)? {
         rusqlite::types::ValueRef::Integer(v) => Ok(v.max(0) as u64),
         rusqlite::types::ValueRef::Real(v) if v > 0.0 => Ok(whouses_wire::MAX_COUNT),
@@ -230,7 +230,7 @@ fn count(row: &Row<'_>, i: usize) -> rusqlite::Result<u64> {
     }
 }
 
-fn edge_row(row: &Row<'_>) -> rusqlite::Result<EdgeRow> {
+pub(super) fn edge_row(row: &Row<'_>) -> rusqlite::Result<EdgeRow> {
     let scheme: String = row.get(4)?;
     Ok(EdgeRow {
         service: row.get(0)?,

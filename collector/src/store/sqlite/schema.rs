@@ -32,6 +32,11 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "observations",
         include_str!("../../../migrations/sqlite/0005_observations.sql"),
     ),
+    // 0006 belongs to issue 14 (inbound mode): it goes before this one when both merge.
+    (
+        "decommission",
+        include_str!("../../../migrations/sqlite/0007_decommission.sql"),
+    ),
 ];
 
 /// How long a connection waits for a lock held by another before failing.
