@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use whouses_collector::export::{render, Format, Meta, CSV_COLUMNS};
 use whouses_wire::api::EdgeRow;
+use whouses_wire::decom::{Owner, OwnerSource};
 use whouses_wire::{Counts, Scheme, Timestamp};
 
 const T: i64 = 1_795_000_000_000; // 2026-11-18T…
@@ -66,6 +67,15 @@ fn meta() -> Meta {
         environment: Some("prod".into()),
         host: None,
         service: None,
+        owners: [(
+            ("tis-concerns".to_string(), "prod".to_string()),
+            Owner {
+                team: "tis".into(),
+                contact: Some("#tis-oncall".into()),
+                source: OwnerSource::OwnersFile,
+            },
+        )]
+        .into(),
     }
 }
 
@@ -118,6 +128,10 @@ fn csv_is_stable_and_parses_back_to_the_same_numbers() {
         );
     }
     assert!(out.contains("\n'-cmd,prod,'=calc.internal,80,"), "{out}");
+    assert!(
+        out.contains(",tis (#tis-oncall)\n"),
+        "the owner, last: {out}"
+    );
     assert!(!out.contains("\n-cmd") && !out.contains(",=calc"), "{out}");
 }
 
@@ -128,6 +142,9 @@ fn json_is_stable_and_complete() {
     assert_eq!(v["edges"].as_array().unwrap().len(), dataset().len());
     assert_eq!(v["edges"][3]["requests"], 99_120);
     assert_eq!(v["environment"], "prod");
+    assert_eq!(v["edges"][1]["service"], "tis-concerns");
+    assert_eq!(v["edges"][1]["owner"]["team"], "tis");
+    assert!(v["edges"][0].get("owner").is_none());
 }
 
 #[test]

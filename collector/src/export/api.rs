@@ -52,6 +52,7 @@ async fn filter(s: &AppState, q: &ExportQuery) -> Result<(EdgeFilter, Meta), Api
             environment,
             host: q.host.clone().filter(|v| !v.is_empty()),
             service,
+            owners: Default::default(),
         },
     ))
 }
@@ -68,8 +69,17 @@ async fn export(
         .unwrap_or("json")
         .parse()
         .map_err(ApiError::BadRequest)?;
-    let (f, meta) = filter(&s, &q).await?;
+    let (f, mut meta) = filter(&s, &q).await?;
     let rows = s.store.edges(&f).await?;
+    let owners = s.workflow.owners.map(s.store.as_ref()).await?;
+    for r in &rows {
+        let key = (r.service.clone(), r.environment.clone());
+        if !meta.owners.contains_key(&key) {
+            if let Some(o) = owners.of(&r.service, &r.environment) {
+                meta.owners.insert(key, o);
+            }
+        }
+    }
     let body = render(format, &meta, &rows).map_err(|error| {
         tracing::error!(%error, "Failed to render an export.");
         ApiError::Internal

@@ -5,7 +5,10 @@
 use std::fmt::Write as _;
 use std::str::FromStr;
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
+use whouses_wire::decom::Owner;
 use whouses_wire::Timestamp;
 
 use whouses_wire::api::EdgeRow;
@@ -70,9 +73,21 @@ pub struct Meta {
     /// The host or service the report was narrowed to, as asked.
     pub host: Option<String>,
     pub service: Option<String>,
+    /// The owner of each calling `(service, environment)` that has one (`--owners`, or
+    /// its sidecars' `--owner`).
+    #[serde(skip)]
+    pub owners: BTreeMap<(String, String), Owner>,
 }
 
 impl Meta {
+    /// The owner of an edge's caller, as one line ("" when unknown).
+    fn owner(&self, r: &EdgeRow) -> String {
+        self.owners
+            .get(&(r.service.clone(), r.environment.clone()))
+            .map(Owner::describe)
+            .unwrap_or_default()
+    }
+
     fn scope(&self) -> String {
         let mut parts = Vec::new();
         if let Some(h) = &self.host {
@@ -92,8 +107,8 @@ impl Meta {
     }
 }
 
-/// The stable CSV columns, in order.
-pub const CSV_COLUMNS: [&str; 12] = [
+/// The stable CSV columns, in order (new ones are only ever added at the end).
+pub const CSV_COLUMNS: [&str; 13] = [
     "service",
     "environment",
     "host",
@@ -106,18 +121,19 @@ pub const CSV_COLUMNS: [&str; 12] = [
     "bytes_received",
     "first_seen",
     "last_seen",
+    "owner",
 ];
 
 pub fn render(format: Format, meta: &Meta, rows: &[EdgeRow]) -> Result<Vec<u8>, String> {
     match format {
-        Format::Csv => csv(rows),
+        Format::Csv => csv(meta, rows),
         Format::Json => serde_json::to_vec_pretty(&serde_json::json!({
             "generated_at": meta.generated_at,
             "since": meta.since,
             "environment": meta.environment,
             "host": meta.host,
             "service": meta.service,
-            "edges": rows,
+            "edges": json_edges(meta, rows),
         }))
         .map_err(|e| e.to_string()),
         Format::Markdown => Ok(markdown(meta, rows).into_bytes()),
@@ -126,7 +142,25 @@ pub fn render(format: Format, meta: &Meta, rows: &[EdgeRow]) -> Result<Vec<u8>, 
     }
 }
 
-fn csv(rows: &[EdgeRow]) -> Result<Vec<u8>, String> {
+/// The edges as JSON, each with its caller's `owner` when known.
+fn json_edges(meta: &Meta, rows: &[EdgeRow]) -> serde_json::Value {
+    if meta.owners.is_empty() {
+        return serde_json::json!(rows);
+    }
+    serde_json::Value::Array(
+        rows.iter()
+            .map(|r| {
+                let mut v = serde_json::json!(r);
+                if let Some(o) = meta.owners.get(&(r.service.clone(), r.environment.clone())) {
+                    v["owner"] = serde_json::json!(o);
+                }
+                v
+            })
+            .collect(),
+    )
+}
+
+fn csv(meta: &Meta, rows: &[EdgeRow]) -> Result<Vec<u8>, String> {
     let mut w = ::csv::Writer::from_writer(Vec::new());
     w.write_record(CSV_COLUMNS).map_err(|e| e.to_string())?;
     for r in rows {
@@ -143,6 +177,7 @@ fn csv(rows: &[EdgeRow]) -> Result<Vec<u8>, String> {
             &r.counts.bytes_received.to_string(),
             &r.counts.first_seen.to_string(),
             &r.counts.last_seen.to_string(),
+            &cell(&meta.owner(r)),
         ])
         .map_err(|e| e.to_string())?;
     }
@@ -199,12 +234,12 @@ fn markdown(meta: &Meta, rows: &[EdgeRow]) -> String {
         );
     }
     let _ = writeln!(out, "\n## Edges\n");
-    let _ = writeln!(out, "| service | environment | host | port | scheme | requests | errors | first seen | last seen |");
-    let _ = writeln!(out, "|---|---|---|---:|---|---:|---:|---|---|");
+    let _ = writeln!(out, "| service | environment | host | port | scheme | requests | errors | first seen | last seen | owner |");
+    let _ = writeln!(out, "|---|---|---|---:|---|---:|---:|---|---|---|");
     for r in rows {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             md(&r.service),
             md(&r.environment),
             md(&r.host),
@@ -213,7 +248,8 @@ fn markdown(meta: &Meta, rows: &[EdgeRow]) -> String {
             r.counts.requests,
             r.counts.errors,
             r.counts.first_seen,
-            r.counts.last_seen
+            r.counts.last_seen,
+            md(&meta.owner(r))
         );
     }
     out
@@ -319,6 +355,7 @@ fn html(meta: &Meta, rows: &[EdgeRow]) -> String {
         "errors",
         "first seen",
         "last seen",
+        "owner",
     ] {
         let _ = write!(out, "<th>{c}</th>");
     }
@@ -326,9 +363,10 @@ fn html(meta: &Meta, rows: &[EdgeRow]) -> String {
     for r in rows {
         let _ = writeln!(
             out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&r.service), esc(&r.environment), esc(&r.host), r.port, esc(r.scheme.as_str()),
-            r.counts.requests, r.counts.errors, esc(&r.counts.first_seen.to_string()), esc(&r.counts.last_seen.to_string())
+            r.counts.requests, r.counts.errors, esc(&r.counts.first_seen.to_string()), esc(&r.counts.last_seen.to_string()),
+            esc(&meta.owner(r))
         );
     }
     out.push_str("</tbody>\n</table>\n</body>\n</html>\n");
