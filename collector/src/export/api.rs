@@ -74,9 +74,9 @@ async fn export(
     let owners = s.workflow.owners.map(s.store.as_ref()).await?;
     for r in &rows {
         let key = (r.service.clone(), r.environment.clone());
-        if !meta.owners.contains_key(&key) {
+        if let std::collections::btree_map::Entry::Vacant(v) = meta.owners.entry(key) {
             if let Some(o) = owners.of(&r.service, &r.environment) {
-                meta.owners.insert(key, o);
+                v.insert(o);
             }
         }
     }
