@@ -11,13 +11,16 @@
 //!   and `check` verdicts built on them;
 //! * [`ingest`] — instance binding (409), saturating counters, the same batch from 8
 //!   tasks at once (two "replicas" on PostgreSQL), migrations applied once;
-//! * [`tls`] — PostgreSQL over TLS by `sslmode` (when the test cluster speaks TLS).
+//! * [`tls`] — PostgreSQL over TLS by `sslmode` (when the test cluster speaks TLS);
+//! * [`decom`] — the decommission workflow's storage: bucket rows per hour and day,
+//!   watches, the notifier lease, alerts and the outbox, reported owners.
 
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
 pub mod backend;
 mod common;
 mod coverage;
+mod decom;
 mod ingest;
 mod model;
 mod rollup;
