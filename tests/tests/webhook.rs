@@ -257,6 +257,12 @@ fn the_token_secret_reference_is_in_the_patch() {
             "name": "team-payments-ingest", "key": "ingest-token", "optional": true}}})
     );
     assert!(token.get("value").is_none(), "never the token itself");
+    // The owner comes from the pod's whouses.io/owner label (empty when it has none).
+    assert_eq!(
+        env_entry(m.sidecar(), "WHOUSES_OWNER").unwrap(),
+        &json!({"name": "WHOUSES_OWNER", "valueFrom": {"fieldRef": {
+            "fieldPath": "metadata.labels['whouses.io/owner']"}}})
+    );
 }
 
 #[test]
