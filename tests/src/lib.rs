@@ -2,6 +2,7 @@
 //! `whouses-sidecar`, `whouses-collector` and `whouses` binaries against real servers on
 //! loopback.
 //!
+//! * [`alerting`] — a real Alertmanager and a plain webhook receiver, for watches.
 //! * [`bins`] — locating the built binaries and running them as owned child processes.
 //! * [`wait`] — retry-until-deadline assertions instead of fixed sleeps.
 //! * [`sidecar`] — starting a real `whouses-sidecar` and reading its `/stats`.
@@ -16,6 +17,7 @@
 //! The binaries must be built first (`cargo build --workspace --bins`); the README's test
 //! command and `.ci/run` do that.
 
+pub mod alerting;
 pub mod bins;
 pub mod certs;
 pub mod collector;
