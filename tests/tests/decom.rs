@@ -386,3 +386,506 @@ fn a_watch_alerts_alertmanager_and_a_webhook_through_a_restart_without_loss_or_r
         "not a caller of {OLD}"
     );
 }
+
+// ---- The migration story, diffs and timelines, per hour bucket ----
+
+/// One caller of the story: its past hours as crafted batches (one per UTC hour, hour
+/// `-9` to `-1` before the current one, then up to now unless it went quiet), each with
+/// its calls to the old and new host.
+struct Caller {
+    service: &'static str,
+    /// The owner its sidecar reports (`--owner`), if any.
+    owner: Option<&'static str>,
+    /// `(host, hour relative to the current one, requests)`.
+    calls: &'static [(&'static str, i64, u64)],
+    /// The last hour it reported on (exclusive): 0 = through now.
+    quiet_from: i64,
+}
+
+/// The story: done, migrating (partly repointed), not started (two: one owned through
+/// the owners file, one through its sidecar's report), went quiet.
+const STORY: &[Caller] = &[
+    Caller {
+        service: "tis-profile",
+        owner: None,
+        calls: &[
+            (OLD, -9, 5),
+            (NEW, -5, 10),
+            (NEW, -4, 10),
+            (NEW, -3, 10),
+            (NEW, -2, 10),
+            (NEW, -1, 10),
+        ],
+        quiet_from: 0,
+    },
+    Caller {
+        service: "tis-concerns",
+        owner: None,
+        calls: &[
+            (OLD, -5, 20),
+            (OLD, -4, 20),
+            (OLD, -3, 8),
+            (OLD, -2, 4),
+            (OLD, -1, 2),
+            (NEW, -3, 12),
+            (NEW, -2, 16),
+            (NEW, -1, 18),
+        ],
+        quiet_from: 0,
+    },
+    Caller {
+        service: "tis-notification-generator",
+        owner: None,
+        calls: &[
+            (OLD, -5, 6),
+            (OLD, -4, 6),
+            (OLD, -3, 6),
+            (OLD, -2, 6),
+            (OLD, -1, 6),
+        ],
+        quiet_from: 0,
+    },
+    Caller {
+        service: "bulk-upload",
+        owner: Some("uploads"),
+        calls: &[(OLD, -5, 3), (OLD, -4, 3), (OLD, -3, 30), (OLD, -2, 30)],
+        quiet_from: 0,
+    },
+    Caller {
+        service: "tis-sync",
+        owner: None,
+        calls: &[(OLD, -5, 4)],
+        quiet_from: -3,
+    },
+];
+
+use whouses_tests::reports::{edge, report, DAY, HOUR, MIN};
+use whouses_wire::Timestamp;
+
+/// The current UTC hour's start; waits for the next hour first when this one ends within
+/// three minutes (a test's live calls must not straddle two buckets).
+fn current_hour() -> i64 {
+    let now = whouses_tests::reports::now();
+    let next = (now / HOUR + 1) * HOUR;
+    if next - now < 3 * MIN {
+        std::thread::sleep(Duration::from_millis((next - now + 1_000) as u64));
+    }
+    whouses_tests::reports::now() / HOUR * HOUR
+}
+
+/// Post the story's past hours as the callers' sidecars would have sent them.
+fn seed_story(c: &Collector, h0: i64) {
+    for (i, caller) in STORY.iter().enumerate() {
+        let instance = format!("{}-0", caller.service);
+        let mut seq = 1;
+        let last = if caller.quiet_from == 0 {
+            0
+        } else {
+            caller.quiet_from - 1
+        };
+        for hour in -9..=last {
+            let start = h0 + hour * HOUR;
+            let end = if hour == 0 {
+                whouses_tests::reports::now()
+            } else {
+                start + HOUR
+            };
+            let edges = caller
+                .calls
+                .iter()
+                .filter(|(_, h, _)| *h == hour)
+                .map(|(host, _, n)| edge(host, 80, *n, start + 30 * MIN + i as i64 * MIN))
+                .collect();
+            let mut r = report(caller.service, &instance, seq, start, end, edges);
+            // One process throughout, flushing every 10 minutes (so it counts as
+            // reporting for a while after the last batch).
+            r.started_at = Timestamp(h0 - 30 * DAY);
+            r.flush_interval_ms = 600_000;
+            r.owner = caller.owner.map(String::from);
+            let (status, body) = c.post_report(&r, None);
+            assert_eq!(status, 200, "{} hour {hour}: {body}", caller.service);
+            seq += 1;
+        }
+    }
+}
+
+/// What the story sent: calls (requests plus the one connection per batch edge) and
+/// errors per (service, host, hour).
+fn sent(service: &str, host: &str, hour: i64) -> (u64, u64) {
+    STORY
+        .iter()
+        .filter(|c| c.service == service)
+        .flat_map(|c| c.calls.iter())
+        .filter(|(h, hr, _)| *h == host && *hr == hour)
+        .fold((0, 0), |(calls, errors), (_, _, n)| {
+            (calls + n + 1, errors + n / 10)
+        })
+}
+
+fn ts(ms: i64) -> Value {
+    serde_json::to_value(Timestamp(ms)).unwrap()
+}
+
+/// The migration story: five callers of the old address, the statuses exactly as sent,
+/// the counts per caller in the window (crafted past hours plus a real sidecar's calls
+/// in the current hour), the owners, and the Markdown checklist.
+#[test]
+fn the_migration_story_gives_each_caller_its_status_and_the_checklist_its_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let owners = dir.path().join("owners.toml");
+    std::fs::write(&owners, OWNERS).unwrap();
+    let collector = Collector::builder()
+        .args(&["--owners", &owners.display().to_string()])
+        .spawn();
+    let h0 = current_hour();
+    seed_story(&collector, h0);
+    // The migrating caller, live: a real sidecar calls both hosts in the current hour.
+    let old = Upstream::start("127.0.0.1");
+    let new = Upstream::start("127.0.0.1");
+    let live = sidecar("tis-concerns", &collector, &old, &new).spawn();
+    assert_eq!(
+        send_through(&live.proxy_url(), &format!("http://{OLD}/"), 3, 1),
+        3
+    );
+    assert_eq!(
+        send_through(&live.proxy_url(), &format!("http://{NEW}/"), 7, 1),
+        7
+    );
+    let live_calls = |host: &str| {
+        live.count(host, 80, "http", "requests") + live.count(host, 80, "http", "connections")
+    };
+    wait::until_eq("the live calls stored", secs(20), (3, 7), || {
+        (
+            collector
+                .requests_from(OLD, "tis-concerns")
+                .saturating_sub(54),
+            collector
+                .requests_from(NEW, "tis-concerns")
+                .saturating_sub(46),
+        )
+    });
+
+    let url = collector.url();
+    let out = whouses(&[
+        "--url",
+        &url,
+        "--format",
+        "json",
+        "migration",
+        "--from",
+        OLD,
+        "--to",
+        NEW,
+        "--since",
+        "6h",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let m: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let window =
+        |service: &str, host: &str| -> u64 { (-5..=-1).map(|h| sent(service, host, h).0).sum() };
+    let got: Vec<(String, String, u64, u64, Value)> = m["callers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["service"].as_str().unwrap().to_string(),
+                c["status"].as_str().unwrap().to_string(),
+                c["calls_old"].as_u64().unwrap(),
+                c["calls_new"].as_u64().unwrap(),
+                c["owner"]["team"].clone(),
+            )
+        })
+        .collect();
+    let s = |v: &str| v.to_string();
+    assert_eq!(
+        got,
+        vec![
+            // Still to repoint first (most calls to old first), then migrating, then the
+            // one that went quiet, then done.
+            (
+                s("bulk-upload"),
+                s("not-started"),
+                window("bulk-upload", OLD),
+                0,
+                Value::from("uploads")
+            ),
+            (
+                s("tis-notification-generator"),
+                s("not-started"),
+                window("tis-notification-generator", OLD),
+                0,
+                Value::from("tis")
+            ),
+            (
+                s("tis-concerns"),
+                s("migrating"),
+                window("tis-concerns", OLD) + live_calls(OLD),
+                window("tis-concerns", NEW) + live_calls(NEW),
+                Value::from("tis")
+            ),
+            (
+                s("tis-sync"),
+                s("unknown"),
+                window("tis-sync", OLD),
+                0,
+                Value::from("tis")
+            ),
+            (
+                s("tis-profile"),
+                s("done"),
+                0,
+                window("tis-profile", NEW),
+                Value::from("tis")
+            ),
+        ],
+        "{m:#}"
+    );
+    assert_eq!(
+        m["summary"],
+        serde_json::json!({"done": 1, "migrating": 1, "not_started": 2, "unknown": 1}),
+        "{m:#}"
+    );
+    let concerns = &m["callers"][2];
+    let share = concerns["share_new"].as_f64().unwrap();
+    let (o, n) = (
+        concerns["calls_old"].as_f64().unwrap(),
+        concerns["calls_new"].as_f64().unwrap(),
+    );
+    assert!((share - n / (o + n)).abs() < 1e-9, "{concerns}");
+    assert_eq!(m["callers"][4]["reporting_throughout"], true);
+    assert_eq!(m["callers"][3]["reporting_throughout"], false);
+    assert_eq!(m["callers"][4]["last_old"], ts(h0 - 9 * HOUR + 30 * MIN));
+
+    // The ticket's checklist: an open item with its owner for each caller still calling
+    // old, the quiet one to confirm, the done one checked.
+    let md = whouses(&[
+        "--url",
+        &url,
+        "--format",
+        "markdown",
+        "migration",
+        "--from",
+        OLD,
+        "--to",
+        NEW,
+        "--since",
+        "6h",
+    ]);
+    assert_eq!(md.status.code(), Some(0), "{md:?}");
+    let md = String::from_utf8(md.stdout).unwrap();
+    let items: Vec<&str> = md.lines().filter(|l| l.starts_with("- [")).collect();
+    assert_eq!(items.len(), 5, "{md}");
+    let item = |service: &str| -> &str {
+        items
+            .iter()
+            .find(|l| l.contains(&format!("**{service}**")))
+            .unwrap_or_else(|| panic!("no item for {service} in\n{md}"))
+    };
+    for (service, owner, status) in [
+        ("bulk-upload", "owner: uploads", "not started"),
+        (
+            "tis-notification-generator",
+            "owner: tis (#tis-oncall)",
+            "not started",
+        ),
+        ("tis-concerns", "owner: tis (#tis-oncall)", "migrating"),
+        ("tis-sync", "owner: tis (#tis-oncall)", "unknown"),
+    ] {
+        let l = item(service);
+        assert!(l.starts_with("- [ ] "), "{l}");
+        assert!(l.contains(owner) && l.contains(status), "{l}");
+    }
+    assert!(item("tis-profile").starts_with("- [x] "), "{md}");
+    let repoint = md
+        .split("## ")
+        .find(|s| s.starts_with("To repoint"))
+        .unwrap();
+    for service in ["bulk-upload", "tis-notification-generator", "tis-concerns"] {
+        assert!(repoint.contains(&format!("**{service}**")), "{md}");
+    }
+    assert!(
+        !repoint.contains("tis-profile") && !repoint.contains("tis-sync"),
+        "{md}"
+    );
+}
+
+/// Diff and timeline answers, checked per hour bucket against what was sent.
+#[test]
+fn diff_and_timeline_answer_per_hour_bucket_what_was_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let owners = dir.path().join("owners.toml");
+    std::fs::write(&owners, OWNERS).unwrap();
+    let collector = Collector::builder()
+        .args(&["--owners", &owners.display().to_string()])
+        .spawn();
+    let h0 = current_hour();
+    seed_story(&collector, h0);
+    let url = collector.url();
+
+    // Timelines of both hosts, hour by hour over the last ten hours.
+    for host in [OLD, NEW] {
+        let out = whouses(&[
+            "--url", &url, "--format", "json", "timeline", host, "--since", "10h", "--step", "1h",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let t: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let steps: Vec<Value> = (-10..=0).map(|h| ts(h0 + h * HOUR)).collect();
+        assert_eq!(t["steps"].as_array().unwrap(), &steps, "{t:#}");
+        assert_eq!(t["step"], "1h");
+        let mut services: Vec<&str> = STORY
+            .iter()
+            .filter(|c| c.calls.iter().any(|(h, hr, _)| *h == host && *hr >= -10))
+            .map(|c| c.service)
+            .collect();
+        services.sort();
+        let mut got: Vec<&str> = t["callers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["service"].as_str().unwrap())
+            .collect();
+        got.sort();
+        assert_eq!(got, services, "{host}: {t:#}");
+        for series in t["callers"].as_array().unwrap() {
+            let service = series["service"].as_str().unwrap();
+            let expected: Vec<(u64, u64)> = (-10..=0).map(|h| sent(service, host, h)).collect();
+            let calls: Vec<u64> = series["calls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .collect();
+            let errors: Vec<u64> = series["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .collect();
+            assert_eq!(
+                calls,
+                expected.iter().map(|e| e.0).collect::<Vec<_>>(),
+                "{service} → {host}, calls per hour"
+            );
+            assert_eq!(
+                errors,
+                expected.iter().map(|e| e.1).collect::<Vec<_>>(),
+                "{service} → {host}, errors per hour"
+            );
+            assert_eq!(series["total_calls"], calls.iter().sum::<u64>());
+            if service.starts_with("tis-") {
+                assert_eq!(series["owner"]["team"], "tis");
+            }
+        }
+    }
+
+    // Diff: the two hours before the cutover against the two after, whole UTC hours.
+    let period =
+        |a: i64, b: i64| format!("{}..{}", Timestamp(h0 + a * HOUR), Timestamp(h0 + b * HOUR));
+    let out = whouses(&[
+        "--url",
+        &url,
+        "--format",
+        "json",
+        "diff",
+        "--before",
+        &period(-5, -3),
+        "--after",
+        &period(-3, -1),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(d["before"]["from"], ts(h0 - 5 * HOUR));
+    assert_eq!(d["after"]["to"], ts(h0 - HOUR));
+    let sum = |service: &str, host: &str, hours: [i64; 2]| -> (u64, u64) {
+        hours
+            .iter()
+            .map(|h| sent(service, host, *h))
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    };
+    let mut expected = Vec::new();
+    for c in STORY {
+        for host in [OLD, NEW] {
+            let (before, be) = sum(c.service, host, [-5, -4]);
+            let (after, ae) = sum(c.service, host, [-3, -2]);
+            let change = match (before, after) {
+                (0, 0) => continue,
+                (0, _) => "appeared",
+                (_, 0) => "vanished",
+                (b, a) if a >= 2 * b => "grew",
+                (b, a) if 2 * a <= b => "shrank",
+                _ => "unchanged",
+            };
+            expected.push((
+                c.service.to_string(),
+                host.to_string(),
+                change.to_string(),
+                before,
+                after,
+                be,
+                ae,
+            ));
+        }
+    }
+    expected.sort();
+    let mut got: Vec<_> = d["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["service"].as_str().unwrap().to_string(),
+                e["host"].as_str().unwrap().to_string(),
+                e["change"].as_str().unwrap().to_string(),
+                e["before"].as_u64().unwrap(),
+                e["after"].as_u64().unwrap(),
+                e["before_errors"].as_u64().unwrap(),
+                e["after_errors"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    got.sort();
+    let unchanged = expected.iter().filter(|e| e.2 == "unchanged").count();
+    expected.retain(|e| e.2 != "unchanged");
+    assert_eq!(got, expected, "{d:#}");
+    assert_eq!(d["unchanged"], unchanged as u64, "{d:#}");
+    // The story's changes, by name: the partly repointed caller moves, the quiet one
+    // vanished, the bulk uploader grew.
+    let kinds: BTreeSet<(String, String)> =
+        got.iter().map(|e| (e.0.clone(), e.2.clone())).collect();
+    for k in [
+        ("tis-concerns", "shrank"),
+        ("tis-concerns", "appeared"),
+        ("tis-sync", "vanished"),
+        ("bulk-upload", "grew"),
+    ] {
+        assert!(
+            kinds.contains(&(k.0.to_string(), k.1.to_string())),
+            "{k:?} in {kinds:?}"
+        );
+    }
+
+    // Filtered to the old host and one service.
+    let out = whouses(&[
+        "--url",
+        &url,
+        "--format",
+        "json",
+        "diff",
+        "--before",
+        &period(-5, -3),
+        "--after",
+        &period(-3, -1),
+        "--host",
+        OLD,
+        "--service",
+        "tis-concerns",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let changes = d["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{d:#}");
+    assert_eq!(changes[0]["change"], "shrank");
+    assert_eq!(changes[0]["before"], 42);
+    assert_eq!(changes[0]["after"], 14);
+}
