@@ -3,6 +3,7 @@
 //! loopback.
 //!
 //! * [`alerting`] — a real Alertmanager and a plain webhook receiver, for watches.
+//! * [`browser`] — headless Chromium through chromedriver (WebDriver), for the page.
 //! * [`bins`] — locating the built binaries and running them as owned child processes.
 //! * [`wait`] — retry-until-deadline assertions instead of fixed sleeps.
 //! * [`sidecar`] — starting a real `whouses-sidecar` and reading its `/stats`.
@@ -19,6 +20,7 @@
 
 pub mod alerting;
 pub mod bins;
+pub mod browser;
 pub mod certs;
 pub mod collector;
 pub mod netns;
