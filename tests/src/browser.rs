@@ -172,7 +172,11 @@ impl Browser {
     pub fn type_into(&self, css: &str, text: &str) {
         let e = self.find(css);
         self.cmd("POST", &format!("/element/{e}/clear"), json!({}));
-        self.cmd("POST", &format!("/element/{e}/value"), json!({"text": text}));
+        self.cmd(
+            "POST",
+            &format!("/element/{e}/value"),
+            json!({"text": text}),
+        );
     }
 
     /// The page's current URL.

@@ -889,3 +889,287 @@ fn diff_and_timeline_answer_per_hour_bucket_what_was_sent() {
     assert_eq!(changes[0]["before"], 42);
     assert_eq!(changes[0]["after"], 14);
 }
+
+// ---- The page: dashboard, host page, migration view, in headless Chromium ----
+
+/// The story, a watch tracking the migration (cutoff 75 minutes before the current hour:
+/// two callers called after it), a host going quiet, and a sidecar that went silent;
+/// then the dashboard, a host's page and the migration view driven in a real browser,
+/// each at its own URL, their DOM checked against the API and what was sent, and
+/// screenshots saved under target/browser/.
+#[test]
+fn the_dashboard_host_page_and_migration_view_in_a_real_browser() {
+    use whouses_tests::browser::Browser;
+
+    let dir = tempfile::tempdir().unwrap();
+    let owners = dir.path().join("owners.toml");
+    std::fs::write(&owners, OWNERS).unwrap();
+    let collector = Collector::builder()
+        .args(&[
+            "--owners",
+            &owners.display().to_string(),
+            "--admin-token",
+            ADMIN,
+            "--watch-interval",
+            "200ms",
+        ])
+        .spawn();
+    let h0 = current_hour();
+    seed_story(&collector, h0);
+    // A host going quiet: busy ten days ago, barely called two days ago.
+    let t = whouses_tests::reports::now();
+    for (seq, (at, n)) in [(t - 10 * DAY, 400), (t - 2 * DAY, 3)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut r = report(
+            "tis-reports",
+            "tis-reports-0",
+            seq as u64 + 1,
+            at - HOUR,
+            at,
+            vec![edge("legacy-ldap.internal", 443, n, at - MIN)],
+        );
+        r.flush_interval_ms = 600_000;
+        assert_eq!(collector.post_report(&r, None).0, 200);
+    }
+    // A sidecar that stops reporting: the fleet is not all there.
+    let old = Upstream::start("127.0.0.1");
+    let new = Upstream::start("127.0.0.1");
+    let mut gone = Sidecar::builder("tis-trainee-ui")
+        .collector(&collector.url())
+        .args(&["--flush-interval", "500ms", "--environment", "prod"])
+        .resolve(NEW, 80, new.addr())
+        .spawn();
+    assert_eq!(
+        send_through(&gone.proxy_url(), &format!("http://{NEW}/"), 2, 1),
+        2
+    );
+    gone.wait_acked(1, secs(20));
+    gone.kill9();
+    drop(old);
+
+    let cutoff = Timestamp(h0 - 75 * MIN).to_string();
+    let out = whouses(&[
+        "--url",
+        &collector.url(),
+        "--admin-token",
+        ADMIN,
+        "watch",
+        "add",
+        OLD,
+        "--from",
+        &cutoff,
+        "--to",
+        NEW,
+        "--note",
+        "CHG-1234",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let fired = wait::until("the watch's alerts", secs(20), || {
+        let w = collector.get_json("/v1/watches");
+        let mut fired: Vec<String> = w["watches"][0]["alerts"]
+            .as_array()?
+            .iter()
+            .map(|a| {
+                format!(
+                    "{} {}",
+                    a["service"].as_str().unwrap(),
+                    a["kind"].as_str().unwrap()
+                )
+            })
+            .collect();
+        fired.sort();
+        (fired.len() >= 2).then_some(fired)
+    });
+    assert_eq!(
+        fired,
+        [
+            "tis-concerns traffic-after-cutoff",
+            "tis-notification-generator traffic-after-cutoff"
+        ]
+    );
+    let dash = wait::until("the silent sidecar", secs(30), || {
+        let d = collector.get_json("/v1/dashboard");
+        (d["fleet"]["reporting"] == 6 && d["fleet"]["instances"] == 7).then_some(d)
+    });
+
+    let b = Browser::start();
+    // 1. The dashboard, at /.
+    b.goto(&collector.url());
+    let fleet = b.wait_text("#fleet-health", "instances reporting");
+    assert_eq!(fleet.trim(), "6 of 7 instances reporting");
+    let silent = b.wait_text("#fleet-silent", "tis-trainee-ui");
+    assert!(!silent.contains("tis-concerns"), "{silent}");
+    let watches = b.wait_text("#watches-table", "traffic-after-cutoff");
+    for needle in [
+        "tis-concerns (prod)",
+        "tis-notification-generator (prod)",
+        OLD,
+        "CHG-1234",
+        "tis (#tis-oncall)",
+    ] {
+        assert!(watches.contains(needle), "{needle} in {watches}");
+    }
+    assert!(!watches.contains("bulk-upload"), "{watches}");
+    // Failing calls count from the watch's start: tis-concerns failed 4 calls before it.
+    let failing = b.js(
+        "return [...document.querySelectorAll('#watches-table tbody tr')].map(tr => [tr.cells[5].innerText, tr.cells[8].innerText]);",
+    );
+    assert_eq!(
+        failing,
+        serde_json::json!([
+            ["tis-concerns (prod)", "0"],
+            ["tis-notification-generator (prod)", "0"]
+        ])
+    );
+    let rows = b.js("return document.querySelectorAll('#watches-table tbody tr').length;");
+    assert_eq!(rows, 2);
+    let migrations = b.wait_text("#migrations-table", NEW);
+    let summary = &dash["migrations"][0]["summary"];
+    let cells = b.js(
+        "return [...document.querySelectorAll('#migrations-table tbody tr:first-child td')].map(td => td.innerText);",
+    );
+    assert_eq!(
+        cells.as_array().unwrap()[4..],
+        [
+            summary["not_started"].to_string(),
+            summary["migrating"].to_string(),
+            summary["unknown"].to_string(),
+            summary["done"].to_string()
+        ]
+        .map(Value::from),
+        "{migrations}"
+    );
+    assert_eq!(
+        b.js("return document.querySelectorAll('#migrations-table svg.progress rect').length > 0;"),
+        true
+    );
+    let quieting = b.wait_text("#quieting-table", "legacy-ldap.internal");
+    assert!(
+        quieting.contains("401"),
+        "400 requests and a connection: {quieting}"
+    );
+    assert!(!quieting.contains(NEW), "{quieting}");
+    assert_eq!(
+        b.js("return document.getElementById('view-search').hidden && !document.getElementById('view-dashboard').hidden;"),
+        true
+    );
+    b.screenshot("dashboard.png");
+
+    // 2. A host's page, from the dashboard's link, at its own URL.
+    b.click("#watches-table tbody tr:first-child td:nth-child(2) a");
+    b.wait_js(
+        "the host page's URL",
+        "return location.hash.startsWith('#/host/') || null;",
+    );
+    assert!(b.url().ends_with(&format!("#/host/{OLD}")), "{}", b.url());
+    let verdict = b.wait_text("#host-verdict", "IN-USE");
+    assert!(verdict.contains("tis-"), "{verdict}");
+    let callers = b.wait_text("#host-callers-table", "bulk-upload");
+    for c in STORY {
+        assert!(callers.contains(c.service), "{} in {callers}", c.service);
+    }
+    assert!(
+        callers.contains("uploads"),
+        "the sidecar-reported owner: {callers}"
+    );
+    let m = b.wait_text("#host-migrations", NEW);
+    assert!(m.contains("→"), "{m}");
+    // The timeline over ten hours, hour by hour: one chart per caller, one bar per hour,
+    // each bar's calls and errors those sent.
+    b.goto(&format!(
+        "{}/#/host/{OLD}?since=10h&step=1h",
+        collector.url()
+    ));
+    b.wait_js(
+        "the timeline charts",
+        "return document.querySelectorAll('#host-timeline svg.timeline-chart').length === 5 || null;",
+    );
+    let charts = b.js(
+        "return [...document.querySelectorAll('#host-timeline svg.timeline-chart')].map(s => ({
+            service: s.dataset.service,
+            bars: [...s.querySelectorAll('rect.calls')].map(r => [r.dataset.step, +r.dataset.calls, +r.dataset.errors]),
+        }));",
+    );
+    for chart in charts.as_array().unwrap() {
+        let service = chart["service"].as_str().unwrap();
+        let expected: Vec<Value> = (-10..=0)
+            .map(|h| {
+                let (calls, errors) = sent(service, OLD, h);
+                serde_json::json!([ts(h0 + h * HOUR), calls, errors])
+            })
+            .collect();
+        assert_eq!(chart["bars"].as_array().unwrap(), &expected, "{service}");
+    }
+    let heights = b.js(
+        "return [...document.querySelectorAll('#host-timeline svg.timeline-chart[data-service=\"bulk-upload\"] rect.calls')].map(r => +r.getAttribute('height'));",
+    );
+    let heights: Vec<f64> = heights
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(heights[5], heights[6], "-5 and -4: 3 calls each");
+    assert!(heights[7] > 5.0 * heights[5], "-3: 30 calls: {heights:?}");
+    assert_eq!(heights[0], 0.0);
+    assert_eq!(
+        b.js("return document.querySelectorAll('#host-timeline svg.timeline-chart[data-service=\"tis-concerns\"] rect.errors').length;"),
+        2,
+        "tis-concerns failed 2 calls at -5 and -4"
+    );
+    b.screenshot("host.png");
+
+    // 3. The migration view, at its own URL: the four statuses and the checklist.
+    b.goto(&format!(
+        "{}/#/migration?from={OLD}&to={NEW}&since=6h",
+        collector.url()
+    ));
+    b.wait_text("#migration-table", "not started");
+    let statuses = b.js(
+        "return [...document.querySelectorAll('#migration-table tbody tr')].map(tr => [tr.cells[0].innerText, tr.cells[3].innerText, tr.cells[2].innerText]);",
+    );
+    assert_eq!(
+        statuses,
+        serde_json::json!([
+            ["bulk-upload", "not started", "uploads"],
+            [
+                "tis-notification-generator",
+                "not started",
+                "tis (#tis-oncall)"
+            ],
+            ["tis-concerns", "migrating", "tis (#tis-oncall)"],
+            ["tis-sync", "unknown", "tis (#tis-oncall)"],
+            ["tis-profile", "done", "tis (#tis-oncall)"],
+        ])
+    );
+    let summary = b.wait_text("#migration-summary", "not started");
+    assert!(
+        summary.contains("2 not started, 1 migrating, 1 unknown, 1 done"),
+        "{summary}"
+    );
+    let checklist = b.wait_text("#migration-checklist", "- [ ]");
+    assert!(checklist.contains("- [x] **tis-profile**"), "{checklist}");
+    assert!(
+        checklist.contains("**bulk-upload** (prod) — owner: uploads"),
+        "{checklist}"
+    );
+    assert_eq!(
+        b.js("return document.getElementById('migration-since').value;"),
+        "6h"
+    );
+    b.screenshot("migration.png");
+
+    // The form changes the URL: a link to paste into the ticket.
+    b.type_into("#migration-to", "nowhere.internal");
+    b.click("#migration-button");
+    b.wait_js(
+        "the migration URL",
+        "return location.hash.includes('to=nowhere.internal') || null;",
+    );
+    b.wait_text("#migration-summary", "0 migrating");
+    // Back to the dashboard through its tab.
+    b.click("#tab-dashboard");
+    b.wait_js("the dashboard", "return (location.hash === '#/' && !document.getElementById('view-dashboard').hidden) || null;");
+}

@@ -196,8 +196,19 @@ pub async fn watches(s: &AppState) -> Result<Vec<Watch>, ApiError> {
                         .iter()
                         .find(|c| c.service == a.service && c.environment == a.environment);
                     let (mut calls, mut errors, mut last_seen) = (a.calls, a.errors, a.last_seen);
+                    // Failing calls count from the caller's baseline, which the
+                    // failing-calls row holds whatever kind this row is.
+                    let base = alerts
+                        .iter()
+                        .find(|b| {
+                            b.watch_id == w.id
+                                && b.kind == AlertKind::FailingCalls
+                                && b.service == a.service
+                                && b.environment == a.environment
+                        })
+                        .map_or(a.base, |b| b.base);
                     if let Some(c) = now {
-                        let failing = c.errors_total.saturating_sub(a.base);
+                        let failing = c.errors_total.saturating_sub(base);
                         errors = errors.max(failing);
                         last_seen = last_seen.max(c.last_seen);
                         calls = match a.kind {

@@ -233,10 +233,11 @@ async function loadDashboard(current) {
 
     const rows = [];
     for (const w of d.watches) {
-      const base = [String(w.id), hostLink(w.host), relative(w.from), w.note || ""];
-      if (w.alerts.length === 0) rows.push([...base, { text: "nothing fired", cls: "quiet" }, "", "", "", "", "", ""]);
+      // A node goes in one cell only: a link of its own per row.
+      const base = () => [String(w.id), hostLink(w.host), relative(w.from), w.note || ""];
+      if (w.alerts.length === 0) rows.push([...base(), { text: "nothing fired", cls: "quiet" }, "", "", "", "", "", ""]);
       for (const a of w.alerts) {
-        rows.push([...base, { text: a.kind, cls: "kind-" + a.kind }, a.service + " (" + a.environment + ")",
+        rows.push([...base(), { text: a.kind, cls: "kind-" + a.kind }, a.service + " (" + a.environment + ")",
           a.owner ? a.owner.team + (a.owner.contact ? " (" + a.owner.contact + ")" : "") : "",
           a.calls, a.errors, relative(a.last_seen), a.notifications + "×"]);
       }
