@@ -387,6 +387,75 @@ fn a_watch_alerts_alertmanager_and_a_webhook_through_a_restart_without_loss_or_r
     );
 }
 
+/// `--renotify-after`: a caller still calling is notified again once the interval has
+/// passed, never sooner; a caller that stopped calling is not notified again.
+#[test]
+fn an_alert_is_renotified_only_after_the_interval_and_only_while_it_goes_on() {
+    let hook = Receiver::start(0);
+    let collector = Collector::builder()
+        .args(&[
+            "--admin-token",
+            ADMIN,
+            "--watch-interval",
+            "200ms",
+            "--renotify-after",
+            "4s",
+        ])
+        .spawn();
+    let old = Upstream::start("127.0.0.1");
+    let new = Upstream::start("127.0.0.1");
+    let steady = sidecar("tis-sync", &collector, &old, &new).spawn();
+    let once = sidecar("tis-profile", &collector, &old, &new).spawn();
+    let out = whouses(&[
+        "--url",
+        &collector.url(),
+        "--admin-token",
+        ADMIN,
+        "watch",
+        "add",
+        OLD,
+        "--notify",
+        &hook.url(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let old_url = format!("http://{OLD}/");
+    assert_eq!(send_through(&steady.proxy_url(), &old_url, 2, 1), 2);
+    assert_eq!(send_through(&once.proxy_url(), &old_url, 2, 1), 2);
+    let first = Instant::now();
+    wait::until("both first notifications", secs(20), || {
+        (bodies_for(&hook, "tis-sync", "traffic-after-cutoff").len() == 1
+            && bodies_for(&hook, "tis-profile", "traffic-after-cutoff").len() == 1)
+            .then_some(())
+    });
+    // One caller keeps calling; within the interval, nothing more is sent.
+    while first.elapsed() < Duration::from_millis(3_000) {
+        assert_eq!(send_through(&steady.proxy_url(), &old_url, 1, 1), 1);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(hook.bodies().len(), 2, "{:?}", hook.bodies());
+    }
+    // After it, the one still calling is notified again (its second notification).
+    let again = wait::until("the re-notification", secs(20), || {
+        let _ = send_through(&steady.proxy_url(), &old_url, 1, 1);
+        bodies_for(&hook, "tis-sync", "traffic-after-cutoff")
+            .get(1)
+            .cloned()
+    });
+    assert!(
+        first.elapsed() >= Duration::from_secs(4),
+        "{:?}",
+        first.elapsed()
+    );
+    assert_eq!(again["notification"], 2, "{again}");
+    // Well past the interval, the one that stopped calling was not notified again.
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert_eq!(
+        bodies_for(&hook, "tis-profile", "traffic-after-cutoff").len(),
+        1,
+        "{:?}",
+        hook.bodies()
+    );
+}
+
 // ---- The migration story, diffs and timelines, per hour bucket ----
 
 /// One caller of the story: its past hours as crafted batches (one per UTC hour, hour
