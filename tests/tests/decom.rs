@@ -10,10 +10,13 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use whouses_tests::alerting::{Alertmanager, Receiver};
 use whouses_tests::bins::secs;
+use whouses_tests::browser::Browser;
 use whouses_tests::collector::{whouses, Collector};
+use whouses_tests::reports::{edge, report, DAY, HOUR, MIN};
 use whouses_tests::sidecar::{self, send_through, Sidecar};
 use whouses_tests::upstream::Upstream;
 use whouses_tests::wait;
+use whouses_wire::Timestamp;
 
 const OLD: &str = "tis-reference.internal";
 const NEW: &str = "reference.tis-lb.internal";
@@ -528,9 +531,6 @@ const STORY: &[Caller] = &[
     },
 ];
 
-use whouses_tests::reports::{edge, report, DAY, HOUR, MIN};
-use whouses_wire::Timestamp;
-
 /// The current UTC hour's start; waits for the next hour first when this one ends within
 /// three minutes (a test's live calls must not straddle two buckets).
 fn current_hour() -> i64 {
@@ -546,13 +546,12 @@ fn current_hour() -> i64 {
 fn seed_story(c: &Collector, h0: i64) {
     for (i, caller) in STORY.iter().enumerate() {
         let instance = format!("{}-0", caller.service);
-        let mut seq = 1;
         let last = if caller.quiet_from == 0 {
             0
         } else {
             caller.quiet_from - 1
         };
-        for hour in -9..=last {
+        for (seq, hour) in (1..).zip(-9..=last) {
             let start = h0 + hour * HOUR;
             let end = if hour == 0 {
                 whouses_tests::reports::now()
@@ -573,7 +572,6 @@ fn seed_story(c: &Collector, h0: i64) {
             r.owner = caller.owner.map(String::from);
             let (status, body) = c.post_report(&r, None);
             assert_eq!(status, 200, "{} hour {hour}: {body}", caller.service);
-            seq += 1;
         }
     }
 }
@@ -968,8 +966,6 @@ fn diff_and_timeline_answer_per_hour_bucket_what_was_sent() {
 /// screenshots saved under target/browser/.
 #[test]
 fn the_dashboard_host_page_and_migration_view_in_a_real_browser() {
-    use whouses_tests::browser::Browser;
-
     let dir = tempfile::tempdir().unwrap();
     let owners = dir.path().join("owners.toml");
     std::fs::write(&owners, OWNERS).unwrap();
