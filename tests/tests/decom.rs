@@ -1,6 +1,11 @@
 //! Issue 16, the decommission workflow, end to end with the real binaries: watches whose
 //! alerts reach a real Alertmanager and a plain webhook receiver (through a collector
-//! restart), the migration story, and diff and timeline answers per hour bucket.
+//! restart), re-notification, the migration story, diff and timeline answers per hour
+//! bucket, and the dashboard, a host's page and the migration view in headless Chromium.
+//!
+//! Past hours are crafted batches (`whouses_tests::reports`), all within the collector's
+//! `--max-backfill` (7 days) so their periods count as coverage; the current hour's calls
+//! go through real sidecars to real upstreams.
 
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
