@@ -464,6 +464,82 @@ fn an_alert_is_renotified_only_after_the_interval_and_only_while_it_goes_on() {
     );
 }
 
+/// Two collector replicas on one PostgreSQL database: each caller's alert is sent once,
+/// whichever replica its sidecar reports to (one notifier at a time, by lease); when a
+/// replica is killed, the other notifies the next alert, and the first one is not sent
+/// again.
+#[test]
+fn two_replicas_on_postgres_notify_each_alert_once_and_hand_the_lease_over() {
+    let Some(db) = whouses_tests::postgres::database(
+        "two_replicas_on_postgres_notify_each_alert_once_and_hand_the_lease_over",
+    ) else {
+        return;
+    };
+    let hook = Receiver::start(0);
+    let replica = || {
+        Collector::builder()
+            .db_url(&db)
+            .args(&[
+                "--admin-token",
+                ADMIN,
+                "--watch-interval",
+                "200ms",
+                "--notify-timeout",
+                "1s",
+            ])
+            .spawn()
+    };
+    let mut a = replica();
+    let b = replica();
+    let old = Upstream::start("127.0.0.1");
+    let new = Upstream::start("127.0.0.1");
+    let via_a = sidecar("tis-concerns", &a, &old, &new).spawn();
+    let via_b = sidecar("bulk-upload", &b, &old, &new).spawn();
+    let out = whouses(&[
+        "--url",
+        &a.url(),
+        "--admin-token",
+        ADMIN,
+        "watch",
+        "add",
+        OLD,
+        "--notify",
+        &hook.url(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let old_url = format!("http://{OLD}/");
+    assert_eq!(send_through(&via_a.proxy_url(), &old_url, 3, 1), 3);
+    wait::until("tis-concerns's alert", secs(20), || {
+        (!bodies_for(&hook, "tis-concerns", "traffic-after-cutoff").is_empty()).then_some(())
+    });
+    // Both replicas evaluate every 200 ms; only the lease holder notifies.
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert_eq!(hook.bodies().len(), 1, "{:?}", hook.bodies());
+    // Both answer alike.
+    for c in [&a, &b] {
+        let w = c.get_json("/v1/watches");
+        assert_eq!(
+            w["watches"][0]["alerts"][0]["service"], "tis-concerns",
+            "{w}"
+        );
+    }
+
+    // One replica dies without giving the lease up; the other goes on.
+    a.kill9();
+    assert_eq!(send_through(&via_b.proxy_url(), &old_url, 2, 1), 2);
+    wait::until("bulk-upload's alert from the survivor", secs(30), || {
+        (!bodies_for(&hook, "bulk-upload", "traffic-after-cutoff").is_empty()).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(1_500));
+    let mut services: Vec<String> = hook
+        .bodies()
+        .iter()
+        .map(|b| b["service"].as_str().unwrap().to_string())
+        .collect();
+    services.sort();
+    assert_eq!(services, ["bulk-upload", "tis-concerns"]);
+}
+
 // ---- The migration story, diffs and timelines, per hour bucket ----
 
 /// One caller of the story: its past hours as crafted batches (one per UTC hour, hour
