@@ -616,6 +616,16 @@ fn start_injected(m: &Mutated, dir: &Path) -> (Proc, Value) {
             v.to_string()
         } else if e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name" {
             pod_name.clone()
+        } else if let Some(label) = e["valueFrom"]["fieldRef"]["fieldPath"]
+            .as_str()
+            .and_then(|p| p.strip_prefix("metadata.labels['"))
+            .and_then(|p| p.strip_suffix("']"))
+        {
+            // The downward API: the label's value, empty when the pod has none.
+            m.pod["metadata"]["labels"][label]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
         } else if e["valueFrom"]["secretKeyRef"]["optional"] == true {
             continue; // The Secret does not exist here.
         } else {
