@@ -12,6 +12,7 @@ need_apt=()
 for pair in curl:curl python3:python3 openssl:openssl unzip:unzip dot:graphviz \
     chromium:chromium chromedriver:chromium-driver npm:npm pgrep:procps \
     dnsmasq:dnsmasq-base ip:iproute2 node:nodejs \
+    iptables:iptables nft:nftables java:default-jdk-headless setpriv:util-linux \
     wrk:wrk nginx:nginx-light haproxy:haproxy squid:squid tinyproxy:tinyproxy \
     prometheus-alertmanager:prometheus-alertmanager; do
   bin=${pair%%:*}; pkg=${pair##*:}
@@ -59,7 +60,11 @@ fi
 log "Running the tests"
 # The benchmark smoke loads both cores (wrk, every proxy); it runs alone afterwards so
 # it never competes with the tests that count exactly.
-cargo nextest run --workspace --no-fail-fast --profile ci -E 'not test(bench_smoke)'
+# WHOUSES_STRESS_COUNT=N runs the whole suite N times in a row (nextest's stress mode):
+# the evidence that no test depends on luck or an idle machine.
+stress=()
+[ -n "${WHOUSES_STRESS_COUNT:-}" ] && stress=(--stress-count "$WHOUSES_STRESS_COUNT")
+cargo nextest run --workspace --no-fail-fast --profile ci "${stress[@]}" -E 'not test(bench_smoke)'
 
 log "Running the benchmark smoke on its own"
 cargo nextest run --workspace --profile ci -E 'test(bench_smoke)'

@@ -117,8 +117,9 @@ fn spell_duration(ms: u64) -> String {
         .to_string()
         .split(' ')
         .map(|part| match part.find("day") {
-            Some(i) if i > 0 => format!("{} {}", &part[..i], &part[i..]),
-            _ => part.to_string(),
+            // humantime writes the count first ("30days"): never at the start.
+            Some(i) => format!("{} {}", &part[..i], &part[i..]),
+            None => part.to_string(),
         })
         .collect::<Vec<_>>()
         .join(" ")
@@ -427,13 +428,19 @@ pub async fn check(
             ..Default::default()
         })
         .await?;
-    let in_window = store
-        .edges(&EdgeFilter {
-            hosts: Some(patterns.clone()),
-            since: Some(window_start),
-            ..Default::default()
-        })
-        .await?;
+    // The counts within the window (bucket sums) are only shown for callers that called
+    // within it: a quiet host — the decommission case — skips the bucket scan entirely.
+    let in_window = if edges.iter().any(|e| e.counts.last_seen >= window_start) {
+        store
+            .edges(&EdgeFilter {
+                hosts: Some(patterns.clone()),
+                since: Some(window_start),
+                ..Default::default()
+            })
+            .await?
+    } else {
+        Vec::new()
+    };
     let folded = store
         .edges(&EdgeFilter {
             hosts: Some(vec![HostPattern::Host(OTHER_HOST.to_string())]),
@@ -610,6 +617,42 @@ mod tests {
         assert!(line.contains("svc-9 and 15 more"), "{line}");
         assert!(!line.contains("svc-10"), "{line}");
         assert_eq!(name_some(&names[..2]), "svc-0, svc-1");
+        // Exactly ten: all named, nothing "more".
+        let ten = name_some(&names[..10]);
+        assert!(ten.ends_with("svc-9") && !ten.contains("more"), "{ten}");
+    }
+
+    #[test]
+    fn each_environment_of_a_service_is_its_own_caller() {
+        let mut stage = edge("a", 99 * H);
+        stage.environment = "stage".into();
+        let mut c = Case::new(
+            vec![edge("a", 99 * H), stage.clone()],
+            vec![cov("a", 0, NOW)],
+        );
+        let mut in_prod = row("a", "old.internal", 7, 99 * H);
+        in_prod.counts.connections = 0;
+        let mut in_stage = in_prod.clone();
+        in_stage.environment = "stage".into();
+        in_stage.counts.requests = 2;
+        c.in_window = vec![in_prod, in_stage];
+        let r = c.run();
+        let calls = |env: &str| {
+            r.callers
+                .iter()
+                .find(|e| e.environment == env)
+                .map(|e| e.requests_in_window)
+        };
+        assert_eq!((calls("prod"), calls("stage")), (Some(7), Some(2)));
+    }
+
+    #[test]
+    fn observation_starting_exactly_at_the_window_start_is_enough() {
+        let mut c = Case::new(vec![edge("a", 50 * H)], vec![cov("a", 0, NOW)]);
+        c.observed = Some(NOW - QUIET as i64);
+        assert_eq!(c.run().verdict, Verdict::Unused, "{}", c.run().reason);
+        c.observed = Some(NOW - QUIET as i64 + 1);
+        assert_eq!(c.run().verdict, Verdict::Unknown);
     }
 
     #[test]
@@ -758,6 +801,15 @@ mod tests {
         let r = c.run();
         assert_eq!(r.verdict, Verdict::Unknown, "{}", r.reason);
         assert!(r.reason.contains("z (1 call(s))"), "{}", r.reason);
+        // A fold with bytes but no calls is not a call.
+        let mut c = Case::new(vec![edge("a", 50 * H)], vec![cov("a", 0, NOW)]);
+        let mut quiet = row("a", OTHER_HOST, 0, 96 * H);
+        quiet.counts.connections = 0;
+        quiet.counts.bytes_sent = 10;
+        c.folded = vec![quiet];
+        let r = c.run();
+        assert_eq!(r.verdict, Verdict::Unused, "{}", r.reason);
+        assert!(r.folded.is_empty());
         // A recent call still wins: in use.
         let mut c = Case::new(vec![edge("a", 99 * H)], vec![cov("a", 0, NOW)]);
         c.folded = vec![row("a", OTHER_HOST, 12, 96 * H)];

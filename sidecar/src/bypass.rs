@@ -5,6 +5,10 @@
 //! made around the proxy. Each is keyed by remote address and port, and named by the DNS
 //! forwarder when the app resolved that address through it.
 //!
+//! The sidecar's own connections are never bypass: those it holds (by socket inode), and
+//! those it dialed (registered by the relay's dialer and the shipper when made, so a
+//! short one lingering in TIME_WAIT is still known as ours).
+//!
 //! What a sampler can miss: a connection opened and closed between two scans; connections
 //! of processes in other network namespaces. What it cannot tell apart: a connection the
 //! app made around the proxy from one another process in the same namespace made. Both
@@ -88,6 +92,11 @@ pub fn own_sockets() -> HashSet<u64> {
         .collect()
 }
 
+/// IPv4-mapped addresses as IPv4 (the TCP table and sockets spell them differently).
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
+}
+
 fn loopback(ip: IpAddr) -> bool {
     ip.to_canonical().is_loopback()
 }
@@ -143,7 +152,24 @@ pub fn bypassing<'a>(scan: &'a Scan, own: &'a Own) -> impl Iterator<Item = Conn>
 pub struct Bypass {
     inner: Mutex<Inner>,
     max_keys: usize,
+    /// Connections the sidecar itself dialed, registered when dialed: a short one can
+    /// close and linger in TIME_WAIT (no inode) before any scan saw it open.
+    dialed: Mutex<Dialed>,
 }
+
+/// Address pairs the sidecar dialed (with when), and remote addresses all of whose
+/// connections are the sidecar's (the collector).
+#[derive(Debug, Default)]
+struct Dialed {
+    pairs: HashMap<(SocketAddr, SocketAddr), std::time::Instant>,
+    remotes: HashSet<SocketAddr>,
+}
+
+/// How long a dialed pair is remembered: TIME_WAIT lasts 60 s.
+const DIALED_FOR: std::time::Duration = std::time::Duration::from_secs(120);
+/// Most dialed pairs remembered (beyond, a short connection may read as bypass: evidence
+/// of use, never of non-use).
+const MAX_DIALED: usize = 65_536;
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -158,7 +184,41 @@ impl Bypass {
         Bypass {
             inner: Mutex::new(Inner::default()),
             max_keys: max_keys.max(1),
+            dialed: Mutex::new(Dialed::default()),
         }
+    }
+
+    /// A connection the sidecar dialed (`local` → `remote`): never bypass.
+    pub fn own_connection(&self, local: SocketAddr, remote: SocketAddr) {
+        let mut d = self.dialed.lock().unwrap_or_else(PoisonError::into_inner);
+        if d.pairs.len() >= MAX_DIALED {
+            d.pairs.retain(|_, at| at.elapsed() < DIALED_FOR);
+            if d.pairs.len() >= MAX_DIALED {
+                return;
+            }
+        }
+        d.pairs.insert(
+            (canonical(local), canonical(remote)),
+            std::time::Instant::now(),
+        );
+    }
+
+    /// A remote address only the sidecar connects to (the collector): never bypass.
+    pub fn own_remote(&self, remote: SocketAddr) {
+        let mut d = self.dialed.lock().unwrap_or_else(PoisonError::into_inner);
+        if d.remotes.len() < 64 {
+            d.remotes.insert(canonical(remote));
+        }
+    }
+
+    /// Whether the sidecar dialed this connection.
+    pub fn dialed_by_us(&self, c: &Conn) -> bool {
+        let d = self.dialed.lock().unwrap_or_else(PoisonError::into_inner);
+        let (local, remote) = (canonical(c.local), canonical(c.remote));
+        d.remotes.contains(&remote)
+            || d.pairs
+                .get(&(local, remote))
+                .is_some_and(|at| at.elapsed() < DIALED_FOR)
     }
 
     /// Count the new bypassing connections of one scan.
@@ -250,7 +310,8 @@ pub async fn run(
             Ok(Ok((scan, inodes))) => {
                 own.update(&scan, inodes);
                 let now = whouses_wire::Timestamp::now().as_millis();
-                bypass.record(bypassing(&scan, &own), names.as_deref(), now);
+                let conns = bypassing(&scan, &own).filter(|c| !bypass.dialed_by_us(c));
+                bypass.record(conns, names.as_deref(), now);
             }
             Ok(Err(error)) if !warned => {
                 warned = true;
@@ -314,6 +375,21 @@ mod tests {
         assert_eq!(t.connections, 2);
         assert_eq!((t.first_seen, t.last_seen), (1_000, 3_000));
         assert_eq!(t.name.as_deref(), Some("old.internal"));
+    }
+
+    #[test]
+    fn connections_the_sidecar_dialed_are_never_bypass() {
+        let b = Bypass::new(10);
+        // Closed before any scan saw it open: in TIME_WAIT, no inode.
+        let short = conn("198.18.0.1:40000", "198.18.0.2:8080", 0);
+        b.own_connection(
+            "[::ffff:198.18.0.1]:40000".parse().unwrap(),
+            "198.18.0.2:8080".parse().unwrap(),
+        );
+        assert!(b.dialed_by_us(&short));
+        assert!(!b.dialed_by_us(&conn("198.18.0.1:40001", "198.18.0.2:8080", 0)));
+        b.own_remote("198.18.0.9:7070".parse().unwrap());
+        assert!(b.dialed_by_us(&conn("198.18.0.1:40002", "198.18.0.9:7070", 0)));
     }
 
     #[test]

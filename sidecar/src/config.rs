@@ -49,7 +49,13 @@ impl FromStr for ResolveRule {
 /// Forward proxy that counts, exactly, every call per upstream host and ships the counts
 /// to a whouses collector.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "whouses-sidecar", version, about)]
+#[command(
+    name = "whouses-sidecar",
+    version,
+    about,
+    after_help = "Transparent capture: `whouses-sidecar iptables install --proxy-uid UID` \
+                  redirects the app's outbound TCP and DNS here (see `whouses-sidecar iptables --help`)."
+)]
 pub struct Config {
     /// The calling service's name (the "who" in "who uses X").
     #[arg(long, env = "WHOUSES_SERVICE")]
@@ -112,8 +118,10 @@ pub struct Config {
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub threads: u16,
 
-    /// Client networks allowed to use the proxy (default: loopback only, so the sidecar
-    /// is never an open relay). Comma-separated or repeated.
+    /// Client networks allowed to use the proxy (default: loopback and the network
+    /// namespace's own addresses, which connections redirected by `whouses-sidecar
+    /// iptables` come from — so the sidecar is never an open relay). Comma-separated or
+    /// repeated.
     #[arg(long, env = "WHOUSES_ALLOW_FROM", value_delimiter = ',', num_args = 1..)]
     pub allow_from: Vec<IpNet>,
 
@@ -130,7 +138,7 @@ pub struct Config {
     pub max_spooled: u32,
 
     /// Largest encoded batch; a busy interval is cut into several batches under it.
-    /// 512 KiB is well under the collector's 4 MiB --max-body-bytes and under the 1 MiB
+    /// 512 KiB is well under the collector's 1 MiB --max-body-bytes and under the 1 MiB
     /// body limit common in ingress proxies (nginx), so a batch is never refused for size
     /// by default (about 1,500 keys of long host names per batch).
     #[arg(long, env = "WHOUSES_MAX_BATCH_BYTES", default_value_t = 512 * 1024,
@@ -223,6 +231,24 @@ pub struct Config {
     /// good start).
     #[arg(long, env = "WHOUSES_BYPASS_SCAN_INTERVAL")]
     pub bypass_scan_interval: Option<DurationArg>,
+
+    /// Transparent mode: destination ports whose redirected connections are counted as
+    /// opaque TCP at once, without waiting for the app to speak (protocols where the
+    /// server speaks first: FTP, SSH, SMTP, POP3, IMAP, submission, MySQL, NATS).
+    #[arg(
+        long,
+        env = "WHOUSES_OPAQUE_PORTS",
+        value_delimiter = ',',
+        default_value = "21,22,25,110,143,587,3306,4222,33060"
+    )]
+    pub opaque_ports: Vec<u16>,
+
+    /// Transparent mode: time a redirected connection's first bytes have to tell its
+    /// protocol (HTTP/1, TLS, HTTP/2) before it is counted as opaque TCP. Short, because a
+    /// server-speaks-first protocol on a port not in --opaque-ports waits this long once
+    /// per connection.
+    #[arg(long, env = "WHOUSES_DETECT_TIMEOUT", default_value = "300ms")]
+    pub detect_timeout: DurationArg,
 }
 
 impl Config {
@@ -261,6 +287,11 @@ impl Config {
         {
             errors.push("--bypass-scan-interval must be at least 100ms".to_string());
         }
+        if self.detect_timeout.0 < std::time::Duration::from_millis(1)
+            || self.detect_timeout.0 > std::time::Duration::from_secs(10)
+        {
+            errors.push("--detect-timeout must be between 1ms and 10s".to_string());
+        }
         if self.flush_interval.0 < std::time::Duration::from_millis(100) {
             errors.push("--flush-interval must be at least 100ms".to_string());
         }
@@ -293,6 +324,12 @@ impl Config {
         } else {
             self.allow_from.clone()
         }
+    }
+
+    /// Whether the namespace's own addresses are allowed too: with the default
+    /// `--allow-from` (redirected connections come from them).
+    pub fn allow_own_addresses(&self) -> bool {
+        self.allow_from.is_empty()
     }
 
     /// `--instance`, defaulting to hostname-pid.
@@ -331,7 +368,14 @@ mod tests {
         assert!(c.collector_url.is_none());
         assert_eq!(c.allowed_networks().len(), 2);
         assert!(c.tunnel_splice);
+        assert!(c.allow_own_addresses());
+        assert!(c.opaque_ports.contains(&25) && c.opaque_ports.contains(&3306));
+        assert_eq!(c.detect_timeout.0, std::time::Duration::from_millis(300));
         assert!(c.validate().is_ok());
+        let c = parse(&["--service", "b", "--detect-timeout", "20s"]).unwrap();
+        assert!(c.validate().unwrap_err().contains("--detect-timeout"));
+        let c = parse(&["--service", "b", "--opaque-ports", "7000,7001"]).unwrap();
+        assert_eq!(c.opaque_ports, vec![7000, 7001]);
         let c = parse(&["--service", "b", "--tunnel-splice", "false"]).unwrap();
         assert!(!c.tunnel_splice);
     }

@@ -6,6 +6,9 @@
 //! * [`config`] — flags (`WHOUSES_*` env), checked once.
 //! * [`proxy`] — accept loop ([`proxy::server`]), the request path of one connection, top
 //!   to bottom ([`proxy::relay`]), routing, head parsing, tunnels, dialing.
+//! * [`capture`] — transparent mode: the `iptables` subcommand, original destinations,
+//!   protocol detection, opaque connections named by DNS.
+//! * [`dns`], [`bypass`] — the DNS forwarder and the bypass detector (explicit mode).
 //! * [`counters`] — **where a request is counted**: sharded atomic counters per key.
 //! * [`shipper`] — numbered batches to the collector, retries, spool, final flush.
 //! * [`admin`] — `/healthz`, `/readyz`, `/shipping`, `/metrics`, `/stats`, and the
@@ -27,6 +30,7 @@ use whouses_wire::Timestamp;
 
 pub mod admin;
 pub mod bypass;
+pub mod capture;
 pub mod config;
 pub mod counters;
 pub mod dns;
@@ -152,11 +156,17 @@ pub async fn run_with(
     let relay = Arc::new(proxy::relay::Relay {
         counters: counters.clone(),
         router: Box::new(proxy::route::ExplicitProxy),
-        dialer: proxy::connect::Dialer::new(&config.resolve, config.connect_timeout.0),
+        dialer: proxy::connect::Dialer::new(&config.resolve, config.connect_timeout.0)
+            .own_connections(observers.bypass.clone()),
         pool,
         max_header_bytes: config.max_header_bytes as usize,
         header_read_timeout: config.header_read_timeout.0,
         tunnel_splice: config.tunnel_splice,
+        capture: Some(Arc::new(capture::Capture {
+            names: observers.names.clone(),
+            opaque_ports: config.opaque_ports.iter().copied().collect(),
+            detect_timeout: config.detect_timeout.0,
+        })),
     });
 
     let admin_state = Arc::new(admin::AdminState {
@@ -241,12 +251,17 @@ pub async fn run_with(
         );
     }
     let admin_ref = admin_state.clone();
-    proxy::server::serve(
-        proxy_listener,
+    let mut proxy_listeners = vec![proxy_listener];
+    proxy_listeners.extend(capture::redirect::ipv6_loopback_twin(proxy_addr).await);
+    proxy::server::serve_all(
+        proxy_listeners,
         relay,
         slots,
         proxy::server::Limits {
             allow_from: config.allowed_networks(),
+            own_addresses: config
+                .allow_own_addresses()
+                .then(capture::redirect::OwnAddresses::default),
             header_read_timeout: config.header_read_timeout.0,
             drain_timeout: config.drain_timeout.0,
         },

@@ -1,4 +1,5 @@
-//! `whouses-sidecar`: parse flags, set up logging, bind, and run until SIGTERM/SIGINT.
+//! `whouses-sidecar`: parse flags, set up logging, bind, and run until SIGTERM/SIGINT; or,
+//! as `whouses-sidecar iptables …`, set up transparent capture and exit.
 //! Once listening it prints one JSON line on stdout with the bound addresses (logs go to
 //! stderr).
 
@@ -8,6 +9,12 @@ use clap::Parser;
 use whouses_sidecar::config::{Config, LogFormat};
 
 fn main() -> ExitCode {
+    // `whouses-sidecar iptables install|uninstall|show`: set up transparent capture (an
+    // init container's job), then exit.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "iptables") {
+        return whouses_sidecar::capture::iptables::main(args);
+    }
     let config = Config::parse();
     if let Err(e) = config.validate() {
         eprintln!("whouses-sidecar: {e}");

@@ -14,6 +14,8 @@ pub struct Ns {
     pub name: String,
     /// Its address on the veth link.
     pub addr: String,
+    /// Its end of the veth link.
+    pub dev: String,
 }
 
 impl Ns {
@@ -54,6 +56,8 @@ impl Ns {
 pub struct Pair {
     pub a: Ns,
     pub b: Ns,
+    /// The pair's number among 198.18.0.0/15's /24s.
+    subnet: u32,
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -83,11 +87,14 @@ impl Pair {
             a: Ns {
                 name: a.clone(),
                 addr: format!("198.18.{subnet}.1"),
+                dev: va.clone(),
             },
             b: Ns {
                 name: b.clone(),
                 addr: format!("198.18.{subnet}.2"),
+                dev: vb.clone(),
             },
+            subnet,
         };
         ip(&["netns", "add", &a]);
         ip(&["netns", "add", &b]);
@@ -100,6 +107,37 @@ impl Pair {
             ip(&["-n", ns, "link", "set", "lo", "up"]);
         }
         pair
+    }
+}
+
+impl Pair {
+    /// `n` more addresses of `b` (198.19.N.1…n, /32 each), routed from `a` through the
+    /// link: distinct hosts for a test that names each by DNS.
+    pub fn more_b_addresses(&self, n: u32) -> Vec<String> {
+        let addrs: Vec<String> = (1..=n)
+            .map(|i| format!("198.19.{}.{i}", self.subnet))
+            .collect();
+        for addr in &addrs {
+            ip(&[
+                "-n",
+                &self.b.name,
+                "addr",
+                "add",
+                &format!("{addr}/32"),
+                "dev",
+                &self.b.dev,
+            ]);
+        }
+        ip(&[
+            "-n",
+            &self.a.name,
+            "route",
+            "add",
+            &format!("198.19.{}.0/24", self.subnet),
+            "via",
+            &self.b.addr,
+        ]);
+        addrs
     }
 }
 

@@ -419,7 +419,12 @@ fn slow_and_half_open_requests_are_closed_and_connections_are_bounded() {
 #[test]
 fn many_large_report_bodies_at_once_hold_bounded_memory() {
     let c = Collector::builder()
-        .args(&["--max-concurrent-ingest", "4"])
+        .args(&[
+            "--max-concurrent-ingest",
+            "4",
+            "--max-body-bytes",
+            "4194304",
+        ])
         .spawn();
     let body_len = 4 * 1024 * 1024 - 1;
     let addr = c.addr;

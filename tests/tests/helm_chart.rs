@@ -252,6 +252,24 @@ fn external_database_webhook_off_ingress_and_cert_manager_render_and_validate() 
 }
 
 #[test]
+fn the_capture_mode_reaches_the_webhook() {
+    let d = docs(&render("defaults", &[]));
+    let webhook = container(&d, "whouses-webhook");
+    assert_eq!(
+        env_value(webhook, "WHOUSES_DEFAULT_MODE").as_deref(),
+        Some("explicit")
+    );
+    let y = render("transparent", &["sidecar.mode=transparent"]);
+    validate("transparent", &y);
+    let d = docs(&y);
+    let webhook = container(&d, "whouses-webhook");
+    assert_eq!(
+        env_value(webhook, "WHOUSES_DEFAULT_MODE").as_deref(),
+        Some("transparent")
+    );
+}
+
+#[test]
 fn invalid_combinations_fail_with_a_message() {
     for (sets, msg) in [
         (
@@ -290,6 +308,7 @@ fn invalid_combinations_fail_with_a_message() {
             "ingress.enabled needs ingress.host",
         ),
         (vec!["collector.logFormat=xml"], "logFormat"),
+        (vec!["sidecar.mode=sniff"], "mode"),
         (vec!["webhook.tls=vault"], "tls"),
         (vec!["nosuchvalue=1"], "nosuchvalue"),
     ] {

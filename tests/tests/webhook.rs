@@ -976,3 +976,147 @@ fn a_rotated_certificate_is_presented_without_a_restart() {
         wh.proc.output()
     );
 }
+
+#[test]
+fn transparent_mode_adds_the_iptables_init_container_and_no_proxy_variables() {
+    let m = mutate("transparent-pod.json", false);
+    assert!(
+        matches!(m.outcome, Outcome::Injected { .. }),
+        "{:?}",
+        m.outcome
+    );
+    let inits = m.pod["spec"]["initContainers"].as_array().unwrap();
+    let names: Vec<&str> = inits.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    // The redirect first, then the sidecar, then the app's own init containers (already
+    // captured).
+    assert_eq!(names, ["whouses-iptables", "whouses-sidecar", "migrate"]);
+
+    let init = &inits[0];
+    assert_eq!(init["image"], "registry.internal/whouses:0.1.0");
+    assert_eq!(
+        init["args"],
+        json!([
+            "iptables",
+            "install",
+            "--proxy-uid",
+            "65532",
+            "--proxy-gid",
+            "65532",
+            "--proxy-port",
+            "15001",
+            "--dns-port",
+            "15053"
+        ])
+    );
+    let sc = &init["securityContext"];
+    assert_eq!(sc["capabilities"]["add"], json!(["NET_ADMIN", "NET_RAW"]));
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert!(init.get("restartPolicy").is_none(), "runs once, then exits");
+
+    // The sidecar runs as the uid the redirect leaves alone, with the DNS forwarder.
+    let sidecar = m.sidecar();
+    assert_eq!(sidecar["securityContext"]["runAsUser"], 65532);
+    assert_eq!(sidecar["securityContext"]["runAsGroup"], 65532);
+    assert_eq!(
+        sidecar["securityContext"]["capabilities"]["drop"],
+        json!(["ALL"])
+    );
+    let args: Vec<&str> = sidecar["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        args.windows(2)
+            .any(|w| w == ["--dns-listen", "127.0.0.1:15053"]),
+        "{args:?}"
+    );
+
+    // No proxy variables; the app's own environment untouched.
+    for name in ["app", "log-shipper", "batch"] {
+        let c = m.container(name);
+        for var in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "NO_PROXY"] {
+            assert!(env_of(c, var).is_none(), "{name} got {var}");
+        }
+    }
+    assert_eq!(
+        env_of(m.container("app"), "JAVA_TOOL_OPTIONS").as_deref(),
+        Some("-Xmx512m")
+    );
+    assert_eq!(
+        m.pod["metadata"]["annotations"]["whouses.io/mode"],
+        "transparent"
+    );
+    // A container running as the sidecar's uid is not captured: said, not hidden.
+    let w = m.warnings();
+    assert!(
+        w.iter().any(|w| w.contains("batch") && w.contains("65532")),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn the_mode_comes_from_the_annotation_else_the_default() {
+    // The chart's default: transparent for every pod that does not say.
+    let cfg = InjectConfig {
+        default_mode: whouses_webhook::config::Mode::Transparent,
+        ..cfg()
+    };
+    let m = mutate_doc(
+        &fixture("labelled-pod.json"),
+        &cfg,
+        &CollectorCa::NotConfigured,
+        false,
+    );
+    assert_eq!(
+        m.pod["spec"]["initContainers"][0]["name"],
+        "whouses-iptables"
+    );
+    assert!(env_of(m.container("app"), "HTTP_PROXY").is_none());
+
+    // A pod that asks for explicit mode gets it, whatever the default.
+    let mut doc: Value = serde_json::from_slice(&fixture("transparent-pod.json")).unwrap();
+    doc["request"]["object"]["metadata"]["annotations"]["whouses.io/mode"] = json!("explicit");
+    let m = mutate_doc(
+        &serde_json::to_vec(&doc).unwrap(),
+        &cfg,
+        &CollectorCa::NotConfigured,
+        false,
+    );
+    assert_eq!(
+        m.pod["spec"]["initContainers"][0]["name"],
+        "whouses-sidecar"
+    );
+    assert!(env_of(m.container("app"), "HTTP_PROXY").is_some());
+    assert_eq!(
+        m.pod["metadata"]["annotations"]["whouses.io/mode"],
+        "explicit"
+    );
+
+    // An unknown mode: admitted without the sidecar, with the reason (fail open).
+    doc["request"]["object"]["metadata"]["annotations"]["whouses.io/mode"] = json!("sniff");
+    let m = mutate_doc(
+        &serde_json::to_vec(&doc).unwrap(),
+        &cfg,
+        &CollectorCa::NotConfigured,
+        false,
+    );
+    assert!(
+        matches!(
+            m.outcome,
+            Outcome::Skipped {
+                reason: SkipReason::InvalidMode,
+                ..
+            }
+        ),
+        "{:?}",
+        m.outcome
+    );
+    assert!(!m.has_sidecar());
+    assert!(m.pod["metadata"]["annotations"]["whouses.io/skipped"]
+        .as_str()
+        .unwrap()
+        .contains("sniff"));
+}

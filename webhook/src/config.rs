@@ -57,6 +57,36 @@ pub struct InjectConfig {
     /// Sidecar memory limit (a Kubernetes quantity, at least the request).
     #[arg(long, env = "WHOUSES_SIDECAR_MEMORY_LIMIT", default_value = "64Mi")]
     pub memory_limit: String,
+    /// How injected sidecars capture calls when the pod does not say (annotation
+    /// `whouses.io/mode`): `explicit` (proxy variables; nothing privileged) or
+    /// `transparent` (an init container with NET_ADMIN/NET_RAW installs the iptables
+    /// redirect; no proxy variables, every client and protocol captured).
+    #[arg(
+        long,
+        env = "WHOUSES_DEFAULT_MODE",
+        value_enum,
+        default_value = "explicit"
+    )]
+    pub default_mode: Mode,
+}
+
+/// How the sidecar sees the app's calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// `HTTP_PROXY`/`HTTPS_PROXY` and the JVM's proxy properties point at the sidecar.
+    Explicit,
+    /// iptables redirects the pod's outbound TCP and DNS to the sidecar.
+    Transparent,
+}
+
+impl Mode {
+    pub fn parse(s: &str) -> Option<Mode> {
+        match s {
+            "explicit" => Some(Mode::Explicit),
+            "transparent" => Some(Mode::Transparent),
+            _ => None,
+        }
+    }
 }
 
 impl Default for InjectConfig {
@@ -72,6 +102,7 @@ impl Default for InjectConfig {
             cpu_request: "10m".into(),
             memory_request: "16Mi".into(),
             memory_limit: "64Mi".into(),
+            default_mode: Mode::Explicit,
         }
     }
 }

@@ -11,7 +11,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 use crate::ca::CollectorCa;
-use crate::config::InjectConfig;
+use crate::config::{InjectConfig, Mode};
 use crate::env::{self, ProxyEnv};
 use crate::names::{self, NameKind};
 use crate::sidecar::{self, CA_VOLUME, COLLECTOR_CA_ANNOTATION, PORTS, PROXY_PORT, SIDECAR_NAME};
@@ -28,6 +28,8 @@ pub const SERVICE_ANNOTATION: &str = "whouses.io/service";
 pub const SKIPPED_ANNOTATION: &str = "whouses.io/skipped";
 /// Annotation set on an injected pod with warnings (e.g. a container left unproxied).
 pub const WARNINGS_ANNOTATION: &str = "whouses.io/warnings";
+/// Annotation choosing the capture mode (`explicit` or `transparent`) for one pod.
+pub const MODE_ANNOTATION: &str = "whouses.io/mode";
 
 /// Why the review cannot be answered at all (the HTTP layer turns this into a 400).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -52,11 +54,12 @@ pub enum SkipReason {
     PortInUse,
     NameInUse,
     CollectorCaUnavailable,
+    InvalidMode,
 }
 
 impl SkipReason {
     /// Every reason, for metrics that show zeros.
-    pub const ALL: [SkipReason; 11] = [
+    pub const ALL: [SkipReason; 12] = [
         SkipReason::NotAPod,
         SkipReason::NoPodObject,
         SkipReason::NoContainers,
@@ -68,6 +71,7 @@ impl SkipReason {
         SkipReason::PortInUse,
         SkipReason::NameInUse,
         SkipReason::CollectorCaUnavailable,
+        SkipReason::InvalidMode,
     ];
 
     /// The metric label.
@@ -84,6 +88,7 @@ impl SkipReason {
             SkipReason::PortInUse => "port_in_use",
             SkipReason::NameInUse => "name_in_use",
             SkipReason::CollectorCaUnavailable => "collector_ca_unavailable",
+            SkipReason::InvalidMode => "invalid_mode",
         }
     }
 }
@@ -323,18 +328,43 @@ fn plan(
         }
     };
 
+    let mode = match pod
+        .pointer(&format!(
+            "/metadata/annotations/{}",
+            escape(MODE_ANNOTATION)
+        ))
+        .and_then(Value::as_str)
+    {
+        None => cfg.default_mode,
+        Some(m) => Mode::parse(m).ok_or_else(|| {
+            skip(
+                SkipReason::InvalidMode,
+                format!("{MODE_ANNOTATION} is {m:?}; expected \"explicit\" or \"transparent\""),
+            )
+        })?,
+    };
+
     let mut patch = Vec::new();
     let mut warnings = Vec::new();
-    let container = sidecar::container(cfg, &id, ca_pem.is_some());
+    let mut ours = Vec::new();
+    if mode == Mode::Transparent {
+        // First of all: the redirect is in place before anything of the pod runs.
+        ours.push(sidecar::iptables_init(cfg));
+    }
+    ours.push(sidecar::container(cfg, &id, ca_pem.is_some(), mode));
     if pod
         .pointer("/spec/initContainers")
         .and_then(Value::as_array)
         .is_some()
     {
         // First, so the app's own init containers can already reach the network.
-        patch.push(json!({"op": "add", "path": "/spec/initContainers/0", "value": container}));
+        for (i, c) in ours.into_iter().enumerate() {
+            patch.push(
+                json!({"op": "add", "path": format!("/spec/initContainers/{i}"), "value": c}),
+            );
+        }
     } else {
-        patch.push(json!({"op": "add", "path": "/spec/initContainers", "value": [container]}));
+        patch.push(json!({"op": "add", "path": "/spec/initContainers", "value": ours}));
     }
     if ca_pem.is_some() {
         if volumes.is_some() {
@@ -347,11 +377,27 @@ fn plan(
             );
         }
     }
-    let want = proxy_env(cfg);
-    for (i, c) in containers.iter().enumerate() {
-        env::container_ops(i, c, &want, &mut patch, &mut warnings);
+    match mode {
+        Mode::Explicit => {
+            let want = proxy_env(cfg);
+            for (i, c) in containers.iter().enumerate() {
+                env::container_ops(i, c, &want, &mut patch, &mut warnings);
+            }
+        }
+        // No proxy variables: the redirect captures every client.
+        Mode::Transparent => warnings.extend(uncaptured(pod)),
     }
-    let mut notes = vec![(INJECTED_ANNOTATION, "true".to_string())];
+    let mut notes = vec![
+        (INJECTED_ANNOTATION, "true".to_string()),
+        (
+            MODE_ANNOTATION,
+            match mode {
+                Mode::Explicit => "explicit",
+                Mode::Transparent => "transparent",
+            }
+            .to_string(),
+        ),
+    ];
     if let Some(pem) = ca_pem {
         notes.push((COLLECTOR_CA_ANNOTATION, pem.to_string()));
     }
@@ -367,6 +413,31 @@ fn plan(
         },
         patch,
     ))
+}
+
+/// Containers that run as the sidecar's uid: the redirect leaves their calls alone.
+fn uncaptured(pod: &Value) -> Vec<String> {
+    let pod_uid = pod
+        .pointer("/spec/securityContext/runAsUser")
+        .and_then(Value::as_u64);
+    pod.pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|c| {
+            c.pointer("/securityContext/runAsUser")
+                .and_then(Value::as_u64)
+                .or(pod_uid)
+                == Some(u64::from(sidecar::SIDECAR_UID))
+        })
+        .map(|c| {
+            format!(
+                "container {} runs as uid {}, the sidecar's: transparent capture leaves its calls alone (not counted)",
+                c.get("name").and_then(Value::as_str).unwrap_or("?"),
+                sidecar::SIDECAR_UID
+            )
+        })
+        .collect()
 }
 
 /// Patch operations that set these annotations.

@@ -5,7 +5,12 @@
 //! * `127.0.0.1:15020` — the admin port (`/stats`, `/metrics`, `/readyz` with detail):
 //!   loopback, because it has no authentication and must not be reachable from other pods;
 //! * `0.0.0.0:15021` — `--probe-listen`: only `/healthz` and `/readyz`, small bounded
-//!   answers, for the kubelet's probes (which come from the node, not from loopback).
+//!   answers, for the kubelet's probes (which come from the node, not from loopback);
+//! * `127.0.0.1:15053` — transparent mode: the DNS forwarder the pod's DNS is redirected to.
+//!
+//! Transparent mode adds [`iptables_init`], the only container with privileges (NET_ADMIN
+//! and NET_RAW, for the redirect); the sidecar itself runs as [`SIDECAR_UID`], the uid the
+//! redirect leaves alone.
 //!
 //! With an https collector, the CA the sidecar must trust travels in the pod's own
 //! annotation [`COLLECTOR_CA_ANNOTATION`] and is mounted as a file through the downward
@@ -14,15 +19,21 @@
 
 use serde_json::{json, Value};
 
-use crate::config::InjectConfig;
+use crate::config::{InjectConfig, Mode};
 use crate::names::{Identity, Instance};
 
 pub const SIDECAR_NAME: &str = "whouses-sidecar";
 pub const PROXY_PORT: u16 = 15001;
 pub const ADMIN_PORT: u16 = 15020;
 pub const PROBE_PORT: u16 = 15021;
+/// The DNS forwarder (transparent mode; UDP and TCP).
+pub const DNS_PORT: u16 = 15053;
 /// Ports the sidecar binds; an app container declaring one of them would make it fail.
-pub const PORTS: [u16; 3] = [PROXY_PORT, ADMIN_PORT, PROBE_PORT];
+pub const PORTS: [u16; 4] = [PROXY_PORT, ADMIN_PORT, PROBE_PORT, DNS_PORT];
+/// The uid and gid the sidecar runs as; transparent mode never redirects its connections.
+pub const SIDECAR_UID: u32 = 65532;
+/// The init container that installs the iptables redirect (transparent mode).
+pub const IPTABLES_INIT_NAME: &str = "whouses-iptables";
 /// Pod annotation holding the collector's CA (PEM), projected into the sidecar.
 pub const COLLECTOR_CA_ANNOTATION: &str = "whouses.io/collector-ca";
 /// Pod label naming the team that owns the workload: the sidecar's `--owner`, read
@@ -37,7 +48,7 @@ pub const CA_DIR: &str = "/etc/whouses/collector-ca";
 /// The sidecar as a native sidecar (an init container with `restartPolicy: Always`): it
 /// starts before the app and stops after it, so the final flush sees every call.
 /// `with_ca`: mount the CA volume and pass `--collector-ca`.
-pub fn container(cfg: &InjectConfig, id: &Identity, with_ca: bool) -> Value {
+pub fn container(cfg: &InjectConfig, id: &Identity, with_ca: bool, mode: Mode) -> Value {
     let instance = match &id.instance {
         Instance::PodName => {
             json!({"name": "WHOUSES_INSTANCE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
@@ -74,19 +85,59 @@ pub fn container(cfg: &InjectConfig, id: &Identity, with_ca: bool) -> Value {
         },
         "securityContext": {
             "runAsNonRoot": true,
-            "runAsUser": 65532,
+            "runAsUser": SIDECAR_UID,
+            "runAsGroup": SIDECAR_UID,
             "allowPrivilegeEscalation": false,
             "readOnlyRootFilesystem": true,
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"}
         }
     });
+    if mode == Mode::Transparent {
+        // The DNS forwarder the iptables redirect sends the pod's DNS to (its upstream is
+        // the pod's own resolv.conf nameserver), to name connections without Host or SNI.
+        if let Some(args) = c["args"].as_array_mut() {
+            args.push(json!("--dns-listen"));
+            args.push(json!(format!("127.0.0.1:{DNS_PORT}")));
+        }
+    }
     if with_ca {
         env.push(json!({"name": "WHOUSES_COLLECTOR_CA", "value": format!("{CA_DIR}/ca.crt")}));
         c["volumeMounts"] = json!([{"name": CA_VOLUME, "mountPath": CA_DIR, "readOnly": true}]);
     }
     c["env"] = Value::Array(env);
     c
+}
+
+/// Transparent mode's init container: `whouses-sidecar iptables install` in the pod's
+/// network namespace, with only NET_ADMIN and NET_RAW, then it exits. It runs before the
+/// sidecar and the app's own init containers, so nothing the app does escapes the capture.
+pub fn iptables_init(cfg: &InjectConfig) -> Value {
+    json!({
+        "name": IPTABLES_INIT_NAME,
+        "image": cfg.sidecar_image,
+        "command": ["/usr/local/bin/whouses-sidecar"],
+        "args": [
+            "iptables", "install",
+            "--proxy-uid", SIDECAR_UID.to_string(),
+            "--proxy-gid", SIDECAR_UID.to_string(),
+            "--proxy-port", PROXY_PORT.to_string(),
+            "--dns-port", DNS_PORT.to_string(),
+        ],
+        "resources": {
+            "requests": {"cpu": cfg.cpu_request, "memory": cfg.memory_request},
+            "limits": {"memory": cfg.memory_limit}
+        },
+        "securityContext": {
+            // iptables needs uid 0 in the container as well as the capabilities.
+            "runAsNonRoot": false,
+            "runAsUser": 0,
+            "allowPrivilegeEscalation": false,
+            "readOnlyRootFilesystem": true,
+            "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"]},
+            "seccompProfile": {"type": "RuntimeDefault"}
+        }
+    })
 }
 
 /// The downward-API volume that turns the CA annotation into `ca.crt`.

@@ -14,6 +14,7 @@ use crate::common::{ingest, report, HOUR};
 crate::conformance!(
     coverage_merges_intervals_per_instance,
     check_decides_the_same_on_every_backend,
+    check_counts_only_the_window_and_the_host,
 );
 
 fn iv(a: i64, b: i64) -> Interval {
@@ -144,5 +145,74 @@ async fn check_decides_the_same_on_every_backend(db: &TestDb) {
     assert_eq!(busy.callers.len(), 1);
     assert_eq!(verdict("gone.internal").await.verdict, Verdict::Unknown);
     assert_eq!(verdict("never.internal").await.verdict, Verdict::Unknown);
+    store.close().await;
+}
+
+/// `check` gathers exactly its evidence from the store: the calls within the window (not
+/// older ones, not to another host), folds and lookups within the window only, and the
+/// host's own names only.
+async fn check_counts_only_the_window_and_the_host(db: &TestDb) {
+    let store = db.open().await;
+    let s = store.as_ref();
+    // Hour-aligned, two days back: every bucket below is a whole clock hour.
+    let base = Timestamp::now().0.div_euclid(HOUR) * HOUR - 48 * HOUR;
+    for h in 0..20 {
+        let mut edges = vec![("x.internal", 5)];
+        if h == 2 {
+            edges.push(("y.internal", 100));
+        }
+        if h == 3 {
+            edges.push((whouses_wire::OTHER_HOST, 7)); // a fold, before the window
+        }
+        let mut r = report("a", "a-1", h as u64 + 1, base + h * HOUR, &edges);
+        if h == 17 {
+            // Another service looks another name up within the window.
+            r.lookups = vec![whouses_wire::Lookup {
+                name: "z.internal".into(),
+                lookups: 2,
+                addresses: vec!["198.18.0.9".into()],
+                first_seen: Timestamp(base + h * HOUR + 1),
+                last_seen: Timestamp(base + h * HOUR + 2),
+            }];
+        }
+        ingest(s, r).await.unwrap();
+    }
+    let now = Timestamp(base + 20 * HOUR);
+    let quiet = (5 * HOUR) as u64; // the window: hours 15 to 19
+    let x = check::check(
+        s,
+        "x.internal",
+        vec![HostPattern::Host("x.internal".into())],
+        quiet,
+        now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(x.verdict, Verdict::InUse, "{}", x.reason);
+    assert_eq!(x.callers.len(), 1);
+    // 5 hours × (5 requests + 1 connection): not the 20 hours before, not y.internal.
+    assert_eq!(x.callers[0].requests_in_window, 30, "{x:?}");
+    assert_eq!(x.callers[0].requests_total, 120);
+    assert!(
+        x.folded.is_empty(),
+        "a fold before the window: {:?}",
+        x.folded
+    );
+    assert!(
+        x.lookups.is_empty(),
+        "another name's lookup: {:?}",
+        x.lookups
+    );
+    let y = check::check(
+        s,
+        "y.internal",
+        vec![HostPattern::Host("y.internal".into())],
+        quiet,
+        now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(y.verdict, Verdict::Unused, "{}", y.reason);
+    assert_eq!(y.evidence[0].requests_in_window, 0);
     store.close().await;
 }

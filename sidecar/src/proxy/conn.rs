@@ -55,6 +55,15 @@ impl Conn {
         }
     }
 
+    /// A connection whose first bytes were already read (protocol detection).
+    pub fn with_buffer(stream: TcpStream, buf: BytesMut) -> Conn {
+        Conn {
+            stream,
+            buf,
+            next: FIRST_READ,
+        }
+    }
+
     pub fn consume(&mut self, n: usize) {
         self.buf.advance(n);
     }

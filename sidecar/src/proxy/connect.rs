@@ -39,6 +39,8 @@ pub enum ConnectError {
 pub struct Dialer {
     overrides: Arc<HashMap<(String, u16), SocketAddr>>,
     timeout: Duration,
+    /// The bypass detector, told of every connection dialed (never bypass).
+    own: Option<Arc<crate::bypass::Bypass>>,
 }
 
 impl Dialer {
@@ -50,6 +52,20 @@ impl Dialer {
         Dialer {
             overrides: Arc::new(overrides),
             timeout,
+            own: None,
+        }
+    }
+
+    /// Register every connection dialed with the bypass detector, when it runs.
+    pub fn own_connections(mut self, bypass: Option<Arc<crate::bypass::Bypass>>) -> Dialer {
+        self.own = bypass;
+        self
+    }
+
+    fn connected(&self, s: &TcpStream) {
+        let _ = s.set_nodelay(true);
+        if let (Some(b), Ok(local), Ok(remote)) = (&self.own, s.local_addr(), s.peer_addr()) {
+            b.own_connection(local, remote);
         }
     }
 
@@ -69,7 +85,7 @@ impl Dialer {
                     addr,
                     source,
                 })?;
-            let _ = s.set_nodelay(true);
+            self.connected(&s);
             Ok(s)
         };
         match tokio::time::timeout(self.timeout, attempt).await {
@@ -100,7 +116,7 @@ impl Dialer {
             for addr in addrs {
                 match TcpStream::connect(addr).await {
                     Ok(s) => {
-                        let _ = s.set_nodelay(true);
+                        self.connected(&s);
                         return Ok(s);
                     }
                     Err(source) => {

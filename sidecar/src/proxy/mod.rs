@@ -14,6 +14,8 @@
 //! * [`upstream`] — the idle pool of upstream connections between app connections.
 //! * [`tunnel`] — counted byte tunnels (`CONNECT`, `101 Switching Protocols`).
 //! * [`connect`] — dialing upstreams (`--resolve`, DNS, connect timeout).
+//! * [`transparent`] — the transparent mode's router (redirected connections, `Host` key,
+//!   original destination); detection and opaque tunnels are in `crate::capture`.
 
 pub mod body;
 pub mod chunked;
@@ -26,5 +28,6 @@ pub mod relay;
 pub mod route;
 pub mod server;
 pub mod track;
+pub mod transparent;
 pub mod tunnel;
 pub mod upstream;

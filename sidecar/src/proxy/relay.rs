@@ -51,6 +51,9 @@ pub struct Relay {
     pub header_read_timeout: Duration,
     /// Tunnels copy with `splice(2)` instead of through user space.
     pub tunnel_splice: bool,
+    /// Transparent capture: redirected connections (`crate::capture`); `None` serves
+    /// explicit proxy requests only.
+    pub capture: Option<Arc<crate::capture::Capture>>,
 }
 
 /// Relay one app connection until it closes, fails, or the sidecar drains (`stop`): an
@@ -59,11 +62,24 @@ pub async fn serve(
     relay: Arc<Relay>,
     stream: TcpStream,
     peer: SocketAddr,
+    stop: watch::Receiver<bool>,
+) {
+    serve_conn(&relay, Conn::new(stream), peer, stop, relay.router.as_ref()).await;
+}
+
+/// [`serve`] with a router of this connection's own (transparent capture: the original
+/// destination) and the bytes already read from it (`app.buf`, by protocol detection).
+pub async fn serve_conn(
+    relay: &Relay,
+    app: Conn,
+    peer: SocketAddr,
     mut stop: watch::Receiver<bool>,
+    router: &dyn Router,
 ) {
     let mut session = Session {
-        relay: &relay,
-        app: Conn::new(stream),
+        relay,
+        router,
+        app,
         upstream: None,
         scratch: Vec::new(),
         edge: None,
@@ -136,6 +152,8 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 struct Session<'r> {
     relay: &'r Relay,
+    /// Routes this connection's requests (`relay.router`, or the connection's own).
+    router: &'r dyn Router,
     app: Conn,
     /// This app connection's upstream connection, between two exchanges (a clean one:
     /// nothing unread, ready for the next request).
@@ -222,14 +240,16 @@ impl Session<'_> {
         else {
             return Ok(None);
         };
-        let route = self.relay.router.route(&head)?;
+        let route = self.router.route(&head)?;
         self.scratch.clear();
         if let Action::Forward { path, host } = &route.action {
             let path = head.target.get(path.clone()).unwrap_or("");
             // A fragment is never sent (RFC 9110 §7.1).
             let path = path.split('#').next().unwrap_or("");
             let rw = RequestRewrite {
-                slash: !path.starts_with('/'),
+                // The explicit proxy's path part is empty or starts with `/` or `?`; a
+                // transparent route forwards the target as sent (`*`, absolute-form).
+                slash: path.is_empty() || path.starts_with('?'),
                 target: path,
                 host: host.clone().and_then(|h| head.target.get(h)),
             };

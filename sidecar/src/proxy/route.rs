@@ -6,8 +6,9 @@
 //!   `http://host[:port]/…` and `CONNECT host:port`; the key is the URI's authority, the
 //!   upstream is dialed by that name (`--resolve`, DNS), and `Host` is rewritten to it.
 //!   Anything else gets a 400 that says what to do instead.
-//! * Transparent capture (to come): key = the `Host` name with the original destination's
-//!   port, dial = [`Dial::Addr`] of the original destination, `Host` kept.
+//! * [`super::transparent::Transparent`] (redirected connections, `crate::capture`): key =
+//!   the `Host` name with the original destination's port, dial = [`Dial::Addr`] of the
+//!   original destination, `Host` kept.
 //! * Inbound (to come): key = the `Host` name, dial = [`Dial::Addr`] of `--upstream`.
 
 use std::net::SocketAddr;

@@ -1,7 +1,8 @@
 //! Accepting app connections: the `--allow-from` check, the `--max-connections` bound
 //! (a tunnel keeps its connection's slot), a 400 with a reason for a connection that does
 //! not start like HTTP (TLS sent to the plain port), one relay task per connection
-//! ([`super::relay`]), and the drain on shutdown.
+//! ([`super::relay`]) — or, for a connection iptables redirected here, transparent capture
+//! (`crate::capture`) — and the drain on shutdown.
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -18,6 +19,9 @@ use crate::metrics::ProxyMetrics;
 
 pub struct Limits {
     pub allow_from: Vec<IpNet>,
+    /// Also allow the namespace's own addresses (the default `--allow-from`: redirected
+    /// connections come from them).
+    pub own_addresses: Option<crate::capture::redirect::OwnAddresses>,
     /// Also the time a new connection has to send its first byte.
     pub header_read_timeout: Duration,
     pub drain_timeout: Duration,
@@ -27,6 +31,34 @@ pub struct Limits {
 /// tunnels finish within the drain timeout.
 pub async fn serve(
     listener: TcpListener,
+    relay: Arc<Relay>,
+    slots: Arc<Semaphore>,
+    limits: Limits,
+    metrics: ProxyMetrics,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve_all(vec![listener], relay, slots, limits, metrics, shutdown).await;
+}
+
+/// The next connection on any of `listeners`.
+async fn accept_any(
+    listeners: &[TcpListener],
+) -> std::io::Result<(TcpStream, std::net::SocketAddr)> {
+    std::future::poll_fn(|cx| {
+        for l in listeners {
+            if let std::task::Poll::Ready(r) = l.poll_accept(cx) {
+                return std::task::Poll::Ready(r);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// [`serve`] on several listeners at once (the proxy port on 127.0.0.1 and on [::1], where
+/// ip6tables redirects IPv6), sharing the connection slots and the drain.
+pub async fn serve_all(
+    listeners: Vec<TcpListener>,
     relay: Arc<Relay>,
     slots: Arc<Semaphore>,
     limits: Limits,
@@ -49,7 +81,7 @@ pub async fn serve(
         };
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
+            accepted = accept_any(&listeners) => match accepted {
                 Ok(a) => a,
                 Err(error) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -60,7 +92,13 @@ pub async fn serve(
             },
         };
         let ip = peer.ip().to_canonical();
-        if !allowed(&limits.allow_from, ip) {
+        let own = || {
+            limits
+                .own_addresses
+                .as_ref()
+                .is_some_and(|o| o.contains(ip))
+        };
+        if !allowed(&limits.allow_from, ip) && !own() {
             metrics.refused.inc();
             tracing::warn!(client = %peer, "Refused a client outside --allow-from.");
             tokio::spawn(refuse(stream));
@@ -76,6 +114,18 @@ pub async fn serve(
         let first_byte_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
             open.inc();
+            // Redirected by iptables: transparent capture (`crate::capture`).
+            let redirected = relay
+                .capture
+                .clone()
+                .and_then(|c| Some((c, crate::capture::redirect::original_destination(&stream)?)));
+            if let Some((capture, dst)) = redirected {
+                crate::capture::serve(relay, capture, stream, peer, dst, stop).await;
+                open.dec();
+                drop(slot);
+                drop(guard);
+                return;
+            }
             // A connection that does not start like an HTTP request gets a 400 with a
             // reason, not hyper's bare one: most often an app whose proxy URL says
             // https:// and which starts TLS with us.
@@ -94,7 +144,7 @@ pub async fn serve(
             drop(guard);
         });
     }
-    drop(listener);
+    drop(listeners);
 
     let in_flight = connections.active();
     tracing::info!(

@@ -137,6 +137,7 @@ pub async fn post(
     url: &reqwest::Url,
     token: Option<&str>,
     report: &Report,
+    bypass: Option<&crate::bypass::Bypass>,
 ) -> Result<(), SendError> {
     let mut req = client.post(url.clone()).json(report);
     if let Some(t) = token {
@@ -150,6 +151,10 @@ pub async fn post(
             message: error_chain(&e),
         }
     })?;
+    // The collector's address: our connections to it are never bypass.
+    if let (Some(b), Some(remote)) = (bypass, resp.remote_addr()) {
+        b.own_remote(remote);
+    }
     let status = resp.status();
     if status.is_success() {
         return Ok(());

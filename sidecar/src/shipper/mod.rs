@@ -676,6 +676,7 @@ impl Core {
                 &self.settings.url,
                 self.settings.token.current(),
                 &front.report,
+                self.settings.observers.bypass.as_deref(),
             )
             .await;
             let (maybe_stored, edges, write_failures) = (
