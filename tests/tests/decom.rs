@@ -26,7 +26,7 @@ use whouses_wire::Timestamp;
 const OLD: &str = "tis-reference.internal";
 const NEW: &str = "reference.tis-lb.internal";
 /// The sidecars' flush interval: an alert must be in Alertmanager within two.
-const FLUSH: Duration = Duration::from_secs(1);
+const FLUSH: Duration = Duration::from_secs(2);
 const ADMIN: &str = "decom-admin-token";
 
 /// The owners file: every `tis-*` service belongs to team tis.
@@ -59,12 +59,49 @@ fn am_keys(alerts: &[Value]) -> BTreeSet<(String, String)> {
         .collect()
 }
 
-/// The generic bodies a receiver accepted for one (service, kind).
-fn bodies_for(r: &Receiver, service: &str, kind: &str) -> Vec<Value> {
+/// The notifications a receiver accepted, each once and in order: delivery is at least
+/// once, so a notification whose 2xx the collector did not see arrives again, with the
+/// same `notification` number (see [`assert_repeats_were_retries`]).
+fn notices(r: &Receiver) -> Vec<Value> {
+    let mut seen = BTreeSet::new();
     r.bodies()
+        .into_iter()
+        .filter(|b| {
+            seen.insert((
+                b["watch"].to_string(),
+                b["service"].to_string(),
+                b["kind"].to_string(),
+                b["notification"].to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// The notifications a receiver accepted for one (service, kind).
+fn bodies_for(r: &Receiver, service: &str, kind: &str) -> Vec<Value> {
+    notices(r)
         .into_iter()
         .filter(|b| b["service"] == service && b["kind"] == kind)
         .collect()
+}
+
+/// A notification the receiver got twice was retried by the collector (it never saw the
+/// first 2xx): never more repeats than retries beyond the ones the receiver refused.
+fn assert_repeats_were_retries(r: &Receiver, c: &Collector) {
+    let repeats = r.bodies().len() - notices(r).len();
+    let metrics = c.get("/metrics").text().unwrap();
+    let retries = metrics
+        .lines()
+        .find(|l| l.starts_with("whouses_collector_watch_notifications_total{outcome=\"retry\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0) as usize;
+    assert!(
+        repeats <= retries.saturating_sub(r.refused()),
+        "{repeats} repeated notification(s) but {retries} retries ({} refused): {:?}",
+        r.refused(),
+        r.bodies()
+    );
 }
 
 fn owned(names: &[&str]) -> BTreeSet<String> {
@@ -331,7 +368,7 @@ fn a_watch_alerts_alertmanager_and_a_webhook_through_a_restart_without_loss_or_r
 
     // Exactly one notification per (caller, kind), at both receivers.
     let mut per: std::collections::BTreeMap<(String, String), usize> = Default::default();
-    for b in hook.bodies() {
+    for b in notices(&hook) {
         *per.entry((
             b["service"].as_str().unwrap().to_string(),
             b["kind"].as_str().unwrap().to_string(),
@@ -393,6 +430,7 @@ fn a_watch_alerts_alertmanager_and_a_webhook_through_a_restart_without_loss_or_r
         None,
         "not a caller of {OLD}"
     );
+    assert_repeats_were_retries(&hook, &collector);
 }
 
 /// `--renotify-after`: a caller still calling is notified again once the interval has
@@ -439,7 +477,7 @@ fn an_alert_is_renotified_only_after_the_interval_and_only_while_it_goes_on() {
     while first.elapsed() < Duration::from_millis(3_000) {
         assert_eq!(send_through(&steady.proxy_url(), &old_url, 1, 1), 1);
         std::thread::sleep(Duration::from_millis(300));
-        assert_eq!(hook.bodies().len(), 2, "{:?}", hook.bodies());
+        assert_eq!(notices(&hook).len(), 2, "{:?}", hook.bodies());
     }
     // After it, the one still calling is notified again (its second notification).
     let again = wait::until("the re-notification", secs(20), || {
@@ -450,8 +488,9 @@ fn an_alert_is_renotified_only_after_the_interval_and_only_while_it_goes_on() {
     });
     assert!(
         first.elapsed() >= Duration::from_secs(4),
-        "{:?}",
-        first.elapsed()
+        "{:?}: {:?}",
+        first.elapsed(),
+        hook.bodies()
     );
     assert_eq!(again["notification"], 2, "{again}");
     // Well past the interval, the one that stopped calling was not notified again.
@@ -462,6 +501,7 @@ fn an_alert_is_renotified_only_after_the_interval_and_only_while_it_goes_on() {
         "{:?}",
         hook.bodies()
     );
+    assert_repeats_were_retries(&hook, &collector);
 }
 
 /// Two collector replicas on one PostgreSQL database: each caller's alert is sent once,
@@ -514,7 +554,7 @@ fn two_replicas_on_postgres_notify_each_alert_once_and_hand_the_lease_over() {
     });
     // Both replicas evaluate every 200 ms; only the lease holder notifies.
     std::thread::sleep(Duration::from_millis(1_500));
-    assert_eq!(hook.bodies().len(), 1, "{:?}", hook.bodies());
+    assert_eq!(notices(&hook).len(), 1, "{:?}", hook.bodies());
     // Both answer alike.
     for c in [&a, &b] {
         let w = c.get_json("/v1/watches");
@@ -531,8 +571,7 @@ fn two_replicas_on_postgres_notify_each_alert_once_and_hand_the_lease_over() {
         (!bodies_for(&hook, "bulk-upload", "traffic-after-cutoff").is_empty()).then_some(())
     });
     std::thread::sleep(Duration::from_millis(1_500));
-    let mut services: Vec<String> = hook
-        .bodies()
+    let mut services: Vec<String> = notices(&hook)
         .iter()
         .map(|b| b["service"].as_str().unwrap().to_string())
         .collect();
