@@ -62,9 +62,19 @@ log "Running the tests"
 # it never competes with the tests that count exactly.
 # WHOUSES_STRESS_COUNT=N runs the whole suite N times in a row (nextest's stress mode):
 # the evidence that no test depends on luck or an idle machine.
-stress=()
-[ -n "${WHOUSES_STRESS_COUNT:-}" ] && stress=(--stress-count "$WHOUSES_STRESS_COUNT")
-cargo nextest run --workspace --no-fail-fast --profile ci "${stress[@]}" -E 'not test(bench_smoke)'
+if [ -n "${WHOUSES_STRESS_COUNT:-}" ]; then
+  # nextest 0.9.143 exits 0 from a stress run whose iterations failed: its summary line
+  # ("N/N stress run iterations: P passed, F failed") is the verdict.
+  stress_log=$(mktemp /tmp/whouses-stress.XXXXXX)
+  cargo nextest run --workspace --no-fail-fast --profile ci --stress-count "$WHOUSES_STRESS_COUNT" \
+    -E 'not test(bench_smoke)' 2>&1 | tee "$stress_log"
+  if grep -Eq 'stress run iterations: .*[1-9][0-9]* failed' "$stress_log"; then
+    log "Stress run failed: $(grep -E 'stress run iterations' "$stress_log" | tail -1)"
+    exit 1
+  fi
+else
+  cargo nextest run --workspace --no-fail-fast --profile ci -E 'not test(bench_smoke)'
+fi
 
 log "Running the benchmark smoke on its own"
 cargo nextest run --workspace --profile ci -E 'test(bench_smoke)'
