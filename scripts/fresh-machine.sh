@@ -33,6 +33,9 @@ if [ ! -x "$DIR/bin/sh" ]; then
 fi
 # The chroot's own resolver configuration (the host's files are not touched).
 cp /etc/resolv.conf "$DIR/etc/resolv.conf"
+# The root a mount point of its own, as on a real machine: `ip netns` makes "/" a slave
+# mount in each namespace it enters, which fails on a plain directory.
+mount --bind "$DIR" "$DIR"; mounted+=("$DIR")
 mount -t proc proc "$DIR/proc"; mounted+=("$DIR/proc")
 mount -t sysfs sys "$DIR/sys"; mounted+=("$DIR/sys")
 bind /dev; bind /dev/pts

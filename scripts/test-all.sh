@@ -31,7 +31,19 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 if [ -x tests/helm/install-tools.sh ]; then
-  log "Installing chart test tools (helm, schema validator)"
+  # Python packages the tests import that Debian does not carry at the version needed
+# (websockets' sync client for the WebSocket test), pinned in a venv under target/tools;
+# its python3 comes first on PATH (with the system's packages visible too).
+log "Python packages for the tests (target/tools/py)"
+if [ ! -x target/tools/py/bin/python3 ] || ! cmp -s tests/python-requirements.txt target/tools/py/requirements.txt; then
+  rm -rf target/tools/py
+  python3 -m venv --system-site-packages target/tools/py
+  target/tools/py/bin/pip install -q --disable-pip-version-check -r tests/python-requirements.txt
+  cp tests/python-requirements.txt target/tools/py/requirements.txt
+fi
+export PATH=$PWD/target/tools/py/bin:$PATH
+
+log "Installing chart test tools (helm, schema validator)"
   tests/helm/install-tools.sh
 fi
 
