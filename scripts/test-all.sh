@@ -30,8 +30,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   for s in nginx squid tinyproxy haproxy prometheus-alertmanager; do service "$s" stop >/dev/null 2>&1 || true; done
 fi
 
-if [ -x tests/helm/install-tools.sh ]; then
-  # Python packages the tests import that Debian does not carry at the version needed
+# Python packages the tests import that Debian does not carry at the version needed
 # (websockets' sync client for the WebSocket test), pinned in a venv under target/tools;
 # its python3 comes first on PATH (with the system's packages visible too).
 log "Python packages for the tests (target/tools/py)"
@@ -43,8 +42,13 @@ if [ ! -x target/tools/py/bin/python3 ] || ! cmp -s tests/python-requirements.tx
 fi
 export PATH=$PWD/target/tools/py/bin:$PATH
 
-log "Installing chart test tools (helm, schema validator)"
+if [ -x tests/helm/install-tools.sh ]; then
+  log "Installing chart test tools (helm, schema validator)"
   tests/helm/install-tools.sh
+fi
+if [ -x tests/deploy/install-tools.sh ]; then
+  log "Installing deployment test tools (cfn-lint, systemd-analyze)"
+  tests/deploy/install-tools.sh
 fi
 
 # Pinned, so the runner cannot change under the suite.

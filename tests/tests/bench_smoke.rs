@@ -58,3 +58,41 @@ fn bench_smoke_runs_and_produces_the_tables() {
     );
     assert!(root.join("target/bench/results.md").exists());
 }
+
+/// `bench/capture.sh --smoke` (transparent capture against the explicit proxy, in network
+/// namespaces of its own with `whouses-sidecar iptables install`) runs to the end, and
+/// both the explicit and the transparent runs were served and counted.
+#[test]
+fn capture_bench_smoke_runs_and_produces_the_table() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new(root.join("bench/capture.sh"))
+        .arg("--smoke")
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for path in ["direct", "explicit", "transparent"] {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with("| HTTP keep-alive") && l.contains(&format!("| {path} |")))
+            .unwrap_or_else(|| panic!("no keep-alive row for {path}:\n{stdout}"));
+        let rps: f64 = row.split('|').nth(3).unwrap().trim().parse().unwrap();
+        assert!(rps > 0.0, "{path} served no requests: {row}");
+    }
+    // Both sidecar paths counted under the upstream's address (the explicit requests'
+    // authority, the redirected requests' Host).
+    let edges = stdout
+        .lines()
+        .find(|l| l.starts_with("Sidecar edges at the end:"))
+        .unwrap();
+    assert!(
+        edges.contains("198.18.254.2:8080/http requests="),
+        "{edges}"
+    );
+    assert!(root.join("target/bench/capture.md").exists());
+}

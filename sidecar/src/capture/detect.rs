@@ -25,6 +25,9 @@ pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Longest HTTP/1 request line we wait for before calling the connection opaque.
 const MAX_REQUEST_LINE: usize = 8 * 1024;
 
+/// Longest HTTP/1 method we accept (the registered ones are at most 17 characters).
+const MAX_METHOD: usize = 32;
+
 /// What the first bytes are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Protocol {
@@ -89,25 +92,33 @@ fn is_tchar(b: u8) -> bool {
 /// `METHOD SP target SP HTTP/1.x CRLF`, decided on the first line alone.
 fn http1(buf: &[u8]) -> Detection {
     let opaque = Detection::Done(Protocol::Opaque);
+    // Every rule below gives the same answer on a prefix as on the whole line: the
+    // runtime keeps the first decision, whatever the reads' sizes (checked by the fuzz
+    // target, `capture::invariants`).
     let method_end = match buf.iter().position(|b| !is_tchar(*b)) {
         Some(i) => i,
-        None if buf.len() < 32 => return Detection::NeedMore,
+        None if buf.len() <= MAX_METHOD => return Detection::NeedMore,
         None => return opaque,
     };
-    if buf[method_end] != b' ' || method_end > 32 {
+    if buf[method_end] != b' ' || method_end > MAX_METHOD {
         return opaque;
     }
+    // After the method: a request target and a version, visible characters and spaces.
+    let visible = |rest: &[u8]| {
+        rest.len() <= MAX_REQUEST_LINE && rest.iter().all(|b| (0x20..0x7f).contains(b))
+    };
     let Some(line_end) = memchr::memchr(b'\n', buf) else {
-        // A request target is visible characters; anything else is not HTTP.
         let rest = &buf[method_end + 1..];
-        let rest = rest.strip_suffix(b"\r").unwrap_or(rest);
-        if rest.len() > MAX_REQUEST_LINE || rest.iter().any(|b| !(0x20..0x7f).contains(b)) {
-            return opaque;
+        if visible(rest.strip_suffix(b"\r").unwrap_or(rest)) {
+            return Detection::NeedMore;
         }
-        return Detection::NeedMore;
+        return opaque;
     };
     let line = &buf[..line_end];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if !visible(line.get(method_end + 1..).unwrap_or_default()) {
+        return opaque;
+    }
     let Ok(line) = std::str::from_utf8(line) else {
         return opaque;
     };

@@ -16,6 +16,7 @@
 //!    re-resolved), the bytes read for detection first.
 
 pub mod detect;
+pub mod invariants;
 pub mod iptables;
 pub mod redirect;
 
