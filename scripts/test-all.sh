@@ -13,7 +13,8 @@ for pair in curl:curl python3:python3 openssl:openssl unzip:unzip dot:graphviz \
     chromium:chromium chromedriver:chromium-driver npm:npm pgrep:procps \
     dnsmasq:dnsmasq-base ip:iproute2 node:nodejs \
     iptables:iptables nft:nftables java:default-jdk-headless setpriv:util-linux \
-    wrk:wrk nginx:nginx-light haproxy:haproxy squid:squid tinyproxy:tinyproxy; do
+    wrk:wrk nginx:nginx-light haproxy:haproxy squid:squid tinyproxy:tinyproxy \
+    prometheus-alertmanager:prometheus-alertmanager; do
   bin=${pair%%:*}; pkg=${pair##*:}
   command -v "$bin" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
@@ -24,8 +25,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
-  # The benchmark peers start as system services on install; the benchmarks run their own.
-  for s in nginx squid tinyproxy haproxy; do service "$s" stop >/dev/null 2>&1 || true; done
+  # The benchmark peers and Alertmanager start as system services on install; the tests
+  # run their own.
+  for s in nginx squid tinyproxy haproxy prometheus-alertmanager; do service "$s" stop >/dev/null 2>&1 || true; done
 fi
 
 # Python packages the tests import that Debian does not carry at the version needed

@@ -14,6 +14,7 @@ use whouses_wire::api::{
     ServicesResponse,
 };
 
+pub mod decom;
 pub mod demo;
 pub mod output;
 
@@ -53,9 +54,18 @@ pub struct Cli {
     /// with a private CA); the system's roots are trusted too.
     #[arg(long, env = "WHOUSES_CA_CERT", global = true)]
     pub ca_cert: Option<std::path::PathBuf>,
-    /// Output format: table, json or csv (export also: markdown, dot, html).
+    /// Output format: table, json or csv (export also: markdown, dot, html; migration
+    /// also: markdown).
     #[arg(long, env = "WHOUSES_FORMAT", value_enum, global = true)]
     pub format: Option<Format>,
+    /// Admin token for adding and removing watches (the collector's --admin-token).
+    #[arg(
+        long,
+        env = "WHOUSES_ADMIN_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub admin_token: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -119,6 +129,16 @@ pub enum Command {
     },
     /// The whole loop on loopback: collector, sidecars, upstreams, the story, the answer.
     Demo(crate::demo::DemoArgs),
+    /// Watches on hosts being retired: alerts on calls after a cutoff and on failing calls.
+    #[command(subcommand)]
+    Watch(decom::WatchCommand),
+    /// Callers moving from an old host to a new one: done, migrating, not started or
+    /// unknown; `--format markdown` prints the ticket's checklist.
+    Migration(decom::MigrationArgs),
+    /// What changed between two periods: edges that appeared, vanished, grew or shrank.
+    Diff(decom::DiffArgs),
+    /// Calls to HOST per hour or day, per caller.
+    Timeline(decom::TimelineArgs),
 }
 
 /// Parse `args` and run; returns the process exit code.
@@ -150,6 +170,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
     let api = Api::new(&cli.url, cli.token.clone(), cli.ca_cert.as_deref())?;
     let now = whouses_wire::Timestamp::now();
+    if let Some(code) = decom::run(&cli, &api, now).await? {
+        return Ok(code);
+    }
     if let Command::Export {
         since,
         environment,
@@ -435,7 +458,12 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             })?;
             Ok(0)
         }
-        Command::Demo(_) | Command::Export { .. } => Ok(0),
+        Command::Demo(_)
+        | Command::Export { .. }
+        | Command::Watch(_)
+        | Command::Migration(_)
+        | Command::Diff(_)
+        | Command::Timeline(_) => Ok(0),
     }
 }
 

@@ -189,6 +189,22 @@ impl FromRequestParts<AppState> for IngestAccess {
     }
 }
 
+/// Extractor: the request carries a valid admin token (or watches are open): adding and
+/// removing watches (issue 16), which make the collector send requests to the URLs they
+/// name.
+pub struct AdminAccess;
+
+impl FromRequestParts<AppState> for AdminAccess {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
+        s.workflow
+            .admin_tokens
+            .check(&parts.headers, "admin")
+            .map(|_| AdminAccess)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

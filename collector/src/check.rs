@@ -154,7 +154,7 @@ const REASON_NAMES: usize = 10;
 
 /// How long after a period ends its report may still be on its way: two flush intervals
 /// plus a little, so a healthy sidecar is never mistaken for a silent one.
-fn grace_ms(flush_interval_ms: u64) -> i64 {
+pub fn grace_ms(flush_interval_ms: u64) -> i64 {
     i64::try_from(flush_interval_ms)
         .unwrap_or(i64::MAX)
         .saturating_mul(2)
@@ -163,16 +163,34 @@ fn grace_ms(flush_interval_ms: u64) -> i64 {
 
 /// How a service's sidecars have been reporting (over all its instances).
 #[derive(Debug, Clone, Default)]
-struct Reporting {
+pub struct Reporting {
     /// The longest flush interval among its instances.
-    flush_interval_ms: u64,
+    pub flush_interval_ms: u64,
     /// The end of the latest period any of its instances reported on.
-    observed_until: Timestamp,
+    pub observed_until: Timestamp,
     /// The union of its instances' observation intervals.
-    intervals: Vec<Interval>,
+    pub intervals: Vec<Interval>,
 }
 
-fn reporting(coverage: &[InstanceCoverage]) -> BTreeMap<(&str, &str), Reporting> {
+/// Whether a service's sidecars reported through the whole window: one of their merged
+/// observation intervals spans from `window_start` to `now` less the grace of the slowest
+/// instance. (Shared with the migration view.)
+pub fn reported_throughout(
+    rep: Option<&Reporting>,
+    window_start: Timestamp,
+    now: Timestamp,
+) -> bool {
+    let grace = grace_ms(rep.map_or(10_000, |r| r.flush_interval_ms));
+    let need_until = now.minus_ms(grace);
+    rep.is_some_and(|r| {
+        r.intervals
+            .iter()
+            .any(|iv| iv.start <= window_start && iv.end >= need_until)
+    })
+}
+
+/// Each service's reporting, from its instances' coverage.
+pub fn reporting(coverage: &[InstanceCoverage]) -> BTreeMap<(&str, &str), Reporting> {
     let mut by: BTreeMap<(&str, &str), Reporting> = BTreeMap::new();
     for c in coverage {
         let r = by.entry((&c.service, &c.environment)).or_default();
@@ -224,13 +242,7 @@ pub fn decide(ev: &Evidence<'_>) -> CheckResponse {
         .into_iter()
         .map(|c| {
             let rep = reporting.get(&(c.service.as_str(), c.environment.as_str()));
-            let grace = grace_ms(rep.map_or(10_000, |r| r.flush_interval_ms));
-            let need_until = now.minus_ms(grace);
-            let covered = rep.is_some_and(|r| {
-                r.intervals
-                    .iter()
-                    .any(|iv| iv.start <= window_start && iv.end >= need_until)
-            });
+            let covered = reported_throughout(rep, window_start, now);
             let calls_in_window = if c.counts.last_seen >= window_start {
                 in_window
                     .iter()
@@ -248,6 +260,7 @@ pub fn decide(ev: &Evidence<'_>) -> CheckResponse {
                 hosts: c.hosts,
                 service: c.service,
                 environment: c.environment,
+                owner: None,
             }
         })
         .collect();

@@ -118,6 +118,62 @@ pub struct Config {
     /// Log format; the level comes from RUST_LOG (default info).
     #[arg(long, env = "WHOUSES_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    // The decommission workflow (issue 16): owners, watches and their alerts.
+    /// TOML file naming services' owners: `[services."NAME-OR-GLOB"]` with `team` and
+    /// `contact`. It wins over the owner a service's sidecars report (`--owner`).
+    #[arg(long, env = "WHOUSES_OWNERS")]
+    pub owners: Option<PathBuf>,
+
+    /// Token needed to add or remove watches (repeatable; none = open to anyone who can
+    /// reach the port, with a warning at start). Separate from read tokens: a watch makes
+    /// the collector send requests to the URLs it names.
+    #[arg(
+        long = "admin-token",
+        env = "WHOUSES_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub admin_tokens: Vec<String>,
+
+    /// File with admin tokens, one per line.
+    #[arg(long, env = "WHOUSES_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// An alert (per watch, caller and kind) is notified again after this long if it is
+    /// still happening, and never sooner: 4h wakes nobody twice a night for one caller.
+    #[arg(long, env = "WHOUSES_RENOTIFY_AFTER", default_value = "4h")]
+    pub renotify_after: DurationArg,
+
+    /// How often watches are evaluated and notifications sent: an alert goes out within
+    /// about a sidecar flush interval plus this.
+    #[arg(long, env = "WHOUSES_WATCH_INTERVAL", default_value = "10s")]
+    pub watch_interval: DurationArg,
+
+    /// Most watches kept (each is evaluated every --watch-interval).
+    #[arg(long, env = "WHOUSES_MAX_WATCHES", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_watches: u32,
+
+    /// Most notifications waiting for delivery; beyond, new alerts wait for room (none is
+    /// lost: they are decided again at the next evaluation).
+    #[arg(long, env = "WHOUSES_MAX_PENDING_NOTIFICATIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_pending_notifications: u32,
+
+    /// Time one notification request may take (connect, send, answer).
+    #[arg(long, env = "WHOUSES_NOTIFY_TIMEOUT", default_value = "10s")]
+    pub notify_timeout: DurationArg,
+
+    /// How long an undeliverable notification is retried (with backoff) before it is
+    /// given up and counted as failed.
+    #[arg(long, env = "WHOUSES_NOTIFY_GIVE_UP_AFTER", default_value = "24h")]
+    pub notify_give_up_after: DurationArg,
+
+    /// This collector's address as people reach it (e.g. https://whouses.internal): alerts
+    /// link to the host's page there.
+    #[arg(long, env = "WHOUSES_PUBLIC_URL")]
+    pub public_url: Option<url::Url>,
 }
 
 impl Config {
@@ -156,6 +212,7 @@ impl Config {
         if let Err(e) = self.read() {
             errors.push(e);
         }
+        errors.extend(self.validate_workflow());
         if errors.is_empty() {
             Ok(())
         } else {
@@ -181,6 +238,66 @@ impl Config {
             "read",
             false,
         )
+    }
+
+    /// The admin tokens (watches): flags plus file lines.
+    pub fn admin(&self) -> Result<Tokens, String> {
+        tokens(
+            &self.admin_tokens,
+            self.admin_token_file.as_deref(),
+            "admin",
+            false,
+        )
+    }
+
+    /// The decommission workflow's flags, checked.
+    fn validate_workflow(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        for (flag, d, min, max) in [
+            (
+                "--renotify-after",
+                self.renotify_after.0,
+                Duration::from_secs(1),
+                Duration::from_secs(30 * 86_400),
+            ),
+            (
+                "--watch-interval",
+                self.watch_interval.0,
+                Duration::from_millis(100),
+                Duration::from_secs(3600),
+            ),
+            (
+                "--notify-timeout",
+                self.notify_timeout.0,
+                Duration::from_millis(100),
+                Duration::from_secs(300),
+            ),
+            (
+                "--notify-give-up-after",
+                self.notify_give_up_after.0,
+                Duration::from_secs(1),
+                Duration::from_secs(30 * 86_400),
+            ),
+        ] {
+            if d < min || d > max {
+                errors.push(format!(
+                    "{flag} must be between {} and {}",
+                    DurationArg(min),
+                    DurationArg(max)
+                ));
+            }
+        }
+        if let Err(e) = self.admin() {
+            errors.push(e);
+        }
+        if let Some(u) = &self.public_url {
+            if !matches!(u.scheme(), "http" | "https") {
+                errors.push(format!(
+                    "--public-url {u}: must be an http:// or https:// URL"
+                ));
+            }
+        }
+        errors
     }
 }
 
@@ -254,6 +371,36 @@ mod tests {
         assert!(e.contains("empty read token"), "{e}");
         let c = Config::try_parse_from(["whouses-collector", "--ingest-token", " "]).unwrap();
         assert!(c.validate().unwrap_err().contains("empty ingest token"));
+    }
+
+    #[test]
+    fn workflow_flags_have_sane_defaults_and_bounds() {
+        let c = Config::try_parse_from(["whouses-collector"]).unwrap();
+        assert_eq!(c.renotify_after.0, Duration::from_secs(4 * 3600));
+        assert_eq!(c.max_watches, 100);
+        assert!(c.admin().unwrap().is_empty());
+        let c = Config::try_parse_from([
+            "whouses-collector",
+            "--renotify-after",
+            "100ms",
+            "--watch-interval",
+            "2h",
+            "--admin-token",
+            "",
+            "--public-url",
+            "ftp://x",
+        ])
+        .unwrap();
+        let e = c.validate().unwrap_err();
+        for needle in [
+            "--renotify-after",
+            "--watch-interval",
+            "empty admin token",
+            "--public-url",
+        ] {
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+        assert!(Config::try_parse_from(["whouses-collector", "--max-watches", "0"]).is_err());
     }
 
     #[test]

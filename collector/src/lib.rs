@@ -15,6 +15,14 @@
 //! * [`web`] — the web page at `/`.
 //! * [`metrics`] — `/metrics`.
 //!
+//! The decommission workflow (issue 16), state in [`workflow`]:
+//!
+//! * [`watch`] — watches on hosts being retired, their alerts and notifications
+//!   (Alertmanager or a webhook), the notifier that runs in the background.
+//! * [`migration`] — callers moving from an old host to a new one, and the checklist.
+//! * [`diff`] — what changed between two periods; [`timeline`] — calls per step.
+//! * [`owners`] — who owns a service (`--owners`, or the sidecars' `--owner`).
+//!
 //! [`run`] serves the API on a bound listener until `shutdown`, finishing in-flight
 //! commits, and keeps the data tidy (rollup, retention) in the background.
 
@@ -32,13 +40,19 @@ pub mod api;
 pub mod auth;
 pub mod check;
 pub mod config;
+pub mod diff;
 pub mod export;
 pub mod metrics;
+pub mod migration;
+pub mod owners;
 pub mod query;
 pub mod reconcile;
 pub mod store;
 pub mod targets;
+pub mod timeline;
+pub mod watch;
 pub mod web;
+pub mod workflow;
 
 pub use config::Config;
 
@@ -60,7 +74,11 @@ pub async fn state(config: &Config, clock: api::Clock) -> anyhow::Result<api::Ap
         Some(p) => targets::Targets::load(p)?,
         None => targets::Targets::default(),
     };
+    let workflow = Arc::new(workflow::Workflow::from_config(config)?);
+    let mut metrics = metrics::ApiMetrics::new();
+    workflow.live.register(metrics.registry());
     Ok(api::AppState {
+        workflow,
         store,
         targets: Arc::new(targets),
         ingest_tokens: Arc::new(config.ingest().map_err(anyhow::Error::msg)?),
@@ -70,7 +88,7 @@ pub async fn state(config: &Config, clock: api::Clock) -> anyhow::Result<api::Ap
             config.max_concurrent_ingest as usize,
         )),
         max_backfill_ms: i64::try_from(config.max_backfill.0.as_millis()).unwrap_or(i64::MAX),
-        metrics: Arc::new(metrics::ApiMetrics::new()),
+        metrics: Arc::new(metrics),
         clock,
     })
 }
@@ -100,6 +118,11 @@ pub async fn run(
     if state.read_tokens.is_empty() {
         tracing::warn!("No --read-token: anyone who can reach this port can read every edge.");
     }
+    if state.workflow.admin_tokens.is_empty() {
+        tracing::warn!("No --admin-token: anyone who can reach this port can add watches, which make the collector send requests to the URLs they name.");
+    }
+    let (stop_notifier, notifier_stop) = tokio::sync::watch::channel(false);
+    let notifier = tokio::spawn(watch::notifier::run(state.clone(), notifier_stop));
     let addr = listener.local_addr()?;
     tracing::info!(listen = %addr, db = %store::redact(&config.db), tls = tls.is_some(), "Collector started.");
     whouses_plumbing::listening::announce(&[("api", addr)], &[]);
@@ -113,6 +136,8 @@ pub async fn run(
     server::serve(listener, app, tls, limits, shutdown).await;
     // In-flight requests (and their commits) have finished when serve returns.
     upkeep.abort();
+    let _ = stop_notifier.send(true);
+    let _ = notifier.await;
     store.close().await;
     tracing::info!("Collector stopped.");
     Ok(())

@@ -99,6 +99,12 @@ impl ApiMetrics {
             .observe(took.as_secs_f64());
     }
 
+    /// The registry, for other parts of the collector to register their metrics in
+    /// (the decommission workflow's, `watch::Live`).
+    pub fn registry(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     pub fn encode(&self, out: &mut String) -> std::fmt::Result {
         prometheus_client::encoding::text::encode(out, &self.registry)
     }

@@ -25,6 +25,7 @@ pub fn callers_of(edges: &[EdgeRow]) -> Vec<Caller> {
                 environment: e.environment.clone(),
                 counts: e.counts,
                 hosts: Vec::new(),
+                owner: None,
                 ..Caller::default()
             }),
             Entry::Occupied(o) => {

@@ -210,6 +210,7 @@ pub fn merge(
             callee_counts: Some(s.counts),
             addresses: s.addresses.into_iter().collect(),
             around_sidecar: s.caller_side,
+            owner: None,
         });
     }
     for c in &mut callers {

@@ -10,6 +10,7 @@ use whouses_collector::export::{render, render_with, Format, InboundExport, Meta
 use whouses_collector::reconcile::Attribution;
 use whouses_collector::store::InboundRow;
 use whouses_wire::api::{EdgeRow, SeenBy};
+use whouses_wire::decom::{Owner, OwnerSource};
 use whouses_wire::{Counts, Scheme, Timestamp};
 
 const T: i64 = 1_795_000_000_000; // 2026-11-18T…
@@ -68,6 +69,15 @@ fn meta() -> Meta {
         environment: Some("prod".into()),
         host: None,
         service: None,
+        owners: [(
+            ("tis-concerns".to_string(), "prod".to_string()),
+            Owner {
+                team: "tis".into(),
+                contact: Some("#tis-oncall".into()),
+                source: OwnerSource::OwnersFile,
+            },
+        )]
+        .into(),
     }
 }
 
@@ -120,6 +130,10 @@ fn csv_is_stable_and_parses_back_to_the_same_numbers() {
         );
     }
     assert!(out.contains("\n'-cmd,prod,'=calc.internal,80,"), "{out}");
+    assert!(
+        out.contains(",tis (#tis-oncall)\n"),
+        "the owner, last: {out}"
+    );
     assert!(!out.contains("\n-cmd") && !out.contains(",=calc"), "{out}");
 }
 
@@ -130,6 +144,9 @@ fn json_is_stable_and_complete() {
     assert_eq!(v["edges"].as_array().unwrap().len(), dataset().len());
     assert_eq!(v["edges"][3]["requests"], 99_120);
     assert_eq!(v["environment"], "prod");
+    assert_eq!(v["edges"][1]["service"], "tis-concerns");
+    assert_eq!(v["edges"][1]["owner"]["team"], "tis");
+    assert!(v["edges"][0].get("owner").is_none());
 }
 
 #[test]
@@ -254,28 +271,28 @@ fn every_format_shows_the_callee_side() {
         vec![SeenBy::Callee, SeenBy::Both, SeenBy::Callee]
     );
     // CSV: tis-concerns' edge is seen by both, with its address; the others are rows of
-    // their own.
+    // their own (the owner column, issue 16, comes after the address).
     let csv = golden_inbound(Format::Csv);
     assert!(
         csv.contains("\ntis-concerns,prod,tis-reference.internal,443,https,877,"),
         "{csv}"
     );
-    assert!(csv.contains(",both,10.0.4.2\n"), "{csv}");
+    assert!(csv.contains(",both,10.0.4.2,"), "{csv}");
     assert!(
         csv.contains("\ntis-bulk-upload,prod,tis-reference.internal,443,https,12,1,0,1200,12000,"),
         "{csv}"
     );
-    assert!(csv.contains(",callee,10.0.4.9\n"), "{csv}");
+    assert!(csv.contains(",callee,10.0.4.9,"), "{csv}");
     assert!(
         csv.contains("\n,,tis-reference.internal,443,https,5,1,0,"),
         "{csv}"
     );
-    assert!(csv.contains(",callee,10.0.9.99\n"), "{csv}");
+    assert!(csv.contains(",callee,10.0.9.99,"), "{csv}");
     assert!(
         csv.contains("\ntis-sync,prod,tis-reference.internal,443,https,31,4,3,"),
         "{csv}"
     );
-    assert!(csv.contains(",caller,\n"), "{csv}");
+    assert!(csv.contains(",caller,,"), "{csv}");
     let json: serde_json::Value = serde_json::from_str(&golden_inbound(Format::Json)).unwrap();
     let inbound = json["inbound"].as_array().unwrap();
     assert_eq!(inbound.len(), 3);

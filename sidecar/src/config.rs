@@ -82,6 +82,13 @@ pub struct Config {
     #[arg(long, env = "WHOUSES_INSTANCE")]
     pub instance: Option<String>,
 
+    /// The team that owns this service (letters, digits, - _ . : /), sent with every
+    /// batch: the collector shows it beside the service in answers and alerts unless its
+    /// --owners file names one. Empty = none (the webhook fills it from a pod label that
+    /// may be missing).
+    #[arg(long, env = "WHOUSES_OWNER")]
+    pub owner: Option<String>,
+
     /// Forward-proxy listener (point HTTP_PROXY/HTTPS_PROXY here).
     #[arg(long, env = "WHOUSES_LISTEN", default_value = "127.0.0.1:15001")]
     pub listen: SocketAddr,
@@ -300,6 +307,14 @@ pub struct Config {
 }
 
 impl Config {
+    /// `--owner`, unless empty.
+    pub fn owner_name(&self) -> Option<&str> {
+        self.owner
+            .as_deref()
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+    }
+
     /// Checks that need more than one field, reported all at once.
     pub fn validate(&self) -> Result<(), String> {
         let mut errors = Vec::new();
@@ -313,6 +328,11 @@ impl Config {
         }
         if let Some(i) = &self.instance {
             if let Err(e) = whouses_wire::report::check_name("--instance", i) {
+                errors.push(e.to_string());
+            }
+        }
+        if let Some(o) = self.owner_name() {
+            if let Err(e) = whouses_wire::report::check_name("--owner", o) {
                 errors.push(e.to_string());
             }
         }
@@ -451,6 +471,7 @@ mod tests {
     fn defaults_match_the_contract() {
         let c = parse(&["--service", "billing"]).unwrap();
         assert_eq!(c.environment, "default");
+        assert_eq!(c.owner_name(), None);
         assert_eq!(c.listen.to_string(), "127.0.0.1:15001");
         assert_eq!(c.admin_listen.to_string(), "127.0.0.1:15020");
         assert_eq!(c.flush_interval.0, std::time::Duration::from_secs(10));
@@ -470,6 +491,21 @@ mod tests {
         assert_eq!(c.opaque_ports, vec![7000, 7001]);
         let c = parse(&["--service", "b", "--tunnel-splice", "false"]).unwrap();
         assert!(!c.tunnel_splice);
+    }
+
+    #[test]
+    fn an_owner_is_checked_like_a_name_and_empty_means_none() {
+        let c = parse(&["--service", "a", "--owner", "team-payments"]).unwrap();
+        assert_eq!(c.owner_name(), Some("team-payments"));
+        assert!(c.validate().is_ok());
+        let c = parse(&["--service", "a", "--owner", ""]).unwrap();
+        assert_eq!(c.owner_name(), None);
+        assert!(c.validate().is_ok());
+        let e = parse(&["--service", "a", "--owner", "team payments"])
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.contains("--owner"), "{e}");
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub struct Identity {
     pub environment: String,
     pub instance: String,
     pub started_at: Timestamp,
+    /// The owning team (`--owner`), sent with every batch.
+    pub owner: Option<String>,
 }
 
 /// Bind the DNS forwarder's UDP socket and TCP listener on one address (with port 0, the
@@ -128,6 +130,7 @@ pub async fn run_with(
         environment: config.environment.clone(),
         instance: config.instance_id(),
         started_at: Timestamp::now(),
+        owner: config.owner_name().map(String::from),
     };
     let counters = Arc::new(counters::Counters::new(config.max_hosts as usize));
     let dns = match config.dns_listen {

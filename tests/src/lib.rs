@@ -2,6 +2,8 @@
 //! `whouses-sidecar`, `whouses-collector` and `whouses` binaries against real servers on
 //! loopback.
 //!
+//! * [`alerting`] — a real Alertmanager and a plain webhook receiver, for watches.
+//! * [`browser`] — headless Chromium through chromedriver (WebDriver), for the page.
 //! * [`bins`] — locating the built binaries and running them as owned child processes.
 //! * [`wait`] — retry-until-deadline assertions instead of fixed sleeps.
 //! * [`sidecar`] — starting a real `whouses-sidecar` and reading its `/stats`.
@@ -16,7 +18,9 @@
 //! The binaries must be built first (`cargo build --workspace --bins`); the README's test
 //! command and `.ci/run` do that.
 
+pub mod alerting;
 pub mod bins;
+pub mod browser;
 pub mod certs;
 pub mod collector;
 pub mod netns;

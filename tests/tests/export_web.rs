@@ -4,13 +4,10 @@
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use base64::Engine as _;
 use serde_json::{json, Value};
-use whouses_tests::bins::{secs, Proc};
+use whouses_tests::browser::Browser;
 use whouses_tests::collector::{whouses, Collector};
-use whouses_tests::wait;
 use whouses_wire::{Counts, Edge, Report, Scheme, Timestamp, REPORT_VERSION};
 
 fn seed(c: &Collector, token: Option<&str>) {
@@ -172,155 +169,6 @@ fn every_export_format_through_the_cli() {
     let r = c.get("/v1/export?format=pdf");
     assert_eq!(r.status(), 400);
     assert!(r.text().unwrap().contains("unknown format"));
-}
-
-/// A WebDriver session with chromedriver driving Debian's headless Chromium.
-struct Browser {
-    _driver: Proc,
-    base: String,
-    session: String,
-    http: reqwest::blocking::Client,
-    _profile: tempfile::TempDir,
-}
-
-impl Browser {
-    fn start() -> Browser {
-        for bin in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
-            assert!(std::path::Path::new(bin).exists(),
-                "{bin} is missing: install Debian's chromium and chromium-driver (scripts/test-all.sh does)");
-        }
-        // Port 0: chromedriver picks a free port and says which (no race for one).
-        let mut cmd = Command::new("/usr/bin/chromedriver");
-        cmd.arg("--port=0");
-        let driver = Proc::spawn("chromedriver", cmd);
-        let port: u16 = wait::until("chromedriver's port", secs(20), || {
-            driver
-                .output()
-                .lines()
-                .find_map(|l| l.split("started successfully on port ").nth(1))
-                .and_then(|p| p.trim().trim_end_matches('.').parse().ok())
-        });
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        let profile = tempfile::tempdir().unwrap();
-        let http = reqwest::blocking::Client::builder()
-            .no_proxy()
-            .timeout(secs(60))
-            .build()
-            .unwrap();
-        let base = format!("http://{addr}");
-        let caps = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                         "--window-size=1280,900",
-                         format!("--user-data-dir={}", profile.path().display())]
-            }
-        }}});
-        let v: Value = http
-            .post(format!("{base}/session"))
-            .json(&caps)
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        let session = v["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no session: {v}"))
-            .to_string();
-        Browser {
-            _driver: driver,
-            base,
-            session,
-            http,
-            _profile: profile,
-        }
-    }
-
-    fn cmd(&self, method: &str, path: &str, body: Value) -> Value {
-        let url = format!("{}/session/{}{path}", self.base, self.session);
-        let req = match method {
-            "GET" => self.http.get(url),
-            _ => self.http.post(url).json(&body),
-        };
-        let v: Value = req.send().unwrap().json().unwrap();
-        assert!(v["value"].get("error").is_none(), "webdriver {path}: {v}");
-        v["value"].clone()
-    }
-
-    fn goto(&self, url: &str) {
-        self.cmd("POST", "/url", json!({"url": url}));
-    }
-
-    fn find(&self, css: &str) -> String {
-        let v = self.cmd(
-            "POST",
-            "/element",
-            json!({"using": "css selector", "value": css}),
-        );
-        v.as_object()
-            .unwrap()
-            .values()
-            .next()
-            .unwrap()
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-
-    fn js(&self, script: &str) -> Value {
-        self.cmd(
-            "POST",
-            "/execute/sync",
-            json!({"script": script, "args": []}),
-        )
-    }
-
-    fn wait_text(&self, css: &str, needle: &str) -> String {
-        let mut last = String::new();
-        let found = (0..200).any(|_| {
-            last = self
-                .js(&format!(
-                    "const e = document.querySelector({css:?}); return e ? e.innerText : '';"
-                ))
-                .as_str()
-                .unwrap_or("")
-                .to_string();
-            if last.contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-            false
-        });
-        assert!(found, "{css} never showed {needle:?}; last text: {last:?}");
-        last
-    }
-
-    fn screenshot(&self, name: &str) -> std::path::PathBuf {
-        let b64 = self.cmd("GET", "/screenshot", Value::Null);
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(b64.as_str().unwrap())
-            .unwrap();
-        assert!(
-            png.starts_with(b"\x89PNG") && png.len() > 5_000,
-            "screenshot {name} is not a real PNG"
-        );
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/browser");
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(name);
-        std::fs::write(&path, png).unwrap();
-        path
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self
-            .http
-            .delete(format!("{}/session/{}", self.base, self.session))
-            .send();
-    }
 }
 
 #[test]

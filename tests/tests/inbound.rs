@@ -263,7 +263,7 @@ fn the_callee_sees_every_caller_and_both_sides_are_reconciled() {
         "{table}"
     );
 
-    // The report shows both sides too.
+    // The report shows both sides too (the last column, issue 16's owner, is empty here).
     let out = whouses(&[
         "--url",
         &url,
@@ -277,12 +277,12 @@ fn the_callee_sees_every_caller_and_both_sides_are_reconciled() {
     assert!(
         csv.lines()
             .any(|l| l.starts_with("caller-a,default,old.internal,")
-                && l.ends_with(",both,127.0.0.21")),
+                && l.ends_with(",both,127.0.0.21,")),
         "{csv}"
     );
     assert!(
         csv.lines()
-            .any(|l| l.starts_with(",,old.internal,") && l.ends_with(",callee,127.0.0.22")),
+            .any(|l| l.starts_with(",,old.internal,") && l.ends_with(",callee,127.0.0.22,")),
         "{csv}"
     );
 }

@@ -257,6 +257,12 @@ fn the_token_secret_reference_is_in_the_patch() {
             "name": "team-payments-ingest", "key": "ingest-token", "optional": true}}})
     );
     assert!(token.get("value").is_none(), "never the token itself");
+    // The owner comes from the pod's whouses.io/owner label (empty when it has none).
+    assert_eq!(
+        env_entry(m.sidecar(), "WHOUSES_OWNER").unwrap(),
+        &json!({"name": "WHOUSES_OWNER", "valueFrom": {"fieldRef": {
+            "fieldPath": "metadata.labels['whouses.io/owner']"}}})
+    );
 }
 
 #[test]
@@ -617,6 +623,16 @@ fn start_container(m: &Mutated, sc: &Value, dir: &Path) -> (Proc, Value) {
                 .fold(v.to_string(), |v, (k, x)| v.replace(&format!("$({k})"), x))
         } else if e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name" {
             pod_name.clone()
+        } else if let Some(label) = e["valueFrom"]["fieldRef"]["fieldPath"]
+            .as_str()
+            .and_then(|p| p.strip_prefix("metadata.labels['"))
+            .and_then(|p| p.strip_suffix("']"))
+        {
+            // The downward API: the label's value, empty when the pod has none.
+            m.pod["metadata"]["labels"][label]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
         } else if e["valueFrom"]["secretKeyRef"]["optional"] == true {
             continue; // The Secret does not exist here.
         } else {

@@ -48,6 +48,10 @@ pub const SIDECAR_UID: u32 = 65532;
 pub const IPTABLES_INIT_NAME: &str = "whouses-iptables";
 /// Pod annotation holding the collector's CA (PEM), projected into the sidecar.
 pub const COLLECTOR_CA_ANNOTATION: &str = "whouses.io/collector-ca";
+/// Pod label naming the team that owns the workload: the sidecar's `--owner`, read
+/// through the downward API (empty, so no owner, when the pod has no such label; a
+/// label's value is always a valid owner name).
+pub const OWNER_LABEL: &str = "whouses.io/owner";
 /// Name of the downward-API volume carrying the CA.
 pub const CA_VOLUME: &str = "whouses-collector-ca";
 /// Where the CA file appears in the sidecar.
@@ -71,6 +75,7 @@ pub fn container(cfg: &InjectConfig, id: &Identity, with_ca: bool, mode: Mode) -
         json!({"name": "WHOUSES_FLUSH_INTERVAL", "value": cfg.flush_interval}),
         json!({"name": "WHOUSES_TOKEN", "valueFrom": {"secretKeyRef": {"name": cfg.token_secret, "key": "ingest-token", "optional": true}}}),
         json!({"name": "WHOUSES_LOG_FORMAT", "value": "json"}),
+        json!({"name": "WHOUSES_OWNER", "valueFrom": {"fieldRef": {"fieldPath": format!("metadata.labels['{OWNER_LABEL}']")}}}),
     ];
     let mut c = json!({
         "name": SIDECAR_NAME,

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::counts::Counts;
+use crate::decom::Owner;
 use crate::host::Scheme;
 use crate::time::Timestamp;
 
@@ -62,6 +63,9 @@ pub struct Caller {
     pub counts: Counts,
     /// The `host:port` names this caller used.
     pub hosts: Vec<String>,
+    /// The team that owns the caller (`--owners` file, or the sidecar's `--owner`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
     // Issue 14: both sides reconciled.
     /// Which side saw these calls: the caller's sidecar, the callee's, or both.
     #[serde(default)]
@@ -252,6 +256,9 @@ pub struct CallerEvidence {
     /// Whether its sidecars reported through the whole quiet period.
     pub reporting_through_window: bool,
     pub hosts: Vec<String>,
+    /// The team that owns the caller (`--owners` file, or the sidecar's `--owner`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
 }
 
 /// A service whose sidecar folded calls into `(other)` (its `--max-hosts` was reached)

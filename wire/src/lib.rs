@@ -6,6 +6,8 @@
 //! * [`counts`] — the one count record (requests, connections, errors, bytes, first and
 //!   last seen) and its saturating merge, from a batch to every answer.
 //! * [`api`] — the collector's answers (callers, callees, hosts, services, check).
+//! * [`decom`] — the decommission workflow's answers: owners, watches and alerts, the
+//!   migration view, diffs, timelines, the dashboard.
 //! * [`host`] — parsing and normalising the upstream host a caller dialed (the count key).
 //! * [`time`] — millisecond timestamps that travel as RFC 3339 strings.
 //! * [`fuzzing`] — the properties the fuzz targets check (`wire/fuzz`).
@@ -13,6 +15,7 @@
 
 pub mod api;
 pub mod counts;
+pub mod decom;
 pub mod duration;
 pub mod fuzzing;
 pub mod host;

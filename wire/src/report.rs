@@ -56,6 +56,10 @@ pub struct Report {
     /// period (explicit mode): evidence that the counts above are not the whole story.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bypass: Vec<Bypass>,
+    /// The team that owns the service (the sidecar's `--owner`, e.g. from a pod label):
+    /// shown beside the service in answers and alerts when no `--owners` file names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     // Issue 14, the callee's view and the address book (see `crate::inbound`).
     /// Which side of a call this sidecar stands on: `caller` (the default, omitted: it
     /// counts its service's own calls) or `callee` (inbound mode, in front of its service).
@@ -223,6 +227,9 @@ impl Report {
         check_name("service", &self.service)?;
         check_name("environment", &self.environment)?;
         check_name("instance", &self.instance)?;
+        if let Some(owner) = &self.owner {
+            check_name("owner", owner)?;
+        }
         if self.seq > MAX_COUNT {
             return Err(ReportError::field(
                 "seq",
@@ -534,6 +541,27 @@ mod tests {
         let e =
             err_for(|v| v["edges"][0]["first_seen"] = serde_json::json!("1970-01-01T00:00:00Z"));
         assert!(e.contains("edges[0].first_seen"), "{e}");
+    }
+
+    #[test]
+    fn an_owner_is_optional_and_checked_like_a_name() {
+        let mut r = sample();
+        r.owner = Some("team-payments".into());
+        let body = serde_json::to_vec(&r).unwrap();
+        assert_eq!(
+            Report::from_json(&body).unwrap().owner.as_deref(),
+            Some("team-payments")
+        );
+        assert!(
+            !String::from_utf8_lossy(&serde_json::to_vec(&sample()).unwrap()).contains("owner")
+        );
+        let e = err_for(|v| v["owner"] = serde_json::json!("team payments"));
+        assert!(
+            e.contains("`owner`") && e.contains("invalid character"),
+            "{e}"
+        );
+        let e = err_for(|v| v["owner"] = serde_json::json!(""));
+        assert!(e.contains("`owner`"), "{e}");
     }
 
     #[test]

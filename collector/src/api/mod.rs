@@ -25,6 +25,7 @@ use crate::metrics::ApiMetrics;
 use crate::store::{buckets, Batch, Ingested, Store};
 use crate::targets::{HostPattern, Targets};
 
+pub mod decom;
 pub mod error;
 pub use error::ApiError;
 
@@ -61,6 +62,8 @@ pub struct AppState {
     pub max_backfill_ms: i64,
     pub metrics: Arc<ApiMetrics>,
     pub clock: Clock,
+    /// The decommission workflow: owners, watches and alerts (issue 16).
+    pub workflow: Arc<crate::workflow::Workflow>,
 }
 
 impl AppState {
@@ -102,6 +105,8 @@ pub fn routes() -> Router<AppState> {
         .route("/metrics", get(metrics))
         .merge(crate::export::api::routes())
         .merge(crate::web::routes())
+        .merge(decom::routes())
+        .merge(crate::watch::api::routes())
         .fallback(|| async {
             ApiError::NotFound("no such route; see /v1/callers, /v1/check …".into())
         })
@@ -188,6 +193,10 @@ async fn ingest(
             "A batch about a period older than --max-backfill: its counts are stored, its coverage is not.");
     }
     let (instance, seq) = (report.instance.clone(), report.seq);
+    let owner = report
+        .owner
+        .clone()
+        .map(|o| (report.service.clone(), report.environment.clone(), o));
     let batch = Batch {
         report,
         received: now,
@@ -196,6 +205,12 @@ async fn ingest(
     match s.store.ingest(batch).await {
         Ok(Ingested::Stored { edges }) => {
             m.ingested(edges as u64);
+            if let Some((service, environment, owner)) = owner {
+                s.workflow
+                    .owners
+                    .note_reported(s.store.as_ref(), &service, &environment, &owner, now)
+                    .await;
+            }
             tracing::debug!(%instance, seq, edges, "Stored a batch.");
             Ok(Json(serde_json::json!({
                 "stored": true, "duplicate": false, "instance": instance,
@@ -270,7 +285,7 @@ async fn callers(
     let q = query(q)?;
     let host = required(&q.host, "host", "tis-reference.internal")?;
     let since = parse_since(&s, q.since.as_deref(), "since")?;
-    let r = crate::query::callers(
+    let mut r = crate::query::callers(
         s.store.as_ref(),
         host,
         s.patterns(host)?,
@@ -278,6 +293,10 @@ async fn callers(
         q.environment,
     )
     .await?;
+    s.workflow
+        .owners
+        .fill_callers(s.store.as_ref(), &mut r.callers)
+        .await?;
     Ok(Json(r).into_response())
 }
 
@@ -341,7 +360,7 @@ async fn check(
             "invalid quiet_for {quiet:?}: must be more than 0 and at most 100 years"
         )));
     }
-    let r = crate::check::check(
+    let mut r = crate::check::check(
         s.store.as_ref(),
         host,
         s.patterns(host)?,
@@ -349,6 +368,10 @@ async fn check(
         s.now(),
     )
     .await?;
+    s.workflow
+        .owners
+        .fill_check(s.store.as_ref(), &mut r)
+        .await?;
     Ok(Json(r).into_response())
 }
 

@@ -52,6 +52,7 @@ async fn filter(s: &AppState, q: &ExportQuery) -> Result<(EdgeFilter, Meta), Api
             environment,
             host: q.host.clone().filter(|v| !v.is_empty()),
             service,
+            owners: Default::default(),
         },
     ))
 }
@@ -68,7 +69,7 @@ async fn export(
         .unwrap_or("json")
         .parse()
         .map_err(ApiError::BadRequest)?;
-    let (f, meta) = filter(&s, &q).await?;
+    let (f, mut meta) = filter(&s, &q).await?;
     let rows = s.store.edges(&f).await?;
     // Issue 14: what inbound sidecars saw, attributed, beside the callers' edges.
     let (inbound_rows, attributions) = crate::query::inbound_attributed(
@@ -86,6 +87,24 @@ async fn export(
         f.service.as_deref(),
         f.environment.as_deref(),
     );
+    // Issue 16: each caller's owner, the callee-attributed ones too.
+    let owners = s.workflow.owners.map(s.store.as_ref()).await?;
+    let callers = rows
+        .iter()
+        .map(|r| (r.service.clone(), r.environment.clone()))
+        .chain(
+            inbound
+                .rows
+                .iter()
+                .filter_map(|r| Some((r.service.clone()?, r.environment.clone()?))),
+        );
+    for key in callers {
+        if let std::collections::btree_map::Entry::Vacant(v) = meta.owners.entry(key) {
+            if let Some(o) = owners.of(&v.key().0, &v.key().1) {
+                v.insert(o);
+            }
+        }
+    }
     let body = render_with(format, &meta, &rows, &inbound).map_err(|error| {
         tracing::error!(%error, "Failed to render an export.");
         ApiError::Internal

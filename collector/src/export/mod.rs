@@ -5,7 +5,10 @@
 use std::fmt::Write as _;
 use std::str::FromStr;
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
+use whouses_wire::decom::Owner;
 use whouses_wire::Timestamp;
 
 use whouses_wire::api::EdgeRow;
@@ -73,9 +76,21 @@ pub struct Meta {
     /// The host or service the report was narrowed to, as asked.
     pub host: Option<String>,
     pub service: Option<String>,
+    /// The owner of each calling `(service, environment)` that has one (`--owners`, or
+    /// its sidecars' `--owner`).
+    #[serde(skip)]
+    pub owners: BTreeMap<(String, String), Owner>,
 }
 
 impl Meta {
+    /// The owner of an edge's caller, as one line ("" when unknown).
+    fn owner(&self, r: &EdgeRow) -> String {
+        self.owners
+            .get(&(r.service.clone(), r.environment.clone()))
+            .map(Owner::describe)
+            .unwrap_or_default()
+    }
+
     fn scope(&self) -> String {
         let mut parts = Vec::new();
         if let Some(h) = &self.host {
@@ -95,8 +110,9 @@ impl Meta {
     }
 }
 
-/// The stable CSV columns, in order (issue 14 appended `seen_by` and `address`).
-pub const CSV_COLUMNS: [&str; 14] = [
+/// The stable CSV columns, in order (new ones are only ever added at the end: issue 14
+/// appended `seen_by` and `address`, issue 16 `owner`).
+pub const CSV_COLUMNS: [&str; 15] = [
     "service",
     "environment",
     "host",
@@ -111,6 +127,7 @@ pub const CSV_COLUMNS: [&str; 14] = [
     "last_seen",
     "seen_by",
     "address",
+    "owner",
 ];
 
 /// The report of the callers' edges alone.
@@ -126,14 +143,14 @@ pub fn render_with(
     inbound: &InboundExport,
 ) -> Result<Vec<u8>, String> {
     match format {
-        Format::Csv => csv(rows, inbound),
+        Format::Csv => csv(meta, rows, inbound),
         Format::Json => serde_json::to_vec_pretty(&serde_json::json!({
             "generated_at": meta.generated_at,
             "since": meta.since,
             "environment": meta.environment,
             "host": meta.host,
             "service": meta.service,
-            "edges": rows,
+            "edges": json_edges(meta, rows),
             "inbound": inbound.rows,
         }))
         .map_err(|e| e.to_string()),
@@ -163,7 +180,25 @@ pub fn render_with(
     }
 }
 
-fn csv(rows: &[EdgeRow], inbound: &InboundExport) -> Result<Vec<u8>, String> {
+/// The edges as JSON, each with its caller's `owner` when known.
+fn json_edges(meta: &Meta, rows: &[EdgeRow]) -> serde_json::Value {
+    if meta.owners.is_empty() {
+        return serde_json::json!(rows);
+    }
+    serde_json::Value::Array(
+        rows.iter()
+            .map(|r| {
+                let mut v = serde_json::json!(r);
+                if let Some(o) = meta.owners.get(&(r.service.clone(), r.environment.clone())) {
+                    v["owner"] = serde_json::json!(o);
+                }
+                v
+            })
+            .collect(),
+    )
+}
+
+fn csv(meta: &Meta, rows: &[EdgeRow], inbound: &InboundExport) -> Result<Vec<u8>, String> {
     let mut w = ::csv::Writer::from_writer(Vec::new());
     w.write_record(CSV_COLUMNS).map_err(|e| e.to_string())?;
     for r in rows {
@@ -196,11 +231,20 @@ fn csv(rows: &[EdgeRow], inbound: &InboundExport) -> Result<Vec<u8>, String> {
             &r.counts.last_seen.to_string(),
             seen_by.as_str(),
             &address,
+            &cell(&meta.owner(r)),
         ])
         .map_err(|e| e.to_string())?;
     }
     // Issue 14: calls only the callee saw (attributed or not).
     for r in inbound.callee_only() {
+        let owner = match (r.service.as_deref(), r.environment.as_deref()) {
+            (Some(service), Some(environment)) => meta
+                .owners
+                .get(&(service.to_string(), environment.to_string()))
+                .map(Owner::describe)
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
         w.write_record([
             cell(r.service.as_deref().unwrap_or("")).as_ref(),
             &cell(r.environment.as_deref().unwrap_or("")),
@@ -216,6 +260,7 @@ fn csv(rows: &[EdgeRow], inbound: &InboundExport) -> Result<Vec<u8>, String> {
             &r.counts.last_seen.to_string(),
             r.seen_by.as_str(),
             &r.addresses.join(" "),
+            &cell(&owner),
         ])
         .map_err(|e| e.to_string())?;
     }
@@ -272,12 +317,12 @@ fn markdown(meta: &Meta, rows: &[EdgeRow]) -> String {
         );
     }
     let _ = writeln!(out, "\n## Edges\n");
-    let _ = writeln!(out, "| service | environment | host | port | scheme | requests | errors | first seen | last seen |");
-    let _ = writeln!(out, "|---|---|---|---:|---|---:|---:|---|---|");
+    let _ = writeln!(out, "| service | environment | host | port | scheme | requests | errors | first seen | last seen | owner |");
+    let _ = writeln!(out, "|---|---|---|---:|---|---:|---:|---|---|---|");
     for r in rows {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             md(&r.service),
             md(&r.environment),
             md(&r.host),
@@ -286,7 +331,8 @@ fn markdown(meta: &Meta, rows: &[EdgeRow]) -> String {
             r.counts.requests,
             r.counts.errors,
             r.counts.first_seen,
-            r.counts.last_seen
+            r.counts.last_seen,
+            md(&meta.owner(r))
         );
     }
     out
@@ -392,6 +438,7 @@ fn html(meta: &Meta, rows: &[EdgeRow]) -> String {
         "errors",
         "first seen",
         "last seen",
+        "owner",
     ] {
         let _ = write!(out, "<th>{c}</th>");
     }
@@ -399,9 +446,10 @@ fn html(meta: &Meta, rows: &[EdgeRow]) -> String {
     for r in rows {
         let _ = writeln!(
             out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&r.service), esc(&r.environment), esc(&r.host), r.port, esc(r.scheme.as_str()),
-            r.counts.requests, r.counts.errors, esc(&r.counts.first_seen.to_string()), esc(&r.counts.last_seen.to_string())
+            r.counts.requests, r.counts.errors, esc(&r.counts.first_seen.to_string()), esc(&r.counts.last_seen.to_string()),
+            esc(&meta.owner(r))
         );
     }
     out.push_str("</tbody>\n</table>\n</body>\n</html>\n");

@@ -37,6 +37,7 @@ use whouses_wire::{Counts, Report, Scheme, Side, Timestamp};
 use crate::targets::HostPattern;
 
 pub mod buckets;
+pub mod decom;
 pub mod postgres;
 pub mod sqlite;
 
@@ -228,6 +229,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Finish queued writes and close.
     async fn close(&self);
+
+    /// The decommission workflow's storage: buckets for timelines and diffs, watches,
+    /// alerts, the notification outbox, leases, reported owners ([`decom`]).
+    fn decom(&self) -> &dyn decom::DecomStore;
 }
 
 /// How a store is opened (beyond its URL).

@@ -1,8 +1,14 @@
-//! The web page at `/`: "who uses …" search with the callers table and the `check`
-//! verdict, a hosts view sorted by how long they have been quiet, a services view with
-//! reporting health, and the dependency graph. One HTML page with our own small script
-//! and styles, served from the binary: no CDN, works offline. The page is static; the
-//! data it fetches goes through the API, so read tokens apply (the page asks for one).
+//! The web page at `/`: it opens on the **dashboard** (watches and what fired, migrations
+//! in progress, hosts going quiet, fleet reporting health), with a **host's page**
+//! (callers, verdict, a timeline chart per caller drawn as inline SVG, its migrations),
+//! the **migration view** with the ticket's checklist, the "who uses …" search with the
+//! callers table and the `check` verdict, a hosts view sorted by how long they have been
+//! quiet, a services view with reporting health, and the dependency graph. Every view
+//! has its own URL (`#/`, `#/host/NAME`, `#/migration?from=…&to=…`, `#/search?host=…`,
+//! `#/hosts` …; the older `/?host=H` still opens the search), so a link can be pasted
+//! into a ticket. One HTML page with our own small script and styles, served from the
+//! binary: no CDN, works offline. The page is static; the data it fetches goes through
+//! the API, so read tokens apply (the page asks for one).
 
 use axum::http::{header, HeaderValue};
 use axum::response::IntoResponse;

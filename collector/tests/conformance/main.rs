@@ -13,13 +13,16 @@
 //!   tasks at once (two "replicas" on PostgreSQL), migrations applied once;
 //! * [`inbound`] — the callee's view (inbound calls per caller address and hour) and the
 //!   address book (claims merged per instance, kept as history), both backends;
-//! * [`tls`] — PostgreSQL over TLS by `sslmode` (when the test cluster speaks TLS).
+//! * [`tls`] — PostgreSQL over TLS by `sslmode` (when the test cluster speaks TLS);
+//! * [`decom`] — the decommission workflow's storage: bucket rows per hour and day,
+//!   watches, the notifier lease, alerts and the outbox, reported owners.
 
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
 pub mod backend;
 mod common;
 mod coverage;
+mod decom;
 mod inbound;
 mod ingest;
 mod model;

@@ -561,6 +561,7 @@ impl Core {
             period_end,
             flush_interval_ms: self.settings.flush_interval.as_millis() as u64,
             edges: Vec::new(),
+            owner: self.identity.owner.clone(),
             ..Default::default()
         };
         self.more = false;

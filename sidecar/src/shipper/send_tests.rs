@@ -78,6 +78,7 @@ fn identity() -> Identity {
         environment: "prod".into(),
         instance: "svc-1".into(),
         started_at: Timestamp::now(),
+        owner: None,
     }
 }
 

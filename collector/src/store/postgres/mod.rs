@@ -19,6 +19,7 @@ use super::{AddressClaim, CalleeInstance, InboundFilter, InboundRow};
 use super::{Batch, EdgeFilter, Ingested, InstanceCoverage, ObsFilter, Store, StoreError};
 
 mod connect;
+mod decom;
 mod inbound;
 mod pool;
 mod read;
@@ -289,6 +290,10 @@ impl Store for PostgresStore {
         }
         self.pool.close();
         self.probe.close();
+    }
+
+    fn decom(&self) -> &dyn super::decom::DecomStore {
+        self
     }
 }
 

@@ -87,7 +87,7 @@ fn key(r: &EdgeRow) -> (&str, u16, &str, &str, &str) {
 }
 
 /// The filter's conditions on `e` (the edges table), as SQL after `WHERE`.
-fn conditions(f: &EdgeFilter, p: &mut Params) -> String {
+pub(super) fn conditions(f: &EdgeFilter, p: &mut Params) -> String {
     let mut sql = String::from("TRUE");
     if let Some(hosts) = &f.hosts {
         sql.push_str(" AND (");
@@ -209,7 +209,7 @@ pub(super) fn count(row: &Row, i: usize) -> Result<u64, StoreError> {
     Ok(v.max(0) as u64)
 }
 
-fn edge_row(row: &Row, at: usize) -> Result<EdgeRow, StoreError> {
+pub(super) fn edge_row(row: &Row, at: usize) -> Result<EdgeRow, StoreError> {
     let get_s = |i: usize| -> Result<String, StoreError> {
         row.try_get::<_, String>(at + i).map_err(StoreError::pg)
     };

@@ -26,6 +26,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "inbound",
         include_str!("../../../migrations/postgres/0006_inbound.sql"),
     ),
+    (
+        7,
+        "decommission",
+        include_str!("../../../migrations/postgres/0007_decommission.sql"),
+    ),
 ];
 
 /// The advisory lock key migrations are applied under (any constant of our own: "whouses"

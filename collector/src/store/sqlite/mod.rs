@@ -15,6 +15,7 @@ use whouses_wire::Timestamp;
 use super::{AddressClaim, CalleeInstance, InboundFilter, InboundRow};
 use super::{Batch, EdgeFilter, Ingested, InstanceCoverage, ObsFilter, Options, Store, StoreError};
 
+mod decom;
 mod inbound;
 mod read;
 mod schema;
@@ -283,6 +284,10 @@ impl Store for SqliteStore {
         if self.writer.send(Job::Close { reply }).await.is_ok() {
             let _ = rx.await;
         }
+    }
+
+    fn decom(&self) -> &dyn super::decom::DecomStore {
+        self
     }
 }
 

@@ -230,7 +230,7 @@ pub(super) fn count(row: &Row<'_>, i: usize) -> rusqlite::Result<u64> {
     }
 }
 
-fn edge_row(row: &Row<'_>) -> rusqlite::Result<EdgeRow> {
+pub(super) fn edge_row(row: &Row<'_>) -> rusqlite::Result<EdgeRow> {
     let scheme: String = row.get(4)?;
     Ok(EdgeRow {
         service: row.get(0)?,

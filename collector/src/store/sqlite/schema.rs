@@ -36,6 +36,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "inbound",
         include_str!("../../../migrations/sqlite/0006_inbound.sql"),
     ),
+    (
+        "decommission",
+        include_str!("../../../migrations/sqlite/0007_decommission.sql"),
+    ),
 ];
 
 /// How long a connection waits for a lock held by another before failing.

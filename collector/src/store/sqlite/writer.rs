@@ -117,6 +117,9 @@ pub(super) enum Job {
     /// Finish what is queued before this, close the connection (the last connection to
     /// close checkpoints the WAL into the database file), then stop.
     Close { reply: oneshot::Sender<()> },
+    /// Any other write (watches, alerts, notifications, owners: `sqlite/decom.rs`), run
+    /// on the writing connection after the group in front of it; it answers for itself.
+    Run(Box<dyn FnOnce(&mut Connection) + Send>),
 }
 
 /// Open the writing connection (migrating the schema) and start its thread.
@@ -145,7 +148,9 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, health: Arc<Health>) {
         let mut upkeep = Vec::new();
         let mut take = |j: Job| match j {
             Job::Ingest { batch, reply } => ingests.push((batch, reply)),
-            j @ (Job::Prune { .. } | Job::Rollup { .. } | Job::Close { .. }) => upkeep.push(j),
+            j @ (Job::Prune { .. } | Job::Rollup { .. } | Job::Close { .. } | Job::Run(_)) => {
+                upkeep.push(j)
+            }
         };
         take(first);
         for _ in 1..MAX_GROUP {
@@ -192,6 +197,7 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, health: Arc<Health>) {
                     let _ = reply.send(rollup_one_day(&mut conn, before));
                 }
                 Job::Close { reply } => closing = Some(reply),
+                Job::Run(f) => f(&mut conn),
                 Job::Ingest { .. } => {}
             }
         }
