@@ -12,6 +12,7 @@
 //! * [`export`] — the traffic report (CSV, JSON, Markdown, DOT, HTML) and the SVG graph.
 //! * [`web`] — the web page at `/`.
 //! * [`metrics`] — `/metrics`.
+//! * [`otel`] — OpenTelemetry: OTLP ingest of service-graph metrics, OTLP export of edges.
 //!
 //! [`run`] serves the API on a bound listener until `shutdown`, finishing in-flight
 //! commits, and keeps the data tidy (rollup, retention) in the background.
@@ -32,6 +33,7 @@ pub mod check;
 pub mod config;
 pub mod export;
 pub mod metrics;
+pub mod otel;
 pub mod query;
 pub mod store;
 pub mod targets;
@@ -97,6 +99,20 @@ pub async fn run(
     if state.read_tokens.is_empty() {
         tracing::warn!("No --read-token: anyone who can reach this port can read every edge.");
     }
+    // OTLP export (issue 17): pushes the stored edges until shutdown, then once more.
+    let (otlp_stop, otlp_task) = match otel::export::Exporter::new(&config.otlp)? {
+        Some(exporter) => {
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task =
+                tokio::spawn(
+                    exporter.run(store.clone(), config.otlp.otlp_interval.0, async {
+                        let _ = stopped.await;
+                    }),
+                );
+            (Some(stop), Some(task))
+        }
+        None => (None, None),
+    };
     let addr = listener.local_addr()?;
     tracing::info!(listen = %addr, db = %store::redact(&config.db), tls = tls.is_some(), "Collector started.");
     whouses_plumbing::listening::announce(&[("api", addr)], &[]);
@@ -110,6 +126,12 @@ pub async fn run(
     server::serve(listener, app, tls, limits, shutdown).await;
     // In-flight requests (and their commits) have finished when serve returns.
     upkeep.abort();
+    if let Some(stop) = otlp_stop {
+        let _ = stop.send(());
+    }
+    if let Some(task) = otlp_task {
+        let _ = task.await;
+    }
     store.close().await;
     tracing::info!("Collector stopped.");
     Ok(())
@@ -146,5 +168,11 @@ pub async fn upkeep(
         Ok(0) => {}
         Ok(rows) => tracing::info!(rows, %cutoff, "Pruned data older than the retention."),
         Err(error) => tracing::warn!(%error, "Failed to prune old data."),
+    }
+    // OTLP series rows (issue 17) unchanged for the whole retention.
+    match store.otel_prune(cutoff).await {
+        Ok(0) => {}
+        Ok(rows) => tracing::info!(rows, "Pruned OTLP series not seen within the retention."),
+        Err(error) => tracing::warn!(%error, "Failed to prune OTLP series."),
     }
 }

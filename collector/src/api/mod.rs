@@ -101,6 +101,8 @@ pub fn routes() -> Router<AppState> {
         .route("/metrics", get(metrics))
         .merge(crate::export::api::routes())
         .merge(crate::web::routes())
+        // OTLP ingest (issue 17).
+        .merge(crate::otel::api::routes())
         .fallback(|| async {
             ApiError::NotFound("no such route; see /v1/callers, /v1/check …".into())
         })

@@ -18,6 +18,7 @@ use super::buckets::{day_of, hour_of};
 use super::{Batch, EdgeFilter, Ingested, InstanceCoverage, ObsFilter, Store, StoreError};
 
 mod connect;
+mod otel;
 mod pool;
 mod read;
 mod schema;
@@ -266,6 +267,30 @@ impl Store for PostgresStore {
         }
         self.pool.close();
         self.probe.close();
+    }
+
+    // ---- OTLP ingest (issue 17): store/postgres/otel.rs ----
+
+    async fn otel_series(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<super::otel::OtelSeries>, StoreError> {
+        otel::series(&self.pool, keys).await
+    }
+
+    async fn otel_advance(
+        &self,
+        steps: &[super::otel::OtelAdvance],
+    ) -> Result<Vec<bool>, StoreError> {
+        otel::advance(&self.pool, steps).await
+    }
+
+    async fn otel_stored(&self, points: &[(String, i64)]) -> Result<(), StoreError> {
+        otel::stored(&self.pool, points).await
+    }
+
+    async fn otel_prune(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
+        otel::prune(&self.pool, cutoff.0).await
     }
 }
 

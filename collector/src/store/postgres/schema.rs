@@ -16,6 +16,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "observations",
         include_str!("../../../migrations/postgres/0002_observations.sql"),
     ),
+    (
+        "otel series",
+        include_str!("../../../migrations/postgres/0008_otel_series.sql"),
+    ),
 ];
 
 /// The advisory lock key migrations are applied under (any constant of our own: "whouses"

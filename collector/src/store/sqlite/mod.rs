@@ -14,6 +14,7 @@ use whouses_wire::Timestamp;
 
 use super::{Batch, EdgeFilter, Ingested, InstanceCoverage, ObsFilter, Options, Store, StoreError};
 
+mod otel;
 mod read;
 mod schema;
 mod writer;
@@ -265,6 +266,30 @@ impl Store for SqliteStore {
         if self.writer.send(Job::Close { reply }).await.is_ok() {
             let _ = rx.await;
         }
+    }
+
+    // ---- OTLP ingest (issue 17): store/sqlite/otel.rs ----
+
+    async fn otel_series(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<super::otel::OtelSeries>, StoreError> {
+        otel::series(&self.path, keys).await
+    }
+
+    async fn otel_advance(
+        &self,
+        steps: &[super::otel::OtelAdvance],
+    ) -> Result<Vec<bool>, StoreError> {
+        otel::advance(&self.path, steps).await
+    }
+
+    async fn otel_stored(&self, points: &[(String, i64)]) -> Result<(), StoreError> {
+        otel::stored(&self.path, points).await
+    }
+
+    async fn otel_prune(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
+        otel::prune(&self.path, cutoff.0).await
     }
 }
 

@@ -32,6 +32,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "observations",
         include_str!("../../../migrations/sqlite/0005_observations.sql"),
     ),
+    (
+        "otel series",
+        include_str!("../../../migrations/sqlite/0008_otel_series.sql"),
+    ),
 ];
 
 /// How long a connection waits for a lock held by another before failing.
