@@ -11,6 +11,8 @@
 //!   and `check` verdicts built on them;
 //! * [`ingest`] — instance binding (409), saturating counters, the same batch from 8
 //!   tasks at once (two "replicas" on PostgreSQL), migrations applied once;
+//! * [`otel`] — OTLP ingest's series rows (compare-and-set, stored, pruned) and
+//!   service-graph points counted exactly once (repeats, resets, restarts, 8 deliveries);
 //! * [`tls`] — PostgreSQL over TLS by `sslmode` (when the test cluster speaks TLS).
 
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
@@ -20,5 +22,6 @@ mod common;
 mod coverage;
 mod ingest;
 mod model;
+mod otel;
 mod rollup;
 mod tls;
