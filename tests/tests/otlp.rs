@@ -501,10 +501,13 @@ fn value(latest: &Value, name: &str, attrs: &[(&str, Value)]) -> Option<(u64, Va
     })
 }
 
+/// A series the receiver should hold: name, some of its attributes, value.
+type Want = (String, Vec<(&'static str, Value)>, u64);
+
 /// What the receiver should hold for the stored edges: with `--otlp-max-series 3`, the
 /// first three edges in the store's order (host first) have series of their own, and
 /// `zz.internal` is summed into `(other)`.
-fn expected(c: &Collector) -> Vec<(String, Vec<(&'static str, Value)>, u64)> {
+fn expected(c: &Collector) -> Vec<Want> {
     let mut out = Vec::new();
     let mut other = [0u64; 4];
     let mut callees = Vec::new();

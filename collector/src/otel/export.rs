@@ -414,15 +414,18 @@ impl Exporter {
     }
 }
 
+/// A counter: name, description, unit, and the part of the snapshot it reports.
+type Counter = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Snapshot) -> &Series,
+);
+
 /// The instruments, each reading its part of the current snapshot at collection.
 fn register(provider: &SdkMeterProvider, current: &Arc<Mutex<Snapshot>>) {
     let meter = provider.meter("whouses-collector");
-    let counters: [(
-        &'static str,
-        &'static str,
-        &'static str,
-        fn(&Snapshot) -> &Series,
-    ); 6] = [
+    let counters: [Counter; 6] = [
         (
             "traces_service_graph_request_total",
             "Calls from client to server (whouses: requests + connections).",

@@ -326,7 +326,8 @@ mod tests {
     /// (point, row) → (expect_at, delta, prev_at) or skip.
     #[test]
     fn steps() {
-        let cases: Vec<(Point, Option<OtelSeries>, Option<(Option<i64>, u64, i64)>)> = vec![
+        type Want = Option<(Option<i64>, u64, i64)>;
+        let cases: Vec<(Point, Option<OtelSeries>, Want)> = vec![
             // first point of a cumulative series: all of it, since its start
             (point(true, 1_000, 5_000, 7), None, Some((None, 7, 1_000))),
             // the next point: the difference, since the previous point

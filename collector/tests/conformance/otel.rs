@@ -46,7 +46,10 @@ async fn otel_series_advance_by_compare_and_set(db: &TestDb) {
         expect_at: None,
         next: row(k, t, 5),
     };
-    assert_eq!(s.otel_advance(&[first.clone()]).await.unwrap(), vec![true]);
+    assert_eq!(
+        s.otel_advance(std::slice::from_ref(&first)).await.unwrap(),
+        vec![true]
+    );
     // A second creator lost the race.
     assert_eq!(s.otel_advance(&[first]).await.unwrap(), vec![false]);
     // A writer that read an older row changes nothing; one that read this row wins.
