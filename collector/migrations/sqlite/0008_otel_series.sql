@@ -22,3 +22,13 @@ CREATE TABLE otel_series (
     updated     INTEGER NOT NULL
 );
 CREATE INDEX otel_series_updated ON otel_series (updated);
+
+-- OTLP export (issue 17): which replica pushes the edges. A replica exports only while
+-- it holds this lease, renewed every export and taken over by another once it has
+-- expired (the holder died), so a receiver never gets the same series from two
+-- replicas at once.
+CREATE TABLE otel_export_lease (
+    name   TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    until  INTEGER NOT NULL
+);

@@ -17,7 +17,9 @@
 //!
 //! Values are the database's totals, so they are exact, survive a collector restart (the
 //! start time changes, the values go on from the stored totals) and are the same
-//! whichever replica exports. Cardinality: at most `--otlp-max-series` edges get series
+//! whichever replica exports. Replicas on one PostgreSQL database take turns through a
+//! lease row (`otel_export_lease`, migration 0008): one exports, renewing its lease of
+//! three intervals at every push; another takes over once it has expired. Cardinality: at most `--otlp-max-series` edges get series
 //! of their own (the first ones seen since start; sticky, so a series never jumps);
 //! the rest are summed into one series per metric whose attributes say `(other)`, and
 //! counted in `whouses.export.overflow_edges`.
@@ -316,6 +318,11 @@ pub struct Exporter {
     current: Arc<Mutex<Snapshot>>,
     admitted: Admitted,
     url: String,
+    /// This process, as the holder of the export lease.
+    holder: String,
+    /// How long a lease lasts: three intervals, so one slow push does not lose it.
+    lease_ms: i64,
+    leading: bool,
 }
 
 impl Exporter {
@@ -367,11 +374,41 @@ impl Exporter {
             current,
             admitted: Admitted::new(usize::try_from(args.otlp_max_series).unwrap_or(usize::MAX)),
             url,
+            holder: format!(
+                "{}-{}-{}",
+                std::env::var("HOSTNAME").unwrap_or_default(),
+                std::process::id(),
+                whouses_wire::Timestamp::now().0
+            ),
+            lease_ms: i64::try_from(args.otlp_interval.0.as_millis())
+                .unwrap_or(i64::MAX / 4)
+                .saturating_mul(3),
+            leading: false,
         }))
     }
 
-    /// Read the stored edges and push them once.
+    /// Read the stored edges and push them once, if this replica holds the export
+    /// lease (replicas on one PostgreSQL database take turns: one exports at a time).
     pub async fn push(&mut self, store: &dyn Store) -> anyhow::Result<()> {
+        let now = whouses_wire::Timestamp::now().0;
+        let lead = store
+            .otel_export_lease(&self.holder, now, now.saturating_add(self.lease_ms))
+            .await?;
+        if lead != self.leading {
+            tracing::info!(
+                holder = %self.holder,
+                "{}",
+                if lead {
+                    "This replica now exports the edges over OTLP."
+                } else {
+                    "Another replica exports the edges over OTLP; this one waits."
+                }
+            );
+            self.leading = lead;
+        }
+        if !lead {
+            return Ok(());
+        }
         let edges = store.edges(&EdgeFilter::default()).await?;
         let snap = snapshot(&edges, &mut self.admitted);
         if snap.overflow_edges > 0 {
@@ -409,6 +446,14 @@ impl Exporter {
         }
         if let Err(error) = self.push(store.as_ref()).await {
             tracing::warn!(%error, endpoint = %self.url, "Failed the final OTLP export.");
+        }
+        if self.leading {
+            // Hand the lease back (expired at once), so a replica or the next start of
+            // this one exports without waiting for it to run out.
+            let now = whouses_wire::Timestamp::now().0;
+            if let Err(error) = store.otel_export_lease(&self.holder, now, 0).await {
+                tracing::warn!(%error, "Failed to release the OTLP export lease.");
+            }
         }
         let _ = self.provider.shutdown();
     }

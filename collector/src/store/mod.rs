@@ -191,6 +191,18 @@ pub trait Store: Send + Sync + 'static {
         ))
     }
 
+    /// Take or renew the OTLP export lease for `holder` until `until` (ms) if it is free,
+    /// expired (before `now`) or already `holder`'s; whether `holder` now holds it.
+    async fn otel_export_lease(
+        &self,
+        holder: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        let _ = (holder, now, until);
+        Ok(true)
+    }
+
     /// Forget series unchanged since before `cutoff` (collector time); returns rows deleted.
     async fn otel_prune(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
         let _ = cutoff;

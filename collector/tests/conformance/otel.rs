@@ -4,7 +4,7 @@
 //! `otel::ingest::ingest` become exact `otel` edges — a repeated export counts once, a
 //! counter that went down or a new start time (a restart) counts from zero, and the same
 //! export delivered by 8 tasks at once (on PostgreSQL through two stores, as two
-//! replicas) is counted once.
+//! replicas) is counted once; and one replica at a time holds the OTLP export lease.
 
 use std::sync::Arc;
 
@@ -19,7 +19,23 @@ use crate::backend::{Backend, TestDb};
 crate::conformance!(
     otel_series_advance_by_compare_and_set,
     otel_points_count_exactly_once,
+    one_replica_holds_the_export_lease,
 );
+
+async fn one_replica_holds_the_export_lease(db: &TestDb) {
+    let store = db.open().await;
+    let s = store.as_ref();
+    let t = 1_000_000;
+    assert!(s.otel_export_lease("a", t, t + 30).await.unwrap());
+    assert!(!s.otel_export_lease("b", t + 10, t + 40).await.unwrap());
+    // The holder renews; the other still waits.
+    assert!(s.otel_export_lease("a", t + 20, t + 50).await.unwrap());
+    assert!(!s.otel_export_lease("b", t + 45, t + 75).await.unwrap());
+    // Expired (the holder died): taken over, and the old holder is refused.
+    assert!(s.otel_export_lease("b", t + 51, t + 81).await.unwrap());
+    assert!(!s.otel_export_lease("a", t + 60, t + 90).await.unwrap());
+    store.close().await;
+}
 
 fn row(key: &str, at: i64, value: u64) -> OtelSeries {
     OtelSeries {

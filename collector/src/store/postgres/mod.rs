@@ -289,6 +289,15 @@ impl Store for PostgresStore {
         otel::stored(&self.pool, points).await
     }
 
+    async fn otel_export_lease(
+        &self,
+        holder: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        otel::lease(&self.pool, holder, now, until).await
+    }
+
     async fn otel_prune(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
         otel::prune(&self.pool, cutoff.0).await
     }

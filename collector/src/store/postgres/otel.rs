@@ -109,3 +109,24 @@ pub(super) async fn prune(pool: &Pool, cutoff: i64) -> Result<u64, StoreError> {
     conn.release();
     Ok(n)
 }
+
+pub(super) async fn lease(
+    pool: &Pool,
+    holder: &str,
+    now: i64,
+    until: i64,
+) -> Result<bool, StoreError> {
+    let conn = pool.get().await?;
+    let n = conn
+        .client
+        .execute(
+            "INSERT INTO otel_export_lease (name, holder, until) VALUES ('export', $1, $3)
+             ON CONFLICT (name) DO UPDATE SET holder = $1, until = $3
+             WHERE otel_export_lease.holder = $1 OR otel_export_lease.until < $2",
+            &[&holder, &now, &until],
+        )
+        .await
+        .map_err(StoreError::pg)?;
+    conn.release();
+    Ok(n == 1)
+}

@@ -288,6 +288,15 @@ impl Store for SqliteStore {
         otel::stored(&self.path, points).await
     }
 
+    async fn otel_export_lease(
+        &self,
+        holder: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        otel::lease(&self.path, holder, now, until).await
+    }
+
     async fn otel_prune(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
         otel::prune(&self.path, cutoff.0).await
     }

@@ -149,3 +149,22 @@ pub(super) async fn prune(path: &Path, cutoff: i64) -> Result<u64, StoreError> {
     })
     .await
 }
+
+pub(super) async fn lease(
+    path: &Path,
+    holder: &str,
+    now: i64,
+    until: i64,
+) -> Result<bool, StoreError> {
+    let holder = holder.to_string();
+    on_thread(path, move |conn| {
+        let n = conn.execute(
+            "INSERT INTO otel_export_lease (name, holder, until) VALUES ('export', ?1, ?3)
+             ON CONFLICT (name) DO UPDATE SET holder = ?1, until = ?3
+             WHERE otel_export_lease.holder = ?1 OR otel_export_lease.until < ?2",
+            params![holder, now, until],
+        )?;
+        Ok(n == 1)
+    })
+    .await
+}
