@@ -354,3 +354,187 @@ fn count_points(d: &Option<metric::Data>) -> usize {
         None => 0,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn body(
+        name: &str,
+        temporality: i64,
+        attrs: serde_json::Value,
+        point: serde_json::Value,
+    ) -> Vec<u8> {
+        let mut p = point;
+        p["attributes"] = attrs;
+        serde_json::to_vec(&json!({"resourceMetrics": [{
+            "resource": {"attributes": [{"key": "deployment.environment", "value": {"stringValue": "prod"}}]},
+            "scopeMetrics": [{"metrics": [{"name": name, "sum": {
+                "aggregationTemporality": temporality, "isMonotonic": true, "dataPoints": [p]}}]}]
+        }]}))
+        .unwrap()
+    }
+
+    fn kv(pairs: &[(&str, &str)]) -> serde_json::Value {
+        pairs
+            .iter()
+            .map(|(k, v)| json!({"key": k, "value": {"stringValue": v}}))
+            .collect()
+    }
+
+    const T: &str = "1795000000000000000";
+    const S: &str = "1794999990000000000";
+
+    #[test]
+    fn points_are_read_with_their_names_and_attributes() {
+        let d = decode(
+            &body(
+                "traces_service_graph_request_failed",
+                2,
+                kv(&[
+                    ("client", "web"),
+                    ("server", "Ref.Internal:8080"),
+                    ("client_deployment.environment", "stage"),
+                ]),
+                json!({"startTimeUnixNano": S, "timeUnixNano": T, "asDouble": 3.0}),
+            ),
+            Encoding::Json,
+        )
+        .unwrap();
+        let p = &d.points[0];
+        assert_eq!(p.field, OtelField::Errors);
+        assert!(p.cumulative);
+        assert_eq!(
+            (p.service.as_str(), p.environment.as_str()),
+            ("web", "stage")
+        );
+        assert_eq!((p.host.as_str(), p.port), ("ref.internal", 8080));
+        assert_eq!(
+            (p.start_ms, p.time_ms, p.value),
+            (1_794_999_990_000, 1_795_000_000_000, 3)
+        );
+        // Delta temporality, the resource's environment, a bare server name.
+        let d = decode(
+            &body(
+                "traces_service_graph_request_total",
+                1,
+                kv(&[("client", "web"), ("server", "reference")]),
+                json!({"timeUnixNano": T, "asInt": "4"}),
+            ),
+            Encoding::Json,
+        )
+        .unwrap();
+        let p = &d.points[0];
+        assert!(!p.cumulative);
+        assert_eq!(
+            (p.environment.as_str(), p.port, p.start_ms),
+            ("prod", 0, p.time_ms)
+        );
+        // Other metrics are ignored.
+        let d = decode(
+            &body(
+                "http.server.requests",
+                2,
+                kv(&[]),
+                json!({"timeUnixNano": T, "asInt": "1"}),
+            ),
+            Encoding::Json,
+        )
+        .unwrap();
+        assert_eq!((d.points.len(), d.ignored), (0, 1));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let name = "traces_service_graph_request_total";
+        let ok = kv(&[("client", "web"), ("server", "ref")]);
+        let cases = [
+            (
+                kv(&[("server", "ref")]),
+                json!({"startTimeUnixNano": S, "timeUnixNano": T, "asInt": "1"}),
+                "dataPoints[0].attributes.client`: missing",
+            ),
+            (
+                kv(&[("client", "web"), ("server", "bad host")]),
+                json!({"startTimeUnixNano": S, "timeUnixNano": T, "asInt": "1"}),
+                "attributes.server",
+            ),
+            (
+                ok.clone(),
+                json!({"startTimeUnixNano": S, "timeUnixNano": T, "asInt": "-1"}),
+                "dataPoints[0].value`: -1 is negative",
+            ),
+            (
+                ok.clone(),
+                json!({"startTimeUnixNano": S, "timeUnixNano": T, "asDouble": 1.5}),
+                "not a whole",
+            ),
+            (
+                ok.clone(),
+                json!({"startTimeUnixNano": S, "timeUnixNano": T}),
+                "value`: missing",
+            ),
+            (
+                ok.clone(),
+                json!({"timeUnixNano": T, "asInt": "1"}),
+                "startTimeUnixNano`: missing",
+            ),
+            (
+                ok.clone(),
+                json!({"startTimeUnixNano": S, "timeUnixNano": "1795000000", "asInt": "1"}),
+                "not a plausible time",
+            ),
+            (
+                ok.clone(),
+                json!({"startTimeUnixNano": T, "timeUnixNano": S, "asInt": "1"}),
+                "after timeUnixNano",
+            ),
+        ];
+        for (attrs, point, want) in cases {
+            let e = decode(&body(name, 2, attrs, point), Encoding::Json).unwrap_err();
+            assert!(e.contains(want), "{e} (expected {want:?})");
+            assert!(
+                e.contains("resourceMetrics[0].scopeMetrics[0].metrics[0]"),
+                "{e}"
+            );
+        }
+        let e = decode(
+            &body(
+                name,
+                0,
+                ok.clone(),
+                json!({"timeUnixNano": T, "asInt": "1"}),
+            ),
+            Encoding::Json,
+        )
+        .unwrap_err();
+        assert!(e.contains("aggregationTemporality"), "{e}");
+        assert!(decode(b"\x0a\xff", Encoding::Protobuf)
+            .unwrap_err()
+            .contains("malformed OTLP protobuf"));
+        assert!(Encoding::from_content_type(Some("text/plain")).is_err());
+        assert_eq!(Encoding::from_content_type(None), Ok(Encoding::Protobuf));
+        assert!(decompress(b"not gzip", Some("gzip"), 100)
+            .unwrap_err()
+            .contains("invalid gzip"));
+        assert!(decompress(b"x", Some("br"), 100)
+            .unwrap_err()
+            .contains("Content-Encoding"));
+    }
+
+    #[test]
+    fn gzip_is_bounded_when_inflated() {
+        use std::io::Write as _;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&[0u8; 10_000]).unwrap();
+        let small = gz.finish().unwrap();
+        assert_eq!(
+            decompress(&small, Some("gzip"), 10_000).unwrap().len(),
+            10_000
+        );
+        assert!(decompress(&small, Some("gzip"), 9_999)
+            .unwrap_err()
+            .contains("inflates"));
+    }
+}
