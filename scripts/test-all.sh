@@ -63,7 +63,11 @@ fi
 log "Running the tests"
 # The benchmark smoke loads both cores (wrk, every proxy); it runs alone afterwards so
 # it never competes with the tests that count exactly.
-cargo nextest run --workspace --no-fail-fast --profile ci -E 'not test(bench_smoke)'
+# WHOUSES_STRESS_COUNT=N runs the whole suite N times in a row (nextest's stress mode):
+# the evidence that no test depends on luck or an idle machine.
+stress=()
+[ -n "${WHOUSES_STRESS_COUNT:-}" ] && stress=(--stress-count "$WHOUSES_STRESS_COUNT")
+cargo nextest run --workspace --no-fail-fast --profile ci "${stress[@]}" -E 'not test(bench_smoke)'
 
 log "Running the benchmark smoke on its own"
 cargo nextest run --workspace --profile ci -E 'test(bench_smoke)'
