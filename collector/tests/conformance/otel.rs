@@ -86,6 +86,44 @@ async fn otel_series_advance_by_compare_and_set(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(got, vec![row(k, t + 1000, 8)]);
+    // Many series in one call (set-based on PostgreSQL): new ones, a fresh and a stale
+    // update, each decided on its own.
+    let k2 = "otel:0000000000000002";
+    let k3 = "otel:0000000000000003";
+    s.otel_advance(&[OtelAdvance {
+        expect_at: None,
+        next: row(k2, t, 1),
+    }])
+    .await
+    .unwrap();
+    let mixed = [
+        OtelAdvance {
+            expect_at: None,
+            next: row(k3, t, 3),
+        },
+        OtelAdvance {
+            expect_at: Some(t),
+            next: row(k2, t + 1000, 2),
+        },
+        OtelAdvance {
+            expect_at: Some(t),
+            next: row("otel:absent", t + 1000, 2),
+        },
+        OtelAdvance {
+            expect_at: None,
+            next: row(k, t, 1),
+        },
+    ];
+    assert_eq!(
+        s.otel_advance(&mixed).await.unwrap(),
+        vec![true, true, false, false]
+    );
+    let mut got = s
+        .otel_series(&[k2.to_string(), k3.to_string()])
+        .await
+        .unwrap();
+    got.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(got, vec![row(k2, t + 1000, 2), row(k3, t, 3)]);
     // Marked stored only for the point it names.
     s.otel_stored(&[(k.to_string(), t)]).await.unwrap();
     assert!(!s.otel_series(&[k.to_string()]).await.unwrap()[0].stored);
@@ -93,7 +131,7 @@ async fn otel_series_advance_by_compare_and_set(db: &TestDb) {
     assert!(s.otel_series(&[k.to_string()]).await.unwrap()[0].stored);
     // Pruned once unchanged before the cutoff.
     assert_eq!(s.otel_prune(Timestamp(t - 60_000)).await.unwrap(), 0);
-    assert_eq!(s.otel_prune(Timestamp(t + 3_600_000)).await.unwrap(), 1);
+    assert_eq!(s.otel_prune(Timestamp(t + 3_600_000)).await.unwrap(), 3);
     assert!(s.otel_series(&[k.to_string()]).await.unwrap().is_empty());
     store.close().await;
 }

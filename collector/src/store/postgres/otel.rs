@@ -48,6 +48,100 @@ pub(super) async fn series(pool: &Pool, keys: &[String]) -> Result<Vec<OtelSerie
 }
 
 pub(super) async fn advance(pool: &Pool, steps: &[OtelAdvance]) -> Result<Vec<bool>, StoreError> {
+    // Set-based: one INSERT for the new series, one UPDATE for the others (arrays through
+    // UNNEST), so an export of thousands of series is two round trips.
+    let distinct: std::collections::HashSet<&str> =
+        steps.iter().map(|s| s.next.key.as_str()).collect();
+    if distinct.len() < steps.len() {
+        // Steps on one series apply in order: one statement each.
+        return advance_in_order(pool, steps).await;
+    }
+    let now = updated_now();
+    let (mut new, mut old): (Vec<&OtelAdvance>, Vec<&OtelAdvance>) = (Vec::new(), Vec::new());
+    for s in steps {
+        if s.expect_at.is_none() {
+            new.push(s);
+        } else {
+            old.push(s);
+        }
+    }
+    let col = |v: &[&OtelAdvance], f: &dyn Fn(&OtelSeries) -> i64| -> Vec<i64> {
+        v.iter().map(|s| f(&s.next)).collect()
+    };
+    let keys =
+        |v: &[&OtelAdvance]| -> Vec<String> { v.iter().map(|s| s.next.key.clone()).collect() };
+    let mut conn = pool.get().await?;
+    let tx = conn.client.transaction().await.map_err(StoreError::pg)?;
+    let mut applied = std::collections::HashSet::new();
+    if !new.is_empty() {
+        let text = |f: &dyn Fn(&OtelSeries) -> String| -> Vec<String> {
+            new.iter().map(|s| f(&s.next)).collect()
+        };
+        let ports: Vec<i32> = new.iter().map(|s| i32::from(s.next.port)).collect();
+        let stored: Vec<bool> = new.iter().map(|s| s.next.stored).collect();
+        let rows = tx
+            .query(
+                "INSERT INTO otel_series (key, service, environment, host, port, field, prev_at, at, value, delta, stored, updated)
+                 SELECT k, sv, en, h, p, f, pa, a, v, d, st, $12
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[],
+                             $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bool[])
+                      AS n(k, sv, en, h, p, f, pa, a, v, d, st)
+                 ON CONFLICT (key) DO NOTHING RETURNING key",
+                &[
+                    &keys(&new),
+                    &text(&|n| n.service.clone()),
+                    &text(&|n| n.environment.clone()),
+                    &text(&|n| n.host.clone()),
+                    &ports,
+                    &text(&|n| n.field.as_str().to_string()),
+                    &col(&new, &|n| n.prev_at),
+                    &col(&new, &|n| n.at),
+                    &col(&new, &|n| to_i64(n.value)),
+                    &col(&new, &|n| to_i64(n.delta)),
+                    &stored,
+                    &now,
+                ],
+            )
+            .await
+            .map_err(StoreError::pg)?;
+        applied.extend(rows.iter().filter_map(|r| r.try_get::<_, String>(0).ok()));
+    }
+    if !old.is_empty() {
+        let stored: Vec<bool> = old.iter().map(|s| s.next.stored).collect();
+        let expect: Vec<i64> = old
+            .iter()
+            .map(|s| s.expect_at.unwrap_or(i64::MIN))
+            .collect();
+        let rows = tx
+            .query(
+                "UPDATE otel_series s SET prev_at = n.pa, at = n.a, value = n.v, delta = n.d, stored = n.st, updated = $8
+                 FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bool[], $7::bigint[])
+                      AS n(k, pa, a, v, d, st, ex)
+                 WHERE s.key = n.k AND s.at = n.ex RETURNING s.key",
+                &[
+                    &keys(&old),
+                    &col(&old, &|n| n.prev_at),
+                    &col(&old, &|n| n.at),
+                    &col(&old, &|n| to_i64(n.value)),
+                    &col(&old, &|n| to_i64(n.delta)),
+                    &stored,
+                    &expect,
+                    &now,
+                ],
+            )
+            .await
+            .map_err(StoreError::pg)?;
+        applied.extend(rows.iter().filter_map(|r| r.try_get::<_, String>(0).ok()));
+    }
+    tx.commit().await.map_err(StoreError::pg)?;
+    conn.release();
+    Ok(steps
+        .iter()
+        .map(|s| applied.contains(&s.next.key))
+        .collect())
+}
+
+async fn advance_in_order(pool: &Pool, steps: &[OtelAdvance]) -> Result<Vec<bool>, StoreError> {
     let mut conn = pool.get().await?;
     let now = updated_now();
     let tx = conn.client.transaction().await.map_err(StoreError::pg)?;
