@@ -22,11 +22,21 @@ pub struct HostNode {
     pub last_seen: Timestamp,
 }
 
+/// A host node's name: `host:port`; `otel://server` for an edge counted from
+/// OpenTelemetry service-graph metrics (issue 17), so the source shows in the graph too.
+pub fn node_name(r: &EdgeRow) -> String {
+    if r.scheme == whouses_wire::Scheme::Otel {
+        crate::query::edge_name(r)
+    } else {
+        format!("{}:{}", r.host, r.port)
+    }
+}
+
 /// Hosts with their callers, by name.
 pub fn hosts(rows: &[EdgeRow]) -> Vec<HostNode> {
     let mut by: BTreeMap<String, HostNode> = BTreeMap::new();
     for r in rows {
-        let name = format!("{}:{}", r.host, r.port);
+        let name = node_name(r);
         let h = by.entry(name.clone()).or_insert_with(|| HostNode {
             name,
             callers: Vec::new(),
@@ -80,7 +90,7 @@ pub fn svg(rows: &[EdgeRow], opts: &Options) -> String {
         let load = svc_load.entry(service_label(r)).or_default();
         *load = counts::add(*load, r.counts.requests.max(1));
         let load = host_load
-            .entry(format!("{}:{}", r.host, r.port))
+            .entry(node_name(r))
             .or_default();
         *load = counts::add(*load, r.counts.requests.max(1));
     }
@@ -107,7 +117,7 @@ pub fn svg(rows: &[EdgeRow], opts: &Options) -> String {
         .map(|h| {
             let rows_of: Vec<usize> = rows
                 .iter()
-                .filter(|r| &format!("{}:{}", r.host, r.port) == h)
+                .filter(|r| &node_name(r) == h)
                 .filter_map(|r| svc_pos.get(&service_label(r)).copied())
                 .collect();
             let mean = if rows_of.is_empty() {
@@ -156,7 +166,7 @@ pub fn svg(rows: &[EdgeRow], opts: &Options) -> String {
     for r in rows {
         let (Some(&si), Some(&hi)) = (
             svc_pos.get(&service_label(r)),
-            host_pos.get(&format!("{}:{}", r.host, r.port)),
+            host_pos.get(&node_name(r)),
         ) else {
             continue;
         };
