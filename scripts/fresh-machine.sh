@@ -33,6 +33,9 @@ if [ ! -x "$DIR/bin/sh" ]; then
 fi
 # The chroot's own resolver configuration (the host's files are not touched).
 cp /etc/resolv.conf "$DIR/etc/resolv.conf"
+# The root a mount point of its own, as on a real machine: `ip netns` makes "/" a slave
+# mount in each namespace it enters, which fails on a plain directory.
+mount --bind "$DIR" "$DIR"; mounted+=("$DIR")
 mount -t proc proc "$DIR/proc"; mounted+=("$DIR/proc")
 mount -t sysfs sys "$DIR/sys"; mounted+=("$DIR/sys")
 bind /dev; bind /dev/pts
@@ -41,6 +44,15 @@ mkdir -p "$DIR/run"; mount -t tmpfs run "$DIR/run"; mounted+=("$DIR/run")
 
 log "The machine's baseline: the Rust toolchain, a C compiler, CA certificates"
 chroot "$DIR" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends build-essential ca-certificates >/dev/null'
+# The machine's network is part of the machine: where the host reaches the registries
+# through a TLS-inspecting egress (its own CAs under /usr/local/share/ca-certificates),
+# the fresh root trusts the same CAs, and npm and pip are told to use the system bundle
+# (pip has its own otherwise). Nothing the suite needs is copied this way.
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+  mkdir -p "$DIR/usr/local/share/ca-certificates"
+  cp /usr/local/share/ca-certificates/*.crt "$DIR/usr/local/share/ca-certificates/"
+  chroot "$DIR" update-ca-certificates >/dev/null
+fi
 mkdir -p "$DIR/root"
 cp -a "$HOME/.rustup" "$DIR/root/.rustup"
 mkdir -p "$DIR/root/.cargo/bin"
@@ -56,7 +68,8 @@ log "Running .ci/run in the fresh root"
 T0=$(date +%s)
 set +e
 chroot "$DIR" /usr/bin/env -i HOME=/root PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-  TERM=dumb LANG=C.UTF-8 bash -c 'cd /work/whouses && bash .ci/run' 2>&1 | tee "$ROOT/target/fresh-machine.log"
+  TERM=dumb LANG=C.UTF-8 PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
+  NPM_CONFIG_CAFILE=/etc/ssl/certs/ca-certificates.crt bash -c 'cd /work/whouses && bash .ci/run' 2>&1 | tee "$ROOT/target/fresh-machine.log"
 rc=${PIPESTATUS[0]}
 set -e
 T1=$(date +%s)

