@@ -89,9 +89,7 @@ pub fn svg(rows: &[EdgeRow], opts: &Options) -> String {
     for r in rows {
         let load = svc_load.entry(service_label(r)).or_default();
         *load = counts::add(*load, r.counts.requests.max(1));
-        let load = host_load
-            .entry(node_name(r))
-            .or_default();
+        let load = host_load.entry(node_name(r)).or_default();
         *load = counts::add(*load, r.counts.requests.max(1));
     }
     let top = |m: &BTreeMap<String, u64>| -> (Vec<String>, usize) {
@@ -164,10 +162,8 @@ pub fn svg(rows: &[EdgeRow], opts: &Options) -> String {
         .max(1) as f64;
     // Edges first, so boxes are drawn over them.
     for r in rows {
-        let (Some(&si), Some(&hi)) = (
-            svc_pos.get(&service_label(r)),
-            host_pos.get(&node_name(r)),
-        ) else {
+        let (Some(&si), Some(&hi)) = (svc_pos.get(&service_label(r)), host_pos.get(&node_name(r)))
+        else {
             continue;
         };
         let (x1, y1, x2, y2) = (20.0 + BOX_W, y(si), WIDTH - BOX_W - 20.0, y(hi));
