@@ -36,6 +36,9 @@ for t in nginx oha python3; do have "$t" || { log "$t is missing (nginx: apt ins
 log "Building release binaries"
 cargo build --release -q -p whouses-sidecar -p whouses-collector --bins || exit 1
 BIN=$ROOT/target/release
+# What was measured: the commit and the time when the binaries were built and the run began.
+STARTED=$(date -u +%Y-%m-%dT%H:%MZ)
+COMMIT=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . 2>/dev/null || echo "+changes")
 
 # The address a program printed in its listening line: listening_addr FILE NAME
 listening_addr() {
@@ -127,7 +130,7 @@ for i in 0 1 2; do wait "${SPID[$i]}"; done
 # ---- results -------------------------------------------------------------------------------
 FAIL=0
 {
-  echo "# whouses soak, $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD)"
+  echo "# whouses soak, started $STARTED, commit $COMMIT"
   echo
   echo "$MINUTES min at 2,000 req/s through three sidecars (oha -q 667 -c 8 each, 100-byte nginx upstream, --flush-interval 10s, --spool-dir); collector killed with SIGKILL $KILLS times and restarted. Machine: $(nproc) cores, load average at the end $(cut -d' ' -f1-3 /proc/loadavg)."
   echo
