@@ -51,6 +51,11 @@ if [ -x tests/deploy/install-tools.sh ]; then
   tests/deploy/install-tools.sh
 fi
 
+if [ -x tests/otel/install-tools.sh ]; then
+  log "Installing OpenTelemetry test tools (Python SDK, OTLP exporter, opentelemetry-proto)"
+  tests/otel/install-tools.sh
+fi
+
 # Pinned, so the runner cannot change under the suite.
 NEXTEST_VERSION=0.9.143
 if [ "$(cargo nextest --version 2>/dev/null | head -1 | awk '{print $2}')" != "$NEXTEST_VERSION" ]; then

@@ -115,6 +115,11 @@ pub struct Config {
     #[arg(long, env = "WHOUSES_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
+    /// OTLP export of the stored edges (issue 17): `--otlp-endpoint`, `--otlp-interval`,
+    /// `--otlp-header`, `--otlp-max-series`.
+    #[command(flatten)]
+    pub otlp: crate::otel::export::OtlpArgs,
+
     /// Log format; the level comes from RUST_LOG (default info).
     #[arg(long, env = "WHOUSES_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -213,6 +218,7 @@ impl Config {
             errors.push(e);
         }
         errors.extend(self.validate_workflow());
+        errors.extend(self.otlp.problems());
         if errors.is_empty() {
             Ok(())
         } else {

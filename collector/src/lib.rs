@@ -14,6 +14,7 @@
 //! * [`export`] — the traffic report (CSV, JSON, Markdown, DOT, HTML) and the SVG graph.
 //! * [`web`] — the web page at `/`.
 //! * [`metrics`] — `/metrics`.
+//! * [`otel`] — OpenTelemetry: OTLP ingest of service-graph metrics, OTLP export of edges.
 //!
 //! The decommission workflow (issue 16), state in [`workflow`]:
 //!
@@ -45,6 +46,7 @@ pub mod export;
 pub mod metrics;
 pub mod migration;
 pub mod owners;
+pub mod otel;
 pub mod query;
 pub mod reconcile;
 pub mod store;
@@ -123,6 +125,20 @@ pub async fn run(
     }
     let (stop_notifier, notifier_stop) = tokio::sync::watch::channel(false);
     let notifier = tokio::spawn(watch::notifier::run(state.clone(), notifier_stop));
+    // OTLP export (issue 17): pushes the stored edges until shutdown, then once more.
+    let (otlp_stop, otlp_task) = match otel::export::Exporter::new(&config.otlp)? {
+        Some(exporter) => {
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task =
+                tokio::spawn(
+                    exporter.run(store.clone(), config.otlp.otlp_interval.0, async {
+                        let _ = stopped.await;
+                    }),
+                );
+            (Some(stop), Some(task))
+        }
+        None => (None, None),
+    };
     let addr = listener.local_addr()?;
     tracing::info!(listen = %addr, db = %store::redact(&config.db), tls = tls.is_some(), "Collector started.");
     whouses_plumbing::listening::announce(&[("api", addr)], &[]);
@@ -138,6 +154,12 @@ pub async fn run(
     upkeep.abort();
     let _ = stop_notifier.send(true);
     let _ = notifier.await;
+    if let Some(stop) = otlp_stop {
+        let _ = stop.send(());
+    }
+    if let Some(task) = otlp_task {
+        let _ = task.await;
+    }
     store.close().await;
     tracing::info!("Collector stopped.");
     Ok(())
@@ -174,5 +196,11 @@ pub async fn upkeep(
         Ok(0) => {}
         Ok(rows) => tracing::info!(rows, %cutoff, "Pruned data older than the retention."),
         Err(error) => tracing::warn!(%error, "Failed to prune old data."),
+    }
+    // OTLP series rows (issue 17) unchanged for the whole retention.
+    match store.otel_prune(cutoff).await {
+        Ok(0) => {}
+        Ok(rows) => tracing::info!(rows, "Pruned OTLP series not seen within the retention."),
+        Err(error) => tracing::warn!(%error, "Failed to prune OTLP series."),
     }
 }

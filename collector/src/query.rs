@@ -34,7 +34,7 @@ pub fn callers_of(edges: &[EdgeRow]) -> Vec<Caller> {
                 c
             }
         };
-        let name = host_port(&e.host, e.port);
+        let name = edge_name(e);
         if !c.hosts.contains(&name) {
             c.hosts.push(name);
         }
@@ -51,6 +51,17 @@ pub fn callers_of(edges: &[EdgeRow]) -> Vec<Caller> {
             .then(a.environment.cmp(&b.environment))
     });
     v
+}
+
+/// How an edge's upstream is named in `callers` and `check`: `host:port`; for an edge
+/// counted from OpenTelemetry service-graph metrics, `otel://server` (`otel://host:port`
+/// when the server named a port), so the source shows in every answer.
+pub fn edge_name(e: &EdgeRow) -> String {
+    match (e.scheme, e.port) {
+        (whouses_wire::Scheme::Otel, 0) => format!("otel://{}", e.host),
+        (whouses_wire::Scheme::Otel, p) => format!("otel://{}", host_port(&e.host, p)),
+        _ => host_port(&e.host, e.port),
+    }
 }
 
 /// `host:port`, with brackets around an IPv6 literal.

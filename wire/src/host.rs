@@ -29,6 +29,10 @@ pub enum Scheme {
     Https,
     /// A `CONNECT` tunnel to any other port.
     Tcp,
+    /// Not seen by a sidecar: counted from OpenTelemetry service-graph metrics received
+    /// over OTLP (`source: otel`). The host is the graph's `server` (a service name, or
+    /// `host:port`); port 0 when the server named none.
+    Otel,
 }
 
 impl Scheme {
@@ -37,6 +41,7 @@ impl Scheme {
             Scheme::Http => "http",
             Scheme::Https => "https",
             Scheme::Tcp => "tcp",
+            Scheme::Otel => "otel",
         }
     }
 
@@ -63,6 +68,7 @@ impl FromStr for Scheme {
             "http" => Ok(Scheme::Http),
             "https" => Ok(Scheme::Https),
             "tcp" => Ok(Scheme::Tcp),
+            "otel" => Ok(Scheme::Otel),
             other => Err(HostError::BadScheme(other.to_string())),
         }
     }
@@ -82,7 +88,7 @@ pub enum HostError {
     BadPort(String),
     #[error("missing port (expected host:port)")]
     MissingPort,
-    #[error("unknown scheme {0:?} (expected http, https or tcp)")]
+    #[error("unknown scheme {0:?} (expected http, https, tcp or otel)")]
     BadScheme(String),
     #[error("{0:?} is neither a host name nor a valid IP address")]
     BadIp(String),

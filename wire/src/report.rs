@@ -277,7 +277,8 @@ impl Report {
                 Err(err) if e.host == OTHER_HOST => drop(err),
                 Err(err) => return Err(ReportError::field(f("host"), err.to_string())),
             }
-            if e.port == 0 && e.host != OTHER_HOST {
+            // Port 0: the `(other)` bucket, or a service-graph server that named no port.
+            if e.port == 0 && e.host != OTHER_HOST && e.scheme != Scheme::Otel {
                 return Err(ReportError::field(f("port"), "must be 1-65535"));
             }
             for (name, v) in e.counts.fields() {

@@ -107,6 +107,8 @@ pub fn routes() -> Router<AppState> {
         .merge(crate::web::routes())
         .merge(decom::routes())
         .merge(crate::watch::api::routes())
+        // OTLP ingest (issue 17).
+        .merge(crate::otel::api::routes())
         .fallback(|| async {
             ApiError::NotFound("no such route; see /v1/callers, /v1/check …".into())
         })

@@ -22,11 +22,21 @@ pub struct HostNode {
     pub last_seen: Timestamp,
 }
 
+/// A host node's name: `host:port`; `otel://server` for an edge counted from
+/// OpenTelemetry service-graph metrics (issue 17), so the source shows in the graph too.
+pub fn node_name(r: &EdgeRow) -> String {
+    if r.scheme == whouses_wire::Scheme::Otel {
+        crate::query::edge_name(r)
+    } else {
+        format!("{}:{}", r.host, r.port)
+    }
+}
+
 /// Hosts with their callers, by name.
 pub fn hosts(rows: &[EdgeRow]) -> Vec<HostNode> {
     let mut by: BTreeMap<String, HostNode> = BTreeMap::new();
     for r in rows {
-        let name = format!("{}:{}", r.host, r.port);
+        let name = node_name(r);
         let h = by.entry(name.clone()).or_insert_with(|| HostNode {
             name,
             callers: Vec::new(),
@@ -79,9 +89,7 @@ pub fn svg(rows: &[EdgeRow], opts: &Options) -> String {
     for r in rows {
         let load = svc_load.entry(service_label(r)).or_default();
         *load = counts::add(*load, r.counts.requests.max(1));
-        let load = host_load
-            .entry(format!("{}:{}", r.host, r.port))
-            .or_default();
+        let load = host_load.entry(node_name(r)).or_default();
         *load = counts::add(*load, r.counts.requests.max(1));
     }
     let top = |m: &BTreeMap<String, u64>| -> (Vec<String>, usize) {
@@ -107,7 +115,7 @@ pub fn svg(rows: &[EdgeRow], opts: &Options) -> String {
         .map(|h| {
             let rows_of: Vec<usize> = rows
                 .iter()
-                .filter(|r| &format!("{}:{}", r.host, r.port) == h)
+                .filter(|r| &node_name(r) == h)
                 .filter_map(|r| svc_pos.get(&service_label(r)).copied())
                 .collect();
             let mean = if rows_of.is_empty() {
@@ -154,10 +162,8 @@ pub fn svg(rows: &[EdgeRow], opts: &Options) -> String {
         .max(1) as f64;
     // Edges first, so boxes are drawn over them.
     for r in rows {
-        let (Some(&si), Some(&hi)) = (
-            svc_pos.get(&service_label(r)),
-            host_pos.get(&format!("{}:{}", r.host, r.port)),
-        ) else {
+        let (Some(&si), Some(&hi)) = (svc_pos.get(&service_label(r)), host_pos.get(&node_name(r)))
+        else {
             continue;
         };
         let (x1, y1, x2, y2) = (20.0 + BOX_W, y(si), WIDTH - BOX_W - 20.0, y(hi));

@@ -375,7 +375,7 @@ fn dot(rows: &[EdgeRow]) -> String {
             out,
             "  {} -> {} [label={}];",
             dq(&format!("{}/{}", r.service, r.environment)),
-            dq(&format!("host:{}:{}", r.host, r.port)),
+            dq(&format!("host:{}", graph::node_name(r))),
             dq(&format!(
                 "{} req, {} err",
                 r.counts.requests, r.counts.errors

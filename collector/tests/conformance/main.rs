@@ -15,7 +15,9 @@
 //!   address book (claims merged per instance, kept as history), both backends;
 //! * [`tls`] — PostgreSQL over TLS by `sslmode` (when the test cluster speaks TLS);
 //! * [`decom`] — the decommission workflow's storage: bucket rows per hour and day,
-//!   watches, the notifier lease, alerts and the outbox, reported owners.
+//!   watches, the notifier lease, alerts and the outbox, reported owners;
+//! * [`otel`] — OTLP ingest's series rows (compare-and-set, stored, pruned) and
+//!   service-graph points counted exactly once (repeats, resets, restarts, 8 deliveries).
 
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
@@ -26,5 +28,6 @@ mod decom;
 mod inbound;
 mod ingest;
 mod model;
+mod otel;
 mod rollup;
 mod tls;

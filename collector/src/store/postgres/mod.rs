@@ -21,6 +21,7 @@ use super::{Batch, EdgeFilter, Ingested, InstanceCoverage, ObsFilter, Store, Sto
 mod connect;
 mod decom;
 mod inbound;
+mod otel;
 mod pool;
 mod read;
 mod schema;
@@ -294,6 +295,39 @@ impl Store for PostgresStore {
 
     fn decom(&self) -> &dyn super::decom::DecomStore {
         self
+    }
+
+    // ---- OTLP ingest (issue 17): store/postgres/otel.rs ----
+
+    async fn otel_series(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<super::otel::OtelSeries>, StoreError> {
+        otel::series(&self.pool, keys).await
+    }
+
+    async fn otel_advance(
+        &self,
+        steps: &[super::otel::OtelAdvance],
+    ) -> Result<Vec<bool>, StoreError> {
+        otel::advance(&self.pool, steps).await
+    }
+
+    async fn otel_stored(&self, points: &[(String, i64)]) -> Result<(), StoreError> {
+        otel::stored(&self.pool, points).await
+    }
+
+    async fn otel_export_lease(
+        &self,
+        holder: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        otel::lease(&self.pool, holder, now, until).await
+    }
+
+    async fn otel_prune(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
+        otel::prune(&self.pool, cutoff.0).await
     }
 }
 

@@ -31,6 +31,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "decommission",
         include_str!("../../../migrations/postgres/0007_decommission.sql"),
     ),
+    (
+        8,
+        "otel series",
+        include_str!("../../../migrations/postgres/0008_otel_series.sql"),
+    ),
 ];
 
 /// The advisory lock key migrations are applied under (any constant of our own: "whouses"

@@ -17,6 +17,7 @@ use super::{Batch, EdgeFilter, Ingested, InstanceCoverage, ObsFilter, Options, S
 
 mod decom;
 mod inbound;
+mod otel;
 mod read;
 mod schema;
 mod writer;
@@ -288,6 +289,39 @@ impl Store for SqliteStore {
 
     fn decom(&self) -> &dyn super::decom::DecomStore {
         self
+    }
+
+    // ---- OTLP ingest (issue 17): store/sqlite/otel.rs ----
+
+    async fn otel_series(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<super::otel::OtelSeries>, StoreError> {
+        otel::series(&self.path, keys).await
+    }
+
+    async fn otel_advance(
+        &self,
+        steps: &[super::otel::OtelAdvance],
+    ) -> Result<Vec<bool>, StoreError> {
+        otel::advance(&self.path, steps).await
+    }
+
+    async fn otel_stored(&self, points: &[(String, i64)]) -> Result<(), StoreError> {
+        otel::stored(&self.path, points).await
+    }
+
+    async fn otel_export_lease(
+        &self,
+        holder: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        otel::lease(&self.path, holder, now, until).await
+    }
+
+    async fn otel_prune(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
+        otel::prune(&self.path, cutoff.0).await
     }
 }
 

@@ -40,6 +40,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "decommission",
         include_str!("../../../migrations/sqlite/0007_decommission.sql"),
     ),
+    (
+        "otel series",
+        include_str!("../../../migrations/sqlite/0008_otel_series.sql"),
+    ),
 ];
 
 /// How long a connection waits for a lock held by another before failing.
