@@ -417,10 +417,13 @@ fn bad_input_gets_its_error_and_the_next_request_works() {
         "%{http_code}",
         "http://no-such-host.invalid/",
     ]);
+    // 502 when the resolver says there is no such name; 504 when the machine's resolver
+    // does not answer within --connect-timeout (a fresh root behind a forwarding DNS did
+    // that for `.invalid`). Either way the answer names the host and is counted.
+    let body = String::from_utf8_lossy(&body);
     assert!(
-        String::from_utf8_lossy(&body).ends_with("502"),
-        "{}",
-        String::from_utf8_lossy(&body)
+        (body.ends_with("502") || body.ends_with("504")) && body.contains("no-such-host.invalid"),
+        "{body}"
     );
     assert_eq!(s.count("no-such-host.invalid", 80, "http", "errors"), 1);
     // An upstream 5xx is passed through and counted as an error.
