@@ -91,33 +91,7 @@ impl Api {
         token: Option<&str>,
         body: Option<&serde_json::Value>,
     ) -> anyhow::Result<Vec<u8>> {
-        let mut url = self.base.clone();
-        let base_path = url.path().trim_end_matches('/').to_string();
-        url.set_path(&format!("{base_path}{path}"));
-        let mut req = self.http.request(method, url);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = req.send().await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot reach the collector at {}: {}",
-                self.base,
-                whouses_plumbing::error_chain(&e)
-            )
-        })?;
-        let status = resp.status();
-        let bytes = resp.bytes().await?;
-        if !status.is_success() {
-            let msg = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v["error"].as_str().map(String::from))
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect());
-            anyhow::bail!("the collector answered {status}: {msg}");
-        }
-        Ok(bytes.to_vec())
+        self.request(method, path, &[], token, body).await
     }
 }
 

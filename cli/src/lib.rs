@@ -533,12 +533,35 @@ impl Api {
 
     /// GET any endpoint; returns the body of a 2xx answer.
     pub async fn get_bytes(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Vec<u8>> {
+        self.request(
+            reqwest::Method::GET,
+            path,
+            query,
+            self.token.as_deref(),
+            None,
+        )
+        .await
+    }
+
+    /// Any request to the collector: the body of a 2xx, else an error that says what the
+    /// collector answered (its `error` field) or that it could not be reached.
+    pub(crate) async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        token: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> anyhow::Result<Vec<u8>> {
         let mut url = self.base.clone();
         let base_path = url.path().trim_end_matches('/').to_string();
         url.set_path(&format!("{base_path}{path}"));
-        let mut req = self.http.get(url).query(query);
-        if let Some(t) = &self.token {
+        let mut req = self.http.request(method, url).query(query);
+        if let Some(t) = token {
             req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
         }
         let resp = req.send().await.map_err(|e| {
             anyhow::anyhow!(
