@@ -15,6 +15,7 @@ crate::conformance!(
     coverage_merges_intervals_per_instance,
     check_decides_the_same_on_every_backend,
     check_counts_only_the_window_and_the_host,
+    check_of_a_host_with_many_callers,
 );
 
 fn iv(a: i64, b: i64) -> Interval {
@@ -214,5 +215,57 @@ async fn check_counts_only_the_window_and_the_host(db: &TestDb) {
     .unwrap();
     assert_eq!(y.verdict, Verdict::Unused, "{}", y.reason);
     assert_eq!(y.evidence[0].requests_in_window, 0);
+    store.close().await;
+}
+
+/// A host with more callers than SQLite's expression depth (1,000) and parameter
+/// budget allow one term each: `check` still answers, on every backend, with every
+/// caller's window count and the bypass one of them reported.
+async fn check_of_a_host_with_many_callers(db: &TestDb) {
+    const CALLERS: u64 = 1_500;
+    let store = db.open().await;
+    let s = store.as_ref();
+    let base = Timestamp::now().0.div_euclid(HOUR) * HOUR - 3 * HOUR;
+    for i in 0..CALLERS {
+        let service = format!("s-{i:04}");
+        let mut r = report(
+            &service,
+            &format!("{service}-1"),
+            1,
+            base,
+            &[("hub.internal", i + 1)],
+        );
+        if i == CALLERS - 1 {
+            r.bypass = vec![whouses_wire::Bypass {
+                address: "198.18.0.50".into(),
+                port: 443,
+                name: Some("hub.internal".into()),
+                connections: 4,
+                first_seen: Timestamp(base + 1_000),
+                last_seen: Timestamp(base + 2_000),
+            }];
+        }
+        ingest(s, r).await.unwrap();
+    }
+    let got = check::check(
+        s,
+        "hub.internal",
+        vec![HostPattern::Host("hub.internal".into())],
+        (10 * HOUR) as u64,
+        Timestamp(base + 3 * HOUR),
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.verdict, Verdict::InUse, "{}", got.reason);
+    assert_eq!(got.callers.len(), CALLERS as usize);
+    // Each caller's window count is its own (requests + 1 connection).
+    let mut callers: Vec<_> = got.callers.iter().collect();
+    callers.sort_by(|a, b| a.service.cmp(&b.service));
+    for (i, c) in callers.iter().enumerate() {
+        assert_eq!(c.service, format!("s-{i:04}"));
+        assert_eq!(c.requests_in_window, i as u64 + 2, "{c:?}");
+    }
+    assert_eq!(got.bypass.len(), 1, "{:?}", got.bypass);
+    assert_eq!(got.bypass[0].service, format!("s-{:04}", CALLERS - 1));
     store.close().await;
 }

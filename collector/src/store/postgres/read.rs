@@ -416,13 +416,19 @@ pub(super) async fn bypass(c: &Client, f: &ObsFilter) -> Result<Vec<BypassRow>, 
     if let Some(names) = &f.names {
         any.push(host_condition("name", Some("port"), names, &mut p));
     }
-    for a in &f.addresses {
-        any.push(format!("address = {}", p.add(a.clone(), Type::TEXT)));
+    // Addresses and services as arrays, not one term per value: a host with a thousand
+    // callers must not make a statement of thousands of parameters to plan.
+    if !f.addresses.is_empty() {
+        let a = p.add(f.addresses.clone(), Type::TEXT_ARRAY);
+        any.push(format!("address = ANY({a})"));
     }
-    for (svc, env) in &f.services {
-        let a = p.add(svc.clone(), Type::TEXT);
-        let b = p.add(env.clone(), Type::TEXT);
-        any.push(format!("(service = {a} AND environment = {b})"));
+    if !f.services.is_empty() {
+        let (svcs, envs): (Vec<String>, Vec<String>) = f.services.iter().cloned().unzip();
+        let a = p.add(svcs, Type::TEXT_ARRAY);
+        let b = p.add(envs, Type::TEXT_ARRAY);
+        any.push(format!(
+            "(service, environment) IN (SELECT * FROM UNNEST({a}::text[], {b}::text[]))"
+        ));
     }
     if f.names.is_some() || !f.addresses.is_empty() || !f.services.is_empty() {
         if any.is_empty() {

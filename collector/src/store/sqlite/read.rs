@@ -186,16 +186,20 @@ pub(super) fn bypass(c: &Connection, f: &ObsFilter) -> Result<Vec<BypassRow>, St
     if let Some(names) = &f.names {
         any.push(host_condition("name", Some("port"), names, &mut args));
     }
-    for a in &f.addresses {
-        any.push(format!(
-            "address = {}",
-            arg(&mut args, Value::Text(a.clone()))
-        ));
+    // Addresses and services as one JSON parameter each, not one term per value: a host
+    // with a thousand callers would make an OR chain deeper than SQLite's expression-tree
+    // limit (1,000) and more parameters than it allows.
+    if !f.addresses.is_empty() {
+        let list = serde_json::to_string(&f.addresses).unwrap_or_default();
+        let a = arg(&mut args, Value::Text(list));
+        any.push(format!("address IN (SELECT value FROM json_each({a}))"));
     }
-    for (svc, env) in &f.services {
-        let a = arg(&mut args, Value::Text(svc.clone()));
-        let b = arg(&mut args, Value::Text(env.clone()));
-        any.push(format!("(service = {a} AND environment = {b})"));
+    if !f.services.is_empty() {
+        let list = serde_json::to_string(&f.services).unwrap_or_default();
+        let a = arg(&mut args, Value::Text(list));
+        any.push(format!(
+            "(service, environment) IN (SELECT value ->> 0, value ->> 1 FROM json_each({a}))"
+        ));
     }
     if f.names.is_some() || !f.addresses.is_empty() || !f.services.is_empty() {
         if any.is_empty() {
