@@ -26,7 +26,7 @@ use crate::query::callers_of;
 use crate::reconcile::{self, Attribution};
 use crate::store::{
     merge_interval, CalleeInstance, EdgeFilter, InboundFilter, InboundRow, InstanceCoverage,
-    Interval, ObsFilter, Store, StoreError,
+    Interval, ObsFilter, Store, StoreError, WindowCalls,
 };
 use crate::targets::HostPattern;
 
@@ -40,7 +40,12 @@ pub struct Evidence<'a> {
     pub now: Timestamp,
     /// The host's edges over the whole retained history.
     pub edges: &'a [EdgeRow],
-    /// The host's edges counted since the window start (hour granularity).
+    /// Each of the host's edges' calls since the window start (hour granularity): the
+    /// callers' `requests_in_window`.
+    pub window_calls: &'a [WindowCalls],
+    /// The host's edges counted since the window start, whole (hour granularity): the
+    /// callers' side of the callee's view. Needed only when the callee's inbound
+    /// sidecars saw calls within the window; empty otherwise.
     pub in_window: &'a [EdgeRow],
     /// `(other)` rows of every service since the window start: calls folded at
     /// `--max-hosts`, which may include calls to the host.
@@ -238,16 +243,23 @@ pub fn decide(ev: &Evidence<'_>) -> CheckResponse {
     let window_start = now.minus_ms(i64::try_from(ev.quiet_for_ms).unwrap_or(i64::MAX));
     let reporting = reporting(ev.coverage);
     let in_window = callers_of(ev.in_window);
+    let mut window_calls: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for w in ev.window_calls {
+        let n = window_calls
+            .entry((w.service.as_str(), w.environment.as_str()))
+            .or_default();
+        *n = counts::add(*n, w.calls);
+    }
     let evidence: Vec<CallerEvidence> = callers_of(ev.edges)
         .into_iter()
         .map(|c| {
             let rep = reporting.get(&(c.service.as_str(), c.environment.as_str()));
             let covered = reported_throughout(rep, window_start, now);
             let calls_in_window = if c.counts.last_seen >= window_start {
-                in_window
-                    .iter()
-                    .find(|w| w.service == c.service && w.environment == c.environment)
-                    .map_or(0, |w| w.counts.calls())
+                window_calls
+                    .get(&(c.service.as_str(), c.environment.as_str()))
+                    .copied()
+                    .unwrap_or(0)
             } else {
                 0
             };
@@ -479,16 +491,11 @@ pub async fn check(
             ..Default::default()
         })
         .await?;
-    // The counts within the window (bucket sums) are only shown for callers that called
-    // within it: a quiet host — the decommission case — skips the bucket scan entirely.
-    let in_window = if edges.iter().any(|e| e.counts.last_seen >= window_start) {
-        store
-            .edges(&EdgeFilter {
-                hosts: Some(patterns.clone()),
-                since: Some(window_start),
-                ..Default::default()
-            })
-            .await?
+    // The calls within the window are only shown for callers that called within it: a
+    // quiet host — the decommission case — skips reading them entirely.
+    let called_in_window = edges.iter().any(|e| e.counts.last_seen >= window_start);
+    let window_calls = if called_in_window {
+        store.window_calls(&patterns, window_start).await?
     } else {
         Vec::new()
     };
@@ -538,6 +545,19 @@ pub async fn check(
         },
     )
     .await?;
+    // The callers' side of the callee's view, whole counts (bucket sums): only when the
+    // callee's sidecars saw calls within the window.
+    let in_window = if called_in_window && rows.iter().any(|r| r.counts.last_seen >= window_start) {
+        store
+            .edges(&EdgeFilter {
+                hosts: Some(patterns.clone()),
+                since: Some(window_start),
+                ..Default::default()
+            })
+            .await?
+    } else {
+        Vec::new()
+    };
     let callees = store.callee_instances().await?;
     let witnesses: Vec<CalleeInstance> = reconcile::witnesses(&patterns, &callees, &rows)
         .into_iter()
@@ -570,6 +590,7 @@ pub async fn check(
         quiet_for_ms,
         now,
         edges: &edges,
+        window_calls: &window_calls,
         in_window: &in_window,
         folded: &folded,
         coverage: &coverage,
@@ -668,12 +689,26 @@ mod tests {
         }
 
         fn run(&self) -> CheckResponse {
+            // The store's window calls are its window rows' calls.
+            let window_calls: Vec<WindowCalls> = self
+                .in_window
+                .iter()
+                .map(|e| WindowCalls {
+                    service: e.service.clone(),
+                    environment: e.environment.clone(),
+                    host: e.host.clone(),
+                    port: e.port,
+                    scheme: e.scheme,
+                    calls: e.counts.calls(),
+                })
+                .collect();
             decide(&Evidence {
                 host: "old.internal",
                 patterns: &[HostPattern::Host("old.internal".into())],
                 quiet_for_ms: QUIET,
                 now: Timestamp(NOW),
                 edges: &self.edges,
+                window_calls: &window_calls,
                 in_window: &self.in_window,
                 folded: &self.folded,
                 coverage: &self.coverage,
@@ -955,6 +990,7 @@ mod tests {
             quiet_for_ms: u64::MAX,
             now: Timestamp(NOW),
             edges: &[edge("a", H)],
+            window_calls: &[],
             in_window: &[],
             folded: &[],
             coverage: &[cov("a", 0, NOW)],

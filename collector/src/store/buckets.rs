@@ -112,6 +112,149 @@ pub fn sum_rows(a: Vec<EdgeRow>, b: Vec<EdgeRow>) -> Vec<EdgeRow> {
     by_key.into_values().collect()
 }
 
+/// Which table a stored bucket row is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum BucketKind {
+    /// `edge_days`: keyed by day; it starts at the day's first hour, before that day's
+    /// hourly rows.
+    Day,
+    /// `edge_hours`: keyed by hour.
+    Hour,
+}
+
+/// One stored bucket row of an edge and its calls, for [`calls_before`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketCalls {
+    pub kind: BucketKind,
+    /// The day or the hour.
+    pub key: i64,
+    pub calls: u64,
+}
+
+impl BucketCalls {
+    /// Where the bucket starts, in hours, then its kind: the order of an edge's buckets
+    /// in time (a day's row before its hours).
+    fn order(&self) -> (i64, BucketKind) {
+        match self.kind {
+            BucketKind::Day => (self.key.saturating_mul(24), BucketKind::Day),
+            BucketKind::Hour => (self.key, BucketKind::Hour),
+        }
+    }
+}
+
+/// Every stored bucket row's `calls_before` (migration 0009): the edge's calls in the
+/// buckets before it, including pruned ones. `total` is the edge's total calls and
+/// `current` its current bucket's, which is newer than every stored row. Sorts `rows` in
+/// time order and returns their values in that order. Saturating: never below zero.
+pub fn calls_before(total: u64, current: u64, rows: &mut [BucketCalls]) -> Vec<u64> {
+    rows.sort_by_key(BucketCalls::order);
+    let stored = rows
+        .iter()
+        .fold(0u64, |n, r| whouses_wire::counts::add(n, r.calls));
+    // What the rows do not hold: calls pruned before the oldest of them.
+    let mut before = total.saturating_sub(current).saturating_sub(stored);
+    rows.iter()
+        .map(|r| {
+            let v = before;
+            before = whouses_wire::counts::add(before, r.calls);
+            v
+        })
+        .collect()
+}
+
+/// An edge's calls from `since` on, from its totals and its first bucket row in the
+/// window (see [`WindowRow`]); `None` when that row's `calls_before` is not known (a late
+/// batch wrote an older hour since it was computed): sum the buckets instead.
+pub fn window_calls(w: &WindowRow, since: Timestamp) -> Option<u64> {
+    let hour = hour_of(since);
+    let day = day_of(since);
+    let total = whouses_wire::counts::add(w.requests, w.connections);
+    // The first bucket at or after `since`: a day row counts whole when `since` falls
+    // inside it (the answer errs towards "still used", as `edges` with `since` does).
+    let first = match (w.first_hour, w.first_day) {
+        (Some(h), Some(d)) if d.0.saturating_mul(24) <= h.0 => Some((d.0.saturating_mul(24), d.1)),
+        (Some(h), _) => Some((h.0, h.1)),
+        (None, Some(d)) => Some((d.0.saturating_mul(24), d.1)),
+        (None, None) => None,
+    };
+    let Some((start, calls_before)) = first else {
+        // No stored bucket in the window: only the current one can be.
+        return Some(match w.cur_hour {
+            Some(c) if c >= hour => w.cur_calls,
+            _ => 0,
+        });
+    };
+    let calls_before = calls_before?;
+    if w.stale_after.is_some_and(|s| start > s) {
+        return None;
+    }
+    // From the first row on, minus what lies between the start of `since`'s day and its
+    // hour when that row is `since`'s own day (hours of that day kept beside its day
+    // row, and the current bucket when it is one of them).
+    let mut calls = total.saturating_sub(calls_before);
+    if w.first_day.is_some_and(|d| d.0 == day) && start == day.saturating_mul(24) {
+        calls = calls.saturating_sub(w.day_hours_before);
+        if w.cur_hour.is_some_and(|c| c >= start && c < hour) {
+            calls = calls.saturating_sub(w.cur_calls);
+        }
+    }
+    Some(calls)
+}
+
+/// Marks an edge whose window calls [`window_calls`] could not tell (`None`): never a
+/// count, which stops at [`whouses_wire::MAX_COUNT`].
+pub const STALE: u64 = u64::MAX;
+
+/// Replace the calls of stale edges ([`STALE`]) by the sums of `summed` (`edges` with the
+/// same hosts and `since`).
+pub fn fill_stale(out: &mut [crate::store::WindowCalls], summed: &[EdgeRow]) {
+    let by_key: std::collections::HashMap<(&str, u16, Scheme, &str, &str), u64> = summed
+        .iter()
+        .map(|e| {
+            (
+                (
+                    e.host.as_str(),
+                    e.port,
+                    e.scheme,
+                    e.service.as_str(),
+                    e.environment.as_str(),
+                ),
+                e.counts.calls(),
+            )
+        })
+        .collect();
+    for w in out.iter_mut().filter(|w| w.calls == STALE) {
+        let key = (
+            w.host.as_str(),
+            w.port,
+            w.scheme,
+            w.service.as_str(),
+            w.environment.as_str(),
+        );
+        w.calls = by_key.get(&key).copied().unwrap_or(0);
+    }
+}
+
+/// What [`window_calls`] needs of one edge, read in one statement.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WindowRow {
+    /// The edge's totals.
+    pub requests: u64,
+    pub connections: u64,
+    /// Its current hour bucket, and the calls in it.
+    pub cur_hour: Option<i64>,
+    pub cur_calls: u64,
+    /// `edges.stale_after`: rows after this hour miss a late batch's calls.
+    pub stale_after: Option<i64>,
+    /// The first hourly row at or after `since`'s hour: its hour and `calls_before`.
+    pub first_hour: Option<(i64, Option<u64>)>,
+    /// The first daily row at or after `since`'s day: its day and `calls_before`.
+    pub first_day: Option<(i64, Option<u64>)>,
+    /// Calls in hourly rows from the start of `since`'s day up to (not including)
+    /// `since`'s hour.
+    pub day_hours_before: u64,
+}
+
 /// `LIKE` pattern text with its wildcards escaped (`\` as the escape character).
 pub fn escape_like(s: &str) -> String {
     s.replace('\\', "\\\\")
@@ -158,6 +301,81 @@ mod tests {
             edges: vec![],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn calls_before_runs_in_time_order_with_pruned_calls_first() {
+        let b = |kind, key, calls| BucketCalls { kind, key, calls };
+        // Day 1 (hours 24..48) folded, then hours 50 and 49 (out of order), 10 calls
+        // pruned before them and 7 in the current bucket.
+        let mut rows = vec![
+            b(BucketKind::Hour, 50, 5),
+            b(BucketKind::Day, 1, 100),
+            b(BucketKind::Hour, 49, 3),
+            b(BucketKind::Hour, 30, 1), // a late hour of the folded day, after its row
+        ];
+        let total = 10 + 100 + 1 + 3 + 5 + 7;
+        assert_eq!(calls_before(total, 7, &mut rows), vec![10, 110, 111, 114]);
+        assert_eq!(rows[0], b(BucketKind::Day, 1, 100));
+        // Counts that saturated never go below zero.
+        assert_eq!(calls_before(5, 7, &mut rows), vec![0, 100, 101, 104]);
+    }
+
+    #[test]
+    fn window_calls_from_the_first_row_in_the_window() {
+        let w = WindowRow {
+            requests: 120,
+            connections: 6, // 126 calls in all
+            cur_hour: Some(60),
+            cur_calls: 7,
+            stale_after: None,
+            first_hour: Some((49, Some(111))),
+            first_day: None,
+            day_hours_before: 0,
+        };
+        let at = |hour: i64| Timestamp(hour * HOUR_MS + 17);
+        assert_eq!(window_calls(&w, at(49)), Some(15));
+        // Nothing stored in the window: the current bucket alone, or nothing.
+        let only_cur = WindowRow {
+            first_hour: None,
+            ..w
+        };
+        assert_eq!(window_calls(&only_cur, at(60)), Some(7));
+        assert_eq!(window_calls(&only_cur, at(61)), Some(0));
+        // Inside a folded day: the day counts whole, less its hours before `since` and
+        // the current bucket when it is one of them.
+        let day = WindowRow {
+            first_hour: None,
+            first_day: Some((2, Some(20))),
+            cur_hour: Some(50),
+            day_hours_before: 4,
+            ..w
+        };
+        let from_midnight = WindowRow {
+            day_hours_before: 0, // nothing before `since` in its day
+            ..day
+        };
+        assert_eq!(window_calls(&from_midnight, at(48)), Some(106));
+        assert_eq!(window_calls(&day, at(52)), Some(106 - 4 - 7));
+        // A later day row than `since`'s day: nothing to take off.
+        assert_eq!(window_calls(&day, at(40)), Some(106));
+        // Unknown or stale: sum the buckets instead.
+        let unknown = WindowRow {
+            first_hour: Some((49, None)),
+            ..w
+        };
+        assert_eq!(window_calls(&unknown, at(49)), None);
+        let stale = WindowRow {
+            stale_after: Some(45),
+            ..w
+        };
+        assert_eq!(window_calls(&stale, at(49)), None);
+        // A late batch at the row's own hour or after it leaves the row's value right.
+        let late_after = WindowRow {
+            stale_after: Some(49),
+            ..w
+        };
+        assert_eq!(window_calls(&late_after, at(49)), Some(15));
     }
 
     #[test]

@@ -56,6 +56,17 @@ pub struct EdgeFilter {
     pub since: Option<Timestamp>,
 }
 
+/// One edge's calls within a window (`check`'s "calls in the window").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowCalls {
+    pub service: String,
+    pub environment: String,
+    pub host: String,
+    pub port: u16,
+    pub scheme: Scheme,
+    pub calls: u64,
+}
+
 /// Which lookups or bypass observations a query wants: those active since `since` that
 /// match any of the given names, addresses or calling services (bypass); lookups use only
 /// the names.
@@ -186,6 +197,17 @@ pub trait Store: Send + Sync + 'static {
     /// Edge rows matching the filter, sorted by host, port, scheme, service, environment.
     async fn edges(&self, f: &EdgeFilter) -> Result<Vec<EdgeRow>, StoreError>;
 
+    /// Per edge of these hosts active since `since`: its calls (requests + connections)
+    /// from `since` on — exactly `counts.calls()` of [`Store::edges`] with the same
+    /// `since` — read from one bucket row per edge (`calls_before`, migration 0009)
+    /// instead of every bucket in the window; edges a late batch left stale are summed.
+    /// Sorted as `edges`.
+    async fn window_calls(
+        &self,
+        hosts: &[HostPattern],
+        since: Timestamp,
+    ) -> Result<Vec<WindowCalls>, StoreError>;
+
     /// Lookups through sidecars' DNS forwarders (names matching `f.names`, since `f.since`).
     async fn lookups(&self, f: &ObsFilter) -> Result<Vec<LookupRow>, StoreError>;
 
@@ -210,8 +232,9 @@ pub trait Store: Send + Sync + 'static {
     /// older than `seen_cutoff` become a per-instance floor.
     async fn prune(&self, cutoff: Timestamp, seen_cutoff: Timestamp) -> Result<u64, StoreError>;
 
-    /// Fold hourly buckets of the UTC days that ended before `before` into daily buckets;
-    /// returns hourly rows folded.
+    /// Fold hourly buckets of the UTC days that ended before `before` into daily buckets,
+    /// then recompute the `calls_before` of edges a late batch left stale; returns the
+    /// hourly rows folded.
     async fn rollup(&self, before: Timestamp) -> Result<u64, StoreError>;
 
     /// Inbound calls matching the filter, one row per hour bucket, sorted by host, port,

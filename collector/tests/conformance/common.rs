@@ -93,3 +93,37 @@ pub fn requests(rows: &[EdgeRow], host: &str) -> u64 {
 pub fn day_start(days: i64) -> i64 {
     (Timestamp::now().0 - days * DAY).div_euclid(DAY) * DAY
 }
+
+/// `window_calls` (one bucket row per edge) gives exactly the calls `edges` with the same
+/// `since` sums from every bucket, for every edge of every `*.internal` host.
+pub async fn assert_window_calls(store: &dyn Store, since: i64, what: &str) {
+    let hosts = vec![whouses_collector::targets::HostPattern::Suffix(
+        "internal".into(),
+    )];
+    let key = |s: &str, e: &str, h: &str, p: u16| (s.to_string(), e.to_string(), h.to_string(), p);
+    let got: std::collections::BTreeMap<_, u64> = store
+        .window_calls(&hosts, Timestamp(since))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|w| (key(&w.service, &w.environment, &w.host, w.port), w.calls))
+        .collect();
+    let want: std::collections::BTreeMap<_, u64> = store
+        .edges(&EdgeFilter {
+            hosts: Some(hosts),
+            since: Some(Timestamp(since)),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            (
+                key(&e.service, &e.environment, &e.host, e.port),
+                e.counts.calls(),
+            )
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert_eq!(got, want, "window calls since {since} ({what})");
+}

@@ -273,6 +273,28 @@ async fn check_case(db: &TestDb, batches: &[Batch], base: i64) -> Result<(), Tes
         }
         prop_assert_eq!(got, want, "since hour {}", hour - base.div_euclid(HOUR_MS));
     }
+    // `check`'s window calls (one bucket row per edge) equal the bucket sums at every hour:
+    // with out-of-order batches marking edges stale (summed), once the upkeep recomputed
+    // them (read from rows), and once every hour is folded into its day.
+    let hours_from = base.div_euclid(HOUR_MS) - 1;
+    let hours_to = (base + 13 * PERIOD_MS).div_euclid(HOUR_MS) + 1;
+    for phase in ["as stored", "recomputed", "folded"] {
+        match phase {
+            "recomputed" => {
+                store.rollup(Timestamp(0)).await.unwrap();
+            }
+            "folded" => {
+                store
+                    .rollup(Timestamp(Timestamp::now().0 + 3 * 24 * HOUR_MS))
+                    .await
+                    .unwrap();
+            }
+            _ => {}
+        }
+        for hour in hours_from..=hours_to {
+            crate::common::assert_window_calls(store, hour * HOUR_MS, phase).await;
+        }
+    }
     store.close().await;
     Ok(())
 }

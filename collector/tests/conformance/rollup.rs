@@ -7,7 +7,9 @@ use whouses_collector::store::Ingested;
 use whouses_wire::Timestamp;
 
 use crate::backend::TestDb;
-use crate::common::{day_start, ingest, ingest_at, report, requests, rows, DAY, HOUR};
+use crate::common::{
+    assert_window_calls, day_start, ingest, ingest_at, report, requests, rows, DAY, HOUR,
+};
 
 crate::conformance!(
     folding_hours_into_days_keeps_every_answer,
@@ -35,6 +37,28 @@ async fn folding_hours_into_days_keeps_every_answer(db: &TestDb) {
         }
     }
     let mid_day1 = d + DAY + 13 * HOUR;
+    // Window calls from one bucket row per edge agree with the bucket sums at every step:
+    // in order, folded, after a late batch (stale, summed), recomputed, pruned.
+    let windows = |what: &'static str| {
+        let store = store.clone();
+        async move {
+            for since in [
+                d - DAY,
+                d,
+                d + 4 * HOUR,
+                d + DAY,
+                d + DAY + 5 * HOUR,
+                d + DAY + 6 * HOUR,
+                mid_day1,
+                d + 2 * DAY,
+                d + 2 * DAY + 21 * HOUR,
+                d + 3 * DAY,
+            ] {
+                assert_window_calls(store.as_ref(), since, what).await;
+            }
+        }
+    };
+    windows("hourly").await;
     let before_all = rows(&store, None).await;
     let before_d1 = rows(&store, Some(d + DAY)).await;
     let before_d2 = rows(&store, Some(d + 2 * DAY)).await;
@@ -51,6 +75,7 @@ async fn folding_hours_into_days_keeps_every_answer(db: &TestDb) {
         "a second fold finds nothing"
     );
 
+    windows("folded").await;
     assert_eq!(rows(&store, None).await, before_all);
     assert_eq!(rows(&store, Some(d + DAY)).await, before_d1);
     assert_eq!(rows(&store, Some(d + 2 * DAY)).await, before_d2);
@@ -68,12 +93,14 @@ async fn folding_hours_into_days_keeps_every_answer(db: &TestDb) {
         &[("old.internal", 1_000)],
     );
     ingest(store.as_ref(), late).await.unwrap();
+    windows("a late batch").await;
     let with_late = rows(&store, Some(d + DAY)).await;
     assert_eq!(
         requests(&with_late, "old.internal"),
         requests(&before_d1, "old.internal") + 1_000
     );
     assert_eq!(store.rollup(two_weeks_ago).await.unwrap(), 1);
+    windows("the late batch folded, recomputed").await;
     assert_eq!(rows(&store, Some(d + DAY)).await, with_late);
     assert_eq!(
         requests(&rows(&store, None).await, "old.internal"),
@@ -85,6 +112,7 @@ async fn folding_hours_into_days_keeps_every_answer(db: &TestDb) {
         .prune(Timestamp(d + 2 * DAY), Timestamp(0))
         .await
         .unwrap();
+    windows("pruned").await;
     let after = rows(&store, Some(d)).await;
     assert_eq!(after, rows(&store, Some(d + 2 * DAY)).await);
     assert_eq!(after, before_d2);

@@ -14,9 +14,13 @@ use tokio::sync::{mpsc, oneshot};
 use whouses_wire::api::{BypassRow, EdgeRow, InstanceRow, LookupRow};
 use whouses_wire::Timestamp;
 
-use super::buckets::{day_of, hour_of};
+use std::collections::HashMap;
+
+use super::buckets::{calls_before, day_of, hour_of, BucketCalls, BucketKind};
+use super::WindowCalls;
 use super::{AddressClaim, CalleeInstance, InboundFilter, InboundRow};
 use super::{Batch, EdgeFilter, Ingested, InstanceCoverage, ObsFilter, Store, StoreError};
+use crate::targets::HostPattern;
 
 mod connect;
 mod decom;
@@ -147,6 +151,17 @@ impl Store for PostgresStore {
         Ok(rows)
     }
 
+    async fn window_calls(
+        &self,
+        hosts: &[HostPattern],
+        since: Timestamp,
+    ) -> Result<Vec<WindowCalls>, StoreError> {
+        let conn = self.pool.get().await?;
+        let rows = read::window_calls(&conn.client, hosts, since).await?;
+        conn.release();
+        Ok(rows)
+    }
+
     async fn lookups(&self, f: &ObsFilter) -> Result<Vec<LookupRow>, StoreError> {
         let conn = self.pool.get().await?;
         let rows = read::lookups(&conn.client, f).await?;
@@ -240,6 +255,8 @@ impl Store for PostgresStore {
             let n = retrying!(rollup_one_day(&mut conn, before).await);
             match n {
                 Ok(0) => {
+                    // Then the edges late batches left stale (their rows' `calls_before`).
+                    while retrying!(repair_calls_before(&mut conn).await)? > 0 {}
                     conn.release();
                     return Ok(total);
                 }
@@ -444,11 +461,12 @@ async fn rollup_one_day(conn: &mut pool::Conn, before: Timestamp) -> Result<u64,
         "WITH moved AS (
              DELETE FROM edge_hours WHERE hour >= $1 AND hour < $2
              RETURNING edge_id, requests, connections, errors, bytes_sent, bytes_received,
-                       first_seen, last_seen
+                       first_seen, last_seen, calls_before
          ), folded AS (
              INSERT INTO edge_days (edge_id, day, requests, connections, errors, bytes_sent,
-                 bytes_received, first_seen, last_seen)
-             SELECT edge_id, $3, {}, {}, {}, {}, {}, MIN(first_seen), MAX(last_seen)
+                 bytes_received, first_seen, last_seen, calls_before)
+             SELECT edge_id, $3, {}, {}, {}, {}, {}, MIN(first_seen), MAX(last_seen),
+                 CASE WHEN COUNT(calls_before) = COUNT(*) THEN MIN(calls_before) END
              FROM moved GROUP BY edge_id
              {}
          )
@@ -467,4 +485,112 @@ async fn rollup_one_day(conn: &mut pool::Conn, before: Timestamp) -> Result<u64,
         .get(0);
     tx.commit().await.map_err(StoreError::pg)?;
     Ok(folded.max(0) as u64)
+}
+
+/// Most stale edges recomputed per transaction (the upkeep calls again until none is
+/// left).
+const REPAIR_EDGES: i64 = 500;
+
+/// Recompute the `calls_before` of every bucket row of up to [`REPAIR_EDGES`] edges a late
+/// batch left stale, and clear their mark, under the upkeep lock (no fold runs meanwhile)
+/// with the edges locked (ingest of them waits; edges ingest holds are left for the next
+/// call). Returns the rows written; 0 when none is left (or another collector does the
+/// upkeep).
+async fn repair_calls_before(conn: &mut pool::Conn) -> Result<u64, StoreError> {
+    let tx = conn.client.transaction().await.map_err(StoreError::pg)?;
+    let locked: bool = tx
+        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&UPKEEP_LOCK])
+        .await
+        .map_err(StoreError::pg)?
+        .get(0);
+    if !locked {
+        return Ok(0);
+    }
+    let edges = tx
+        .query(
+            "SELECT id, sat_add(requests, connections),
+                    CASE WHEN cur_hour IS NULL THEN 0
+                         ELSE sat_add(cur_requests, cur_connections) END
+             FROM edges WHERE stale_after IS NOT NULL
+             ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+            &[&REPAIR_EDGES],
+        )
+        .await
+        .map_err(StoreError::pg)?;
+    if edges.is_empty() {
+        return Ok(0);
+    }
+    let mut ids: Vec<i64> = Vec::with_capacity(edges.len());
+    let mut sums: HashMap<i64, (u64, u64, Vec<BucketCalls>)> = HashMap::new();
+    for row in &edges {
+        let id: i64 = row.try_get(0).map_err(StoreError::pg)?;
+        ids.push(id);
+        sums.insert(id, (read::count(row, 1)?, read::count(row, 2)?, Vec::new()));
+    }
+    for row in tx
+        .query(
+            "SELECT edge_id, 0::int4, day, sat_add(requests, connections)
+             FROM edge_days WHERE edge_id = ANY($1)
+             UNION ALL
+             SELECT edge_id, 1::int4, hour, sat_add(requests, connections)
+             FROM edge_hours WHERE edge_id = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .map_err(StoreError::pg)?
+    {
+        let id: i64 = row.try_get(0).map_err(StoreError::pg)?;
+        let kind: i32 = row.try_get(1).map_err(StoreError::pg)?;
+        if let Some(e) = sums.get_mut(&id) {
+            e.2.push(BucketCalls {
+                kind: if kind == 0 {
+                    BucketKind::Day
+                } else {
+                    BucketKind::Hour
+                },
+                key: row.try_get(2).map_err(StoreError::pg)?,
+                calls: read::count(&row, 3)?,
+            });
+        }
+    }
+    // (edge, key, calls_before) columns per table, for UNNEST.
+    let mut days: (Vec<i64>, Vec<i64>, Vec<i64>) = Default::default();
+    let mut hours: (Vec<i64>, Vec<i64>, Vec<i64>) = Default::default();
+    for (id, (total, current, mut rows)) in sums {
+        let before = calls_before(total, current, &mut rows);
+        for (r, b) in rows.iter().zip(before) {
+            let to = match r.kind {
+                BucketKind::Day => &mut days,
+                BucketKind::Hour => &mut hours,
+            };
+            to.0.push(id);
+            to.1.push(r.key);
+            to.2.push(i64::try_from(b).unwrap_or(i64::MAX));
+        }
+    }
+    let mut written = 0u64;
+    for (table, key, cols) in [("edge_days", "day", &days), ("edge_hours", "hour", &hours)] {
+        if cols.0.is_empty() {
+            continue;
+        }
+        written += tx
+            .execute(
+                &format!(
+                    "UPDATE {table} t SET calls_before = u.b
+                     FROM UNNEST($1::int8[], $2::int8[], $3::int8[]) AS u(id, k, b)
+                     WHERE t.edge_id = u.id AND t.{key} = u.k"
+                ),
+                &[&cols.0, &cols.1, &cols.2],
+            )
+            .await
+            .map_err(StoreError::pg)?;
+    }
+    tx.execute(
+        "UPDATE edges SET stale_after = NULL WHERE id = ANY($1)",
+        &[&ids],
+    )
+    .await
+    .map_err(StoreError::pg)?;
+    tx.commit().await.map_err(StoreError::pg)?;
+    Ok(written.max(ids.len() as u64))
 }

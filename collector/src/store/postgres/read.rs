@@ -6,8 +6,10 @@ use tokio_postgres::{Client, Row};
 use whouses_wire::api::{BypassRow, EdgeRow, InstanceRow, LookupRow};
 use whouses_wire::{Counts, Scheme, Timestamp};
 
-use crate::store::buckets::{day_of, escape_like, hour_of, sum_rows, DAY_MS, HOUR_MS};
-use crate::store::{EdgeFilter, InstanceCoverage, Interval, ObsFilter, StoreError};
+use crate::store::buckets::{
+    self, day_of, escape_like, hour_of, sum_rows, WindowRow, DAY_MS, HOUR_MS,
+};
+use crate::store::{EdgeFilter, InstanceCoverage, Interval, ObsFilter, StoreError, WindowCalls};
 use crate::targets::HostPattern;
 
 /// Where edge counts are read from.
@@ -74,6 +76,103 @@ pub(super) async fn edges(c: &Client, f: &EdgeFilter) -> Result<Vec<EdgeRow>, St
         part.sort_by(|a, b| key(a).cmp(&key(b)));
     }
     Ok(sum_rows(sum_rows(current, hours), days))
+}
+
+/// As SQLite's (`store/sqlite/read.rs`): per edge of `hosts` active since `since`, its
+/// calls from `since` on, from its totals and its first bucket row in the window (two
+/// index lookups per edge, `LATERAL`); stale edges summed the long way.
+pub(super) async fn window_calls(
+    c: &Client,
+    hosts: &[HostPattern],
+    since: Timestamp,
+) -> Result<Vec<WindowCalls>, StoreError> {
+    let (hour, day) = (hour_of(since), day_of(since));
+    let mut p = Params::default();
+    let h = p.add(hour, Type::INT8);
+    let d = p.add(day, Type::INT8);
+    let d24 = p.add(day.saturating_mul(24), Type::INT8);
+    let d_ms = p.add(day.saturating_mul(DAY_MS), Type::INT8);
+    let filter = EdgeFilter {
+        hosts: Some(hosts.to_vec()),
+        ..Default::default()
+    };
+    let cond = conditions(&filter, &mut p);
+    let sql = format!(
+        "SELECT e.service, e.environment, e.host, e.port, e.scheme, e.requests, e.connections,
+                e.cur_hour, CASE WHEN e.cur_hour IS NULL THEN 0
+                    ELSE sat_add(e.cur_requests, e.cur_connections) END,
+                e.stale_after, fh.hour, fh.calls_before, fd.day, fd.calls_before,
+                b.calls
+         FROM edges e
+         LEFT JOIN LATERAL (SELECT hour, calls_before FROM edge_hours
+                            WHERE edge_id = e.id AND hour >= {h} ORDER BY hour LIMIT 1) fh
+                ON TRUE
+         LEFT JOIN LATERAL (SELECT day, calls_before FROM edge_days
+                            WHERE edge_id = e.id AND day >= {d} ORDER BY day LIMIT 1) fd
+                ON TRUE
+         LEFT JOIN LATERAL (SELECT {sum} AS calls FROM edge_hours
+                            WHERE edge_id = e.id AND hour >= {d24} AND hour < {h}) b ON TRUE
+         WHERE e.last_seen >= {d_ms} AND {cond}
+         ORDER BY e.host, e.port, e.scheme, e.service, e.environment",
+        // Not `sat_sum`: over no rows `SUM` is NULL, which `LEAST` would skip.
+        sum = "LEAST(COALESCE(SUM(sat_add(requests, connections)), 0), 9223372036854775807)::int8",
+    );
+    let rows = c
+        .query_typed(&sql, &p.typed())
+        .await
+        .map_err(StoreError::pg)?;
+    let mut out = Vec::with_capacity(rows.len());
+    let mut stale = false;
+    for row in &rows {
+        let get = |i: usize| -> Result<Option<i64>, StoreError> {
+            row.try_get::<_, Option<i64>>(i).map_err(StoreError::pg)
+        };
+        // A bucket row's key and its `calls_before` (NULL: not known).
+        let first = |at: usize| -> Result<Option<(i64, Option<u64>)>, StoreError> {
+            Ok(match get(at)? {
+                Some(k) => Some((k, get(at + 1)?.map(|v| v.max(0) as u64))),
+                None => None,
+            })
+        };
+        let w = WindowRow {
+            requests: count(row, 5)?,
+            connections: count(row, 6)?,
+            cur_hour: get(7)?,
+            cur_calls: count(row, 8)?,
+            stale_after: get(9)?,
+            first_hour: first(10)?,
+            first_day: first(12)?,
+            day_hours_before: count(row, 14)?,
+        };
+        let calls = buckets::window_calls(&w, since).unwrap_or_else(|| {
+            stale = true;
+            buckets::STALE
+        });
+        let port: i32 = row.try_get(3).map_err(StoreError::pg)?;
+        let scheme: String = row.try_get(4).map_err(StoreError::pg)?;
+        out.push(WindowCalls {
+            service: row.try_get(0).map_err(StoreError::pg)?,
+            environment: row.try_get(1).map_err(StoreError::pg)?,
+            host: row.try_get(2).map_err(StoreError::pg)?,
+            port: u16::try_from(port).unwrap_or(0),
+            scheme: scheme.parse().unwrap_or(Scheme::Tcp),
+            calls,
+        });
+    }
+    if stale {
+        let summed = edges(
+            c,
+            &EdgeFilter {
+                hosts: Some(hosts.to_vec()),
+                since: Some(since),
+                ..Default::default()
+            },
+        )
+        .await?;
+        buckets::fill_stale(&mut out, &summed);
+    }
+    out.retain(|w| w.calls > 0);
+    Ok(out)
 }
 
 fn key(r: &EdgeRow) -> (&str, u16, &str, &str, &str) {

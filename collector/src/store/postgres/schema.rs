@@ -36,6 +36,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "otel series",
         include_str!("../../../migrations/postgres/0008_otel_series.sql"),
     ),
+    (
+        9,
+        "calls before",
+        include_str!("../../../migrations/postgres/0009_calls_before.sql"),
+    ),
 ];
 
 /// The advisory lock key migrations are applied under (any constant of our own: "whouses"

@@ -896,6 +896,12 @@ impl Deltas {
             )
             .await
             .map_err(StoreError::pg)?;
+            // Rows written straight into an older hour: a new row's `calls_before` is not
+            // known (NULL) and newer rows miss these calls, until the upkeep recomputes
+            // the edge (migration 0009).
+            tx.execute(&sql.mark_stale, &[&hours.ids, &hours.hours])
+                .await
+                .map_err(StoreError::pg)?;
         }
         Ok(())
     }
@@ -1114,6 +1120,7 @@ pub(super) struct Statements {
     move_current: tokio_postgres::Statement,
     update_edges: tokio_postgres::Statement,
     add_hours: tokio_postgres::Statement,
+    mark_stale: tokio_postgres::Statement,
     add_lookup: tokio_postgres::Statement,
     add_bypass: tokio_postgres::Statement,
 }
@@ -1329,9 +1336,11 @@ impl Statements {
             move_current: conn
                 .prepared(concat!(
                     "INSERT INTO edge_hours (edge_id, hour, requests, connections, errors,
-                         bytes_sent, bytes_received, first_seen, last_seen)
+                         bytes_sent, bytes_received, first_seen, last_seen, calls_before)
                      SELECT id, cur_hour, cur_requests, cur_connections, cur_errors,
-                         cur_bytes_sent, cur_bytes_received, cur_first_seen, cur_last_seen
+                         cur_bytes_sent, cur_bytes_received, cur_first_seen, cur_last_seen,
+                         sat_add(GREATEST(0, requests - cur_requests),
+                                 GREATEST(0, connections - cur_connections))
                      FROM edges WHERE id = ANY($1::int8[]) AND cur_hour IS NOT NULL",
                     add_to_bucket!("edge_hours", "hour")
                 ))
@@ -1395,6 +1404,14 @@ impl Statements {
                          first_seen = LEAST(bypass.first_seen, excluded.first_seen),
                          last_seen = GREATEST(bypass.last_seen, excluded.last_seen),
                          name = COALESCE(excluded.name, bypass.name)",
+                )
+                .await?,
+            mark_stale: conn
+                .prepared(
+                    "UPDATE edges e SET stale_after = LEAST(COALESCE(e.stale_after, u.h), u.h)
+                     FROM (SELECT id, MIN(h) AS h
+                           FROM UNNEST($1::int8[], $2::int8[]) AS x(id, h) GROUP BY id) u
+                     WHERE e.id = u.id",
                 )
                 .await?,
             add_hours: conn

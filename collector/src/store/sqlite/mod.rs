@@ -12,8 +12,10 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use whouses_wire::api::{BypassRow, EdgeRow, InstanceRow, LookupRow};
 use whouses_wire::Timestamp;
 
+use super::WindowCalls;
 use super::{AddressClaim, CalleeInstance, InboundFilter, InboundRow};
 use super::{Batch, EdgeFilter, Ingested, InstanceCoverage, ObsFilter, Options, Store, StoreError};
+use crate::targets::HostPattern;
 
 mod decom;
 mod inbound;
@@ -181,6 +183,17 @@ impl Store for SqliteStore {
         self.readers.run(move |c| read::edges(c, &f)).await
     }
 
+    async fn window_calls(
+        &self,
+        hosts: &[HostPattern],
+        since: Timestamp,
+    ) -> Result<Vec<WindowCalls>, StoreError> {
+        let hosts = hosts.to_vec();
+        self.readers
+            .run(move |c| read::window_calls(c, &hosts, since))
+            .await
+    }
+
     async fn lookups(&self, f: &ObsFilter) -> Result<Vec<LookupRow>, StoreError> {
         let f = f.clone();
         self.readers.run(move |c| read::lookups(c, &f)).await
@@ -224,10 +237,13 @@ impl Store for SqliteStore {
         let mut total = 0;
         loop {
             match self.ask(|reply| Job::Rollup { before, reply }).await? {
-                0 => return Ok(total),
+                0 => break,
                 n => total += n,
             }
         }
+        // Then the edges late batches left stale (their rows' `calls_before`).
+        while self.ask(|reply| Job::Repair { reply }).await? > 0 {}
+        Ok(total)
     }
 
     async fn inbound(&self, f: &InboundFilter) -> Result<Vec<InboundRow>, StoreError> {

@@ -5,8 +5,9 @@ use rusqlite::{params_from_iter, Connection, Row};
 use whouses_wire::api::{BypassRow, EdgeRow, InstanceRow, LookupRow};
 use whouses_wire::{Counts, Scheme, Timestamp};
 
-use crate::store::buckets::{day_of, escape_like, hour_of, sum_rows};
-use crate::store::{EdgeFilter, InstanceCoverage, Interval, ObsFilter, StoreError};
+use super::schema::sat_add;
+use crate::store::buckets::{self, day_of, escape_like, hour_of, sum_rows, WindowRow, DAY_MS};
+use crate::store::{EdgeFilter, InstanceCoverage, Interval, ObsFilter, StoreError, WindowCalls};
 use crate::targets::HostPattern;
 
 /// Most `(service, environment)` pairs per coverage statement (2 parameters each, well
@@ -37,6 +38,97 @@ pub(super) fn edges(c: &Connection, f: &EdgeFilter) -> Result<Vec<EdgeRow>, Stor
     let hours = edge_rows(c, f, Source::Buckets("edge_hours", "hour", hour))?;
     let days = edge_rows(c, f, Source::Buckets("edge_days", "day", day_of(since)))?;
     Ok(sum_rows(sum_rows(current, hours), days))
+}
+
+/// Per edge of `hosts` active since `since`, its calls from `since` on: the edge's totals
+/// minus its first bucket row's `calls_before` in the window (two index seeks per edge),
+/// the same numbers `edges` with `since` sums from every bucket. Edges a late batch left
+/// stale are summed the long way.
+pub(super) fn window_calls(
+    c: &Connection,
+    hosts: &[HostPattern],
+    since: Timestamp,
+) -> Result<Vec<WindowCalls>, StoreError> {
+    let (hour, day) = (hour_of(since), day_of(since));
+    let mut args = vec![
+        Value::Integer(hour),
+        Value::Integer(day),
+        Value::Integer(day.saturating_mul(24)),
+        Value::Integer(day.saturating_mul(DAY_MS)),
+    ];
+    let hosts_match = host_condition("e.host", Some("e.port"), hosts, &mut args);
+    let sql = format!(
+        "SELECT e.service, e.environment, e.host, e.port, e.scheme, e.requests, e.connections,
+                e.cur_hour, {cur_calls}, e.stale_after, fh.hour, fh.calls_before, fd.day,
+                fd.calls_before,
+                (SELECT sat_sum({calls}) FROM edge_hours b
+                 WHERE b.edge_id = e.id AND b.hour >= ?3 AND b.hour < ?1)
+         FROM edges e
+         LEFT JOIN edge_hours fh ON fh.edge_id = e.id AND fh.hour =
+             (SELECT MIN(hour) FROM edge_hours WHERE edge_id = e.id AND hour >= ?1)
+         LEFT JOIN edge_days fd ON fd.edge_id = e.id AND fd.day =
+             (SELECT MIN(day) FROM edge_days WHERE edge_id = e.id AND day >= ?2)
+         WHERE e.last_seen >= ?4 AND {hosts_match}
+         ORDER BY e.host, e.port, e.scheme, e.service, e.environment",
+        cur_calls = sat_add!("e.cur_requests", "e.cur_connections"),
+        calls = sat_add!("b.requests", "b.connections"),
+    );
+    let mut stmt = c.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params_from_iter(args))?;
+    let mut out: Vec<WindowCalls> = Vec::new();
+    let mut stale = false;
+    while let Some(row) = rows.next()? {
+        let scheme: String = row.get(4)?;
+        let opt_count = |i: usize| -> rusqlite::Result<Option<u64>> {
+            Ok(match row.get_ref(i)? {
+                rusqlite::types::ValueRef::Null => None,
+                _ => Some(count(row, i)?),
+            })
+        };
+        let first_hour = match row.get::<_, Option<i64>>(10)? {
+            Some(h) => Some((h, opt_count(11)?)),
+            None => None,
+        };
+        let first_day = match row.get::<_, Option<i64>>(12)? {
+            Some(d) => Some((d, opt_count(13)?)),
+            None => None,
+        };
+        let w = WindowRow {
+            requests: count(row, 5)?,
+            connections: count(row, 6)?,
+            cur_hour: row.get(7)?,
+            cur_calls: count(row, 8)?,
+            stale_after: row.get(9)?,
+            first_hour,
+            first_day,
+            day_hours_before: count(row, 14)?,
+        };
+        let calls = buckets::window_calls(&w, since).unwrap_or_else(|| {
+            stale = true;
+            buckets::STALE
+        });
+        out.push(WindowCalls {
+            service: row.get(0)?,
+            environment: row.get(1)?,
+            host: row.get(2)?,
+            port: u16::try_from(row.get::<_, i64>(3)?).unwrap_or(0),
+            scheme: scheme.parse().unwrap_or(Scheme::Tcp),
+            calls,
+        });
+    }
+    if stale {
+        let summed = edges(
+            c,
+            &EdgeFilter {
+                hosts: Some(hosts.to_vec()),
+                since: Some(since),
+                ..Default::default()
+            },
+        )?;
+        buckets::fill_stale(&mut out, &summed);
+    }
+    out.retain(|w| w.calls > 0);
+    Ok(out)
 }
 
 /// Edge rows of one source, sorted by host, port, scheme, service, environment.

@@ -44,6 +44,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "otel series",
         include_str!("../../../migrations/sqlite/0008_otel_series.sql"),
     ),
+    (
+        "calls before",
+        include_str!("../../../migrations/sqlite/0009_calls_before.sql"),
+    ),
 ];
 
 /// How long a connection waits for a lock held by another before failing.

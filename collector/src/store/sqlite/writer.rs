@@ -19,7 +19,9 @@ use whouses_wire::Timestamp;
 
 use super::schema::{self, sat_add};
 use super::Health;
-use crate::store::buckets::{bucket_first_seen, day_of, hour_of};
+use crate::store::buckets::{
+    bucket_first_seen, calls_before, day_of, hour_of, BucketCalls, BucketKind,
+};
 use crate::store::{merge_interval, Batch, Ingested, Interval, StoreError, CONTINUITY_SLACK_MS};
 /// Page cache of the writing connection.
 const WRITER_CACHE_KIB: i64 = 64 * 1024;
@@ -114,6 +116,10 @@ pub(super) enum Job {
         before: Timestamp,
         reply: oneshot::Sender<Result<u64, StoreError>>,
     },
+    /// Recompute some stale edges' `calls_before` (0: none left).
+    Repair {
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
     /// Finish what is queued before this, close the connection (the last connection to
     /// close checkpoints the WAL into the database file), then stop.
     Close { reply: oneshot::Sender<()> },
@@ -148,9 +154,11 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, health: Arc<Health>) {
         let mut upkeep = Vec::new();
         let mut take = |j: Job| match j {
             Job::Ingest { batch, reply } => ingests.push((batch, reply)),
-            j @ (Job::Prune { .. } | Job::Rollup { .. } | Job::Close { .. } | Job::Run(_)) => {
-                upkeep.push(j)
-            }
+            j @ (Job::Prune { .. }
+            | Job::Rollup { .. }
+            | Job::Repair { .. }
+            | Job::Close { .. }
+            | Job::Run(_)) => upkeep.push(j),
         };
         take(first);
         for _ in 1..MAX_GROUP {
@@ -195,6 +203,9 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, health: Arc<Health>) {
                 }
                 Job::Rollup { before, reply } => {
                     let _ = reply.send(rollup_one_day(&mut conn, before));
+                }
+                Job::Repair { reply } => {
+                    let _ = reply.send(repair_calls_before(&mut conn));
                 }
                 Job::Close { reply } => closing = Some(reply),
                 Job::Run(f) => f(&mut conn),
@@ -480,12 +491,19 @@ fn ingest_one(
             // A newer hour: the current bucket moves to edge_hours, this delta becomes it.
             Some((id, cur)) if cur.is_none_or(|c| hour > c) => {
                 if cur.is_some() {
+                    // Every stored bucket is older than the current one: the calls
+                    // before it are the totals but the current bucket (`calls_before`,
+                    // migration 0009), read before this delta is added.
                     tx.prepare_cached(concat!(
                         "INSERT INTO edge_hours (edge_id, hour, requests, connections, errors,
-                             bytes_sent, bytes_received, first_seen, last_seen)
+                             bytes_sent, bytes_received, first_seen, last_seen, calls_before)
                          SELECT id, cur_hour, cur_requests, cur_connections, cur_errors,
-                             cur_bytes_sent, cur_bytes_received, cur_first_seen, cur_last_seen
-                         FROM edges WHERE id = ?1",
+                             cur_bytes_sent, cur_bytes_received, cur_first_seen, cur_last_seen, ",
+                        sat_add!(
+                            "MAX(0, requests - cur_requests)",
+                            "MAX(0, connections - cur_connections)"
+                        ),
+                        " FROM edges WHERE id = ?1",
                         add_to_bucket!("edge_hours", "hour")
                     ))?
                     .execute(params![id])?;
@@ -504,7 +522,9 @@ fn ingest_one(
                 ))?;
                 (id, Some(hour))
             }
-            // A late batch for an older hour: straight into its hourly bucket.
+            // A late batch for an older hour: straight into its hourly bucket. A new row's
+            // `calls_before` is unknown (NULL) and every newer row's misses these calls:
+            // the edge is marked stale from this hour until the upkeep recomputes it.
             Some((id, cur)) => {
                 tx.prepare_cached(concat!(
                     "INSERT INTO edge_hours (edge_id, hour, requests, connections, errors,
@@ -526,9 +546,9 @@ fn ingest_one(
                 tx.prepare_cached(concat!(
                     "UPDATE edges SET ",
                     add_to_totals!(),
-                    " WHERE id = ?1"
+                    ", stale_after = MIN(COALESCE(stale_after, ?9), ?9) WHERE id = ?1"
                 ))?
-                .execute(params_from_iter(d.totals(id)))?;
+                .execute(params_from_iter(d.totals(id).into_iter().chain([hour])))?;
                 (id, cur)
             }
         };
@@ -699,9 +719,10 @@ fn rollup_one_day(conn: &mut Connection, before: Timestamp) -> Result<u64, Store
     tx.execute(
         concat!(
             "INSERT INTO edge_days (edge_id, day, requests, connections, errors, bytes_sent,
-             bytes_received, first_seen, last_seen)
+             bytes_received, first_seen, last_seen, calls_before)
          SELECT edge_id, ?3, sat_sum(requests), sat_sum(connections), sat_sum(errors),
-             sat_sum(bytes_sent), sat_sum(bytes_received), MIN(first_seen), MAX(last_seen)
+             sat_sum(bytes_sent), sat_sum(bytes_received), MIN(first_seen), MAX(last_seen),
+             CASE WHEN COUNT(calls_before) = COUNT(*) THEN MIN(calls_before) END
          FROM edge_hours WHERE hour >= ?1 AND hour < ?2 GROUP BY edge_id",
             add_to_bucket!("edge_days", "day")
         ),
@@ -713,4 +734,75 @@ fn rollup_one_day(conn: &mut Connection, before: Timestamp) -> Result<u64, Store
     )?;
     tx.commit()?;
     Ok(folded as u64)
+}
+
+/// Most stale edges recomputed per call (one transaction; the upkeep calls again until
+/// none is left, so ingest never waits long behind it).
+const REPAIR_EDGES: i64 = 500;
+
+/// Recompute the `calls_before` of every bucket row of up to [`REPAIR_EDGES`] edges a late
+/// batch left stale, and clear their mark. Returns the rows written (0: none left).
+fn repair_calls_before(conn: &mut Connection) -> Result<u64, StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let edges: Vec<(i64, u64, u64)> = {
+        let mut stmt = tx.prepare_cached(concat!(
+            "SELECT id, ",
+            sat_add!("requests", "connections"),
+            ", CASE WHEN cur_hour IS NULL THEN 0 ELSE ",
+            sat_add!("cur_requests", "cur_connections"),
+            " END FROM edges WHERE stale_after IS NOT NULL LIMIT ?1"
+        ))?;
+        let rows = stmt.query_map(params![REPAIR_EDGES], |r| {
+            Ok((
+                r.get(0)?,
+                super::read::count(r, 1)?,
+                super::read::count(r, 2)?,
+            ))
+        })?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut written = 0u64;
+    for (id, total, current) in &edges {
+        let mut rows: Vec<BucketCalls> = {
+            let mut stmt = tx.prepare_cached(concat!(
+                "SELECT 0, day, ",
+                sat_add!("requests", "connections"),
+                " FROM edge_days WHERE edge_id = ?1
+                 UNION ALL SELECT 1, hour, ",
+                sat_add!("requests", "connections"),
+                " FROM edge_hours WHERE edge_id = ?1"
+            ))?;
+            let rows = stmt.query_map(params![id], |r| {
+                Ok(BucketCalls {
+                    kind: if r.get::<_, i64>(0)? == 0 {
+                        BucketKind::Day
+                    } else {
+                        BucketKind::Hour
+                    },
+                    key: r.get(1)?,
+                    calls: super::read::count(r, 2)?,
+                })
+            })?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let before = calls_before(*total, *current, &mut rows);
+        let mut day = tx.prepare_cached(
+            "UPDATE edge_days SET calls_before = ?3 WHERE edge_id = ?1 AND day = ?2",
+        )?;
+        let mut hour = tx.prepare_cached(
+            "UPDATE edge_hours SET calls_before = ?3 WHERE edge_id = ?1 AND hour = ?2",
+        )?;
+        for (r, b) in rows.iter().zip(before) {
+            let b = i64::try_from(b).unwrap_or(i64::MAX);
+            written += match r.kind {
+                BucketKind::Day => day.execute(params![id, r.key, b])?,
+                BucketKind::Hour => hour.execute(params![id, r.key, b])?,
+            } as u64;
+        }
+        tx.prepare_cached("UPDATE edges SET stale_after = NULL WHERE id = ?1")?
+            .execute(params![id])?;
+    }
+    tx.commit()?;
+    // An edge without bucket rows still counts as work done: call again.
+    Ok(written.max(edges.len() as u64))
 }
