@@ -47,9 +47,9 @@ pub struct Evidence<'a> {
     /// callers' side of the callee's view. Needed only when the callee's inbound
     /// sidecars saw calls within the window; empty otherwise.
     pub in_window: &'a [EdgeRow],
-    /// `(other)` rows of every service since the window start: calls folded at
-    /// `--max-hosts`, which may include calls to the host.
-    pub folded: &'a [EdgeRow],
+    /// `(other)` rows of every service since the window start (their calls in the
+    /// window): calls folded at `--max-hosts`, which may include calls to the host.
+    pub folded: &'a [WindowCalls],
     /// Coverage of every instance of the past callers.
     pub coverage: &'a [InstanceCoverage],
     /// When the collector's earliest coverage starts.
@@ -209,7 +209,11 @@ pub fn reporting(coverage: &[InstanceCoverage]) -> BTreeMap<(&str, &str), Report
 }
 
 /// Who folded calls into `(other)` within the window, busiest first.
-fn folds(folded: &[EdgeRow], past_callers: &[CallerEvidence]) -> Vec<FoldEvidence> {
+fn folds(folded: &[WindowCalls], past_callers: &[CallerEvidence]) -> Vec<FoldEvidence> {
+    let past: BTreeSet<(&str, &str)> = past_callers
+        .iter()
+        .map(|c| (c.service.as_str(), c.environment.as_str()))
+        .collect();
     let mut by: BTreeMap<(&str, &str), FoldEvidence> = BTreeMap::new();
     for r in folded.iter().filter(|r| r.host == OTHER_HOST) {
         let f = by
@@ -218,13 +222,11 @@ fn folds(folded: &[EdgeRow], past_callers: &[CallerEvidence]) -> Vec<FoldEvidenc
                 service: r.service.clone(),
                 environment: r.environment.clone(),
                 calls: 0,
-                last_seen: r.counts.last_seen,
-                past_caller: past_callers
-                    .iter()
-                    .any(|c| c.service == r.service && c.environment == r.environment),
+                last_seen: r.last_seen,
+                past_caller: past.contains(&(r.service.as_str(), r.environment.as_str())),
             });
-        f.calls = counts::add(f.calls, r.counts.calls());
-        f.last_seen = f.last_seen.max(r.counts.last_seen);
+        f.calls = counts::add(f.calls, r.calls);
+        f.last_seen = f.last_seen.max(r.last_seen);
     }
     let mut v: Vec<FoldEvidence> = by.into_values().filter(|f| f.calls > 0).collect();
     v.sort_by(|a, b| {
@@ -250,8 +252,9 @@ pub fn decide(ev: &Evidence<'_>) -> CheckResponse {
             .or_default();
         *n = counts::add(*n, w.calls);
     }
-    let evidence: Vec<CallerEvidence> = callers_of(ev.edges)
-        .into_iter()
+    let past_callers = callers_of(ev.edges);
+    let evidence: Vec<CallerEvidence> = past_callers
+        .iter()
         .map(|c| {
             let rep = reporting.get(&(c.service.as_str(), c.environment.as_str()));
             let covered = reported_throughout(rep, window_start, now);
@@ -269,9 +272,9 @@ pub fn decide(ev: &Evidence<'_>) -> CheckResponse {
                 last_seen: c.counts.last_seen,
                 last_report: rep.map(|r| r.observed_until),
                 reporting_through_window: covered,
-                hosts: c.hosts,
-                service: c.service,
-                environment: c.environment,
+                hosts: c.hosts.clone(),
+                service: c.service.clone(),
+                environment: c.environment.clone(),
                 owner: None,
             }
         })
@@ -318,7 +321,7 @@ pub fn decide(ev: &Evidence<'_>) -> CheckResponse {
         window_start,
         now,
         &in_window,
-        &callers_of(ev.edges),
+        &past_callers,
     );
     let (mut verdict, mut reason) = if !callers.is_empty()
         || !bypass.is_empty()
@@ -500,11 +503,10 @@ pub async fn check(
         Vec::new()
     };
     let folded = store
-        .edges(&EdgeFilter {
-            hosts: Some(vec![HostPattern::Host(OTHER_HOST.to_string())]),
-            since: Some(window_start),
-            ..Default::default()
-        })
+        .window_calls(
+            &[HostPattern::Host(OTHER_HOST.to_string())],
+            window_start,
+        )
         .await?;
     let mut services: Vec<(String, String)> = edges
         .iter()
@@ -690,18 +692,21 @@ mod tests {
 
         fn run(&self) -> CheckResponse {
             // The store's window calls are its window rows' calls.
-            let window_calls: Vec<WindowCalls> = self
-                .in_window
-                .iter()
-                .map(|e| WindowCalls {
-                    service: e.service.clone(),
-                    environment: e.environment.clone(),
-                    host: e.host.clone(),
-                    port: e.port,
-                    scheme: e.scheme,
-                    calls: e.counts.calls(),
-                })
-                .collect();
+            let calls = |rows: &[EdgeRow]| -> Vec<WindowCalls> {
+                rows.iter()
+                    .map(|e| WindowCalls {
+                        service: e.service.clone(),
+                        environment: e.environment.clone(),
+                        host: e.host.clone(),
+                        port: e.port,
+                        scheme: e.scheme,
+                        calls: e.counts.calls(),
+                        last_seen: e.counts.last_seen,
+                    })
+                    .collect()
+            };
+            let window_calls = calls(&self.in_window);
+            let folded = calls(&self.folded);
             decide(&Evidence {
                 host: "old.internal",
                 patterns: &[HostPattern::Host("old.internal".into())],
@@ -710,7 +715,7 @@ mod tests {
                 edges: &self.edges,
                 window_calls: &window_calls,
                 in_window: &self.in_window,
-                folded: &self.folded,
+                folded: &folded,
                 coverage: &self.coverage,
                 observed_since: self.observed.map(Timestamp),
                 lookups: &self.lookups,

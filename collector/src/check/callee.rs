@@ -78,15 +78,19 @@ impl CalleeView {
                     .any(|s| s.service == r.service && s.environment == r.environment)
             })
             .fold(0u64, |n, r| counts::add(n, r.counts.calls()));
-        // Past callers the callers' side cannot vouch for: seen by the callee alone.
-        let past = reconcile::merge(caller_side.to_vec(), inb.rows, inb.attributions, None);
-        let past_unseen = past
-            .callers
-            .iter()
-            .filter(|c| c.seen_by == SeenBy::Callee)
-            .map(|c| c.service.clone())
-            .chain(past.unattributed.iter().map(|u| u.address.clone()))
-            .collect();
+        // Past callers the callers' side cannot vouch for: seen by the callee alone (none
+        // when the callee side saw nothing: no need to copy every caller to find out).
+        let past_unseen = if inb.rows.is_empty() {
+            Vec::new()
+        } else {
+            let past = reconcile::merge(caller_side.to_vec(), inb.rows, inb.attributions, None);
+            past.callers
+                .iter()
+                .filter(|c| c.seen_by == SeenBy::Callee)
+                .map(|c| c.service.clone())
+                .chain(past.unattributed.iter().map(|u| u.address.clone()))
+                .collect()
+        };
         CalleeView {
             side,
             callers: merged

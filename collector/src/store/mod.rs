@@ -65,6 +65,8 @@ pub struct WindowCalls {
     pub port: u16,
     pub scheme: Scheme,
     pub calls: u64,
+    /// The edge's last call (within the window, as it has calls there).
+    pub last_seen: Timestamp,
 }
 
 /// Which lookups or bypass observations a query wants: those active since `since` that

@@ -102,7 +102,7 @@ pub(super) async fn window_calls(
                 e.cur_hour, CASE WHEN e.cur_hour IS NULL THEN 0
                     ELSE sat_add(e.cur_requests, e.cur_connections) END,
                 e.stale_after, fh.hour, fh.calls_before, fd.day, fd.calls_before,
-                b.calls
+                b.calls, e.last_seen
          FROM edges e
          LEFT JOIN LATERAL (SELECT hour, calls_before FROM edge_hours
                             WHERE edge_id = e.id AND hour >= {h} ORDER BY hour LIMIT 1) fh
@@ -157,6 +157,7 @@ pub(super) async fn window_calls(
             port: u16::try_from(port).unwrap_or(0),
             scheme: scheme.parse().unwrap_or(Scheme::Tcp),
             calls,
+            last_seen: Timestamp(row.try_get(15).map_err(StoreError::pg)?),
         });
     }
     if stale {

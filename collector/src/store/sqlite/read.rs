@@ -10,10 +10,6 @@ use crate::store::buckets::{self, day_of, escape_like, hour_of, sum_rows, Window
 use crate::store::{EdgeFilter, InstanceCoverage, Interval, ObsFilter, StoreError, WindowCalls};
 use crate::targets::HostPattern;
 
-/// Most `(service, environment)` pairs per coverage statement (2 parameters each, well
-/// under SQLite's limit).
-const ROWS_PER_STATEMENT: usize = 400;
-
 /// Where edge counts are read from.
 #[derive(Debug, Clone, Copy)]
 enum Source {
@@ -61,6 +57,7 @@ pub(super) fn window_calls(
         "SELECT e.service, e.environment, e.host, e.port, e.scheme, e.requests, e.connections,
                 e.cur_hour, {cur_calls}, e.stale_after, fh.hour, fh.calls_before, fd.day,
                 fd.calls_before,
+                e.last_seen,
                 (SELECT sat_sum({calls}) FROM edge_hours b
                  WHERE b.edge_id = e.id AND b.hour >= ?3 AND b.hour < ?1)
          FROM edges e
@@ -101,7 +98,7 @@ pub(super) fn window_calls(
             stale_after: row.get(9)?,
             first_hour,
             first_day,
-            day_hours_before: count(row, 14)?,
+            day_hours_before: count(row, 15)?,
         };
         let calls = buckets::window_calls(&w, since).unwrap_or_else(|| {
             stale = true;
@@ -114,6 +111,7 @@ pub(super) fn window_calls(
             port: u16::try_from(row.get::<_, i64>(3)?).unwrap_or(0),
             scheme: scheme.parse().unwrap_or(Scheme::Tcp),
             calls,
+            last_seen: Timestamp(row.get(14)?),
         });
     }
     if stale {
@@ -376,52 +374,42 @@ pub(super) fn coverage(
     after: Timestamp,
 ) -> Result<Vec<InstanceCoverage>, StoreError> {
     let mut out: Vec<InstanceCoverage> = Vec::new();
-    // One statement per few hundred services (not one per service): a popular host has
-    // hundreds of callers.
-    for chunk in services.chunks(ROWS_PER_STATEMENT) {
-        let mut args: Vec<Value> = Vec::with_capacity(chunk.len() * 2 + 1);
-        let values: Vec<String> = chunk
-            .iter()
-            .map(|(svc, env)| {
-                args.push(Value::Text(svc.clone()));
-                args.push(Value::Text(env.clone()));
-                format!("(?{}, ?{})", args.len() - 1, args.len())
-            })
-            .collect();
-        args.push(Value::Integer(after.0));
-        let sql = format!(
-            r#"WITH wanted(service, environment) AS (VALUES {})
-               SELECT i.instance, i.service, i.environment, i.flush_interval_ms,
-                      i.observed_until, c.start, c."end"
-               FROM wanted w
-               JOIN instances i ON i.service = w.service AND i.environment = w.environment
-               LEFT JOIN coverage c ON c.instance = i.instance AND c."end" >= ?{}
-               ORDER BY i.instance, c.start"#,
-            values.join(", "),
-            args.len()
-        );
-        let mut stmt = c.prepare(&sql)?;
-        let mut rows = stmt.query(params_from_iter(args))?;
-        while let Some(row) = rows.next()? {
-            let instance: String = row.get(0)?;
-            let iv = match row.get::<_, Option<i64>>(5)? {
-                Some(start) => Some(Interval {
-                    start: Timestamp(start),
-                    end: Timestamp(row.get(6)?),
-                }),
-                None => None,
-            };
-            match out.last_mut() {
-                Some(c) if c.instance == instance => c.intervals.extend(iv),
-                _ => out.push(InstanceCoverage {
-                    instance,
-                    service: row.get(1)?,
-                    environment: row.get(2)?,
-                    flush_interval_ms: count(row, 3)?,
-                    observed_until: Timestamp(row.get(4)?),
-                    intervals: iv.into_iter().collect(),
-                }),
-            }
+    if services.is_empty() {
+        return Ok(out);
+    }
+    // The services as one JSON parameter (one cached statement, whatever their number: a
+    // popular host has a thousand callers).
+    let wanted = serde_json::to_string(services).unwrap_or_default();
+    let mut stmt = c.prepare_cached(
+        r#"WITH wanted(service, environment) AS
+               (SELECT DISTINCT value ->> 0, value ->> 1 FROM json_each(?1))
+           SELECT i.instance, i.service, i.environment, i.flush_interval_ms,
+                  i.observed_until, c.start, c."end"
+           FROM wanted w
+           JOIN instances i ON i.service = w.service AND i.environment = w.environment
+           LEFT JOIN coverage c ON c.instance = i.instance AND c."end" >= ?2
+           ORDER BY i.instance, c.start"#,
+    )?;
+    let mut rows = stmt.query(rusqlite::params![wanted, after.0])?;
+    while let Some(row) = rows.next()? {
+        let instance: String = row.get(0)?;
+        let iv = match row.get::<_, Option<i64>>(5)? {
+            Some(start) => Some(Interval {
+                start: Timestamp(start),
+                end: Timestamp(row.get(6)?),
+            }),
+            None => None,
+        };
+        match out.last_mut() {
+            Some(c) if c.instance == instance => c.intervals.extend(iv),
+            _ => out.push(InstanceCoverage {
+                instance,
+                service: row.get(1)?,
+                environment: row.get(2)?,
+                flush_interval_ms: count(row, 3)?,
+                observed_until: Timestamp(row.get(4)?),
+                intervals: iv.into_iter().collect(),
+            }),
         }
     }
     Ok(out)
