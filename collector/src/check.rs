@@ -40,7 +40,7 @@ pub struct Evidence<'a> {
     pub now: Timestamp,
     /// The host's edges over the whole retained history.
     pub edges: &'a [EdgeRow],
-    /// Each of the host's edges' calls since the window start (hour granularity): the
+    /// The host's edges with their calls since the window start (hour granularity): the
     /// callers' `requests_in_window`.
     pub window_calls: &'a [WindowCalls],
     /// The host's edges counted since the window start, whole (hour granularity): the
@@ -215,18 +215,22 @@ fn folds(folded: &[WindowCalls], past_callers: &[CallerEvidence]) -> Vec<FoldEvi
         .map(|c| (c.service.as_str(), c.environment.as_str()))
         .collect();
     let mut by: BTreeMap<(&str, &str), FoldEvidence> = BTreeMap::new();
-    for r in folded.iter().filter(|r| r.host == OTHER_HOST) {
+    for w in folded
+        .iter()
+        .filter(|w| w.edge.host == OTHER_HOST && w.calls > 0)
+    {
+        let r = &w.edge;
         let f = by
             .entry((&r.service, &r.environment))
             .or_insert_with(|| FoldEvidence {
                 service: r.service.clone(),
                 environment: r.environment.clone(),
                 calls: 0,
-                last_seen: r.last_seen,
+                last_seen: r.counts.last_seen,
                 past_caller: past.contains(&(r.service.as_str(), r.environment.as_str())),
             });
-        f.calls = counts::add(f.calls, r.calls);
-        f.last_seen = f.last_seen.max(r.last_seen);
+        f.calls = counts::add(f.calls, w.calls);
+        f.last_seen = f.last_seen.max(r.counts.last_seen);
     }
     let mut v: Vec<FoldEvidence> = by.into_values().filter(|f| f.calls > 0).collect();
     v.sort_by(|a, b| {
@@ -248,7 +252,7 @@ pub fn decide(ev: &Evidence<'_>) -> CheckResponse {
     let mut window_calls: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     for w in ev.window_calls {
         let n = window_calls
-            .entry((w.service.as_str(), w.environment.as_str()))
+            .entry((w.edge.service.as_str(), w.edge.environment.as_str()))
             .or_default();
         *n = counts::add(*n, w.calls);
     }
@@ -488,25 +492,13 @@ pub async fn check(
     now: Timestamp,
 ) -> Result<CheckResponse, StoreError> {
     let window_start = now.minus_ms(i64::try_from(quiet_for_ms).unwrap_or(i64::MAX));
-    let edges = store
-        .edges(&EdgeFilter {
-            hosts: Some(patterns.clone()),
-            ..Default::default()
-        })
-        .await?;
-    // The calls within the window are only shown for callers that called within it: a
-    // quiet host — the decommission case — skips reading them entirely.
+    // Every edge of the host over all retained time, each with its calls within the
+    // window (one bucket row per edge, not every bucket in the window).
+    let window_calls = store.window_calls(&patterns, window_start).await?;
+    let edges: Vec<EdgeRow> = window_calls.iter().map(|w| w.edge.clone()).collect();
     let called_in_window = edges.iter().any(|e| e.counts.last_seen >= window_start);
-    let window_calls = if called_in_window {
-        store.window_calls(&patterns, window_start).await?
-    } else {
-        Vec::new()
-    };
     let folded = store
-        .window_calls(
-            &[HostPattern::Host(OTHER_HOST.to_string())],
-            window_start,
-        )
+        .window_calls(&[HostPattern::Host(OTHER_HOST.to_string())], window_start)
         .await?;
     let mut services: Vec<(String, String)> = edges
         .iter()
@@ -695,13 +687,8 @@ mod tests {
             let calls = |rows: &[EdgeRow]| -> Vec<WindowCalls> {
                 rows.iter()
                     .map(|e| WindowCalls {
-                        service: e.service.clone(),
-                        environment: e.environment.clone(),
-                        host: e.host.clone(),
-                        port: e.port,
-                        scheme: e.scheme,
+                        edge: e.clone(),
                         calls: e.counts.calls(),
-                        last_seen: e.counts.last_seen,
                     })
                     .collect()
             };

@@ -208,31 +208,27 @@ pub const STALE: u64 = u64::MAX;
 /// Replace the calls of stale edges ([`STALE`]) by the sums of `summed` (`edges` with the
 /// same hosts and `since`).
 pub fn fill_stale(out: &mut [crate::store::WindowCalls], summed: &[EdgeRow]) {
-    let by_key: std::collections::HashMap<(&str, u16, Scheme, &str, &str), u64> = summed
-        .iter()
-        .map(|e| {
-            (
-                (
-                    e.host.as_str(),
-                    e.port,
-                    e.scheme,
-                    e.service.as_str(),
-                    e.environment.as_str(),
-                ),
-                e.counts.calls(),
-            )
-        })
-        .collect();
+    let key = |e: &'_ EdgeRow| -> (String, u16, Scheme, String, String) {
+        (
+            e.host.clone(),
+            e.port,
+            e.scheme,
+            e.service.clone(),
+            e.environment.clone(),
+        )
+    };
+    let by_key: std::collections::HashMap<_, u64> =
+        summed.iter().map(|e| (key(e), e.counts.calls())).collect();
     for w in out.iter_mut().filter(|w| w.calls == STALE) {
-        let key = (
-            w.host.as_str(),
-            w.port,
-            w.scheme,
-            w.service.as_str(),
-            w.environment.as_str(),
-        );
-        w.calls = by_key.get(&key).copied().unwrap_or(0);
+        w.calls = by_key.get(&key(&w.edge)).copied().unwrap_or(0);
     }
+}
+
+/// Whether [`window_calls`] needs `day_hours_before` for this edge: its first row in the
+/// window is the daily row of `since`'s own day, and `since` is past that day's start.
+pub fn needs_day_hours(w: &WindowRow, since: Timestamp) -> bool {
+    let day = day_of(since);
+    w.first_day.is_some_and(|(d, _)| d == day) && hour_of(since) > day.saturating_mul(24)
 }
 
 /// What [`window_calls`] needs of one edge, read in one statement.

@@ -56,17 +56,13 @@ pub struct EdgeFilter {
     pub since: Option<Timestamp>,
 }
 
-/// One edge's calls within a window (`check`'s "calls in the window").
+/// One edge and its calls within a window (`check`'s "calls in the window").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WindowCalls {
-    pub service: String,
-    pub environment: String,
-    pub host: String,
-    pub port: u16,
-    pub scheme: Scheme,
+    /// The edge over all retained time.
+    pub edge: EdgeRow,
+    /// Its calls (requests + connections) from the window's start on.
     pub calls: u64,
-    /// The edge's last call (within the window, as it has calls there).
-    pub last_seen: Timestamp,
 }
 
 /// Which lookups or bypass observations a query wants: those active since `since` that
@@ -199,11 +195,11 @@ pub trait Store: Send + Sync + 'static {
     /// Edge rows matching the filter, sorted by host, port, scheme, service, environment.
     async fn edges(&self, f: &EdgeFilter) -> Result<Vec<EdgeRow>, StoreError>;
 
-    /// Per edge of these hosts active since `since`: its calls (requests + connections)
-    /// from `since` on — exactly `counts.calls()` of [`Store::edges`] with the same
-    /// `since` — read from one bucket row per edge (`calls_before`, migration 0009)
-    /// instead of every bucket in the window; edges a late batch left stale are summed.
-    /// Sorted as `edges`.
+    /// Every edge of these hosts (as [`Store::edges`] without `since`, same order) with
+    /// its calls (requests + connections) from `since` on — exactly `counts.calls()` of
+    /// `edges` with that `since` — read from one bucket row per edge (`calls_before`,
+    /// migration 0009) instead of every bucket in the window; edges a late batch left
+    /// stale are summed.
     async fn window_calls(
         &self,
         hosts: &[HostPattern],

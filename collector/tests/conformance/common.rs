@@ -94,19 +94,28 @@ pub fn day_start(days: i64) -> i64 {
     (Timestamp::now().0 - days * DAY).div_euclid(DAY) * DAY
 }
 
-/// `window_calls` (one bucket row per edge) gives exactly the calls `edges` with the same
-/// `since` sums from every bucket, for every edge of every `*.internal` host.
+/// `window_calls` (one bucket row per edge) gives every edge exactly as `edges` does, each
+/// with exactly the calls `edges` with the same `since` sums from every bucket, for every
+/// `*.internal` host.
 pub async fn assert_window_calls(store: &dyn Store, since: i64, what: &str) {
     let hosts = vec![whouses_collector::targets::HostPattern::Suffix(
         "internal".into(),
     )];
-    let key = |s: &str, e: &str, h: &str, p: u16| (s.to_string(), e.to_string(), h.to_string(), p);
-    let got: std::collections::BTreeMap<_, u64> = store
-        .window_calls(&hosts, Timestamp(since))
+    let window = store.window_calls(&hosts, Timestamp(since)).await.unwrap();
+    let all = store
+        .edges(&EdgeFilter {
+            hosts: Some(hosts.clone()),
+            ..Default::default()
+        })
         .await
-        .unwrap()
-        .into_iter()
-        .map(|w| (key(&w.service, &w.environment, &w.host, w.port), w.calls))
+        .unwrap();
+    let edges: Vec<EdgeRow> = window.iter().map(|w| w.edge.clone()).collect();
+    assert_eq!(edges, all, "window_calls' edges ({what})");
+    let key = |e: &EdgeRow| (e.service.clone(), e.host.clone(), e.port, e.scheme);
+    let got: std::collections::BTreeMap<_, u64> = window
+        .iter()
+        .filter(|w| w.calls > 0)
+        .map(|w| (key(&w.edge), w.calls))
         .collect();
     let want: std::collections::BTreeMap<_, u64> = store
         .edges(&EdgeFilter {
@@ -116,13 +125,8 @@ pub async fn assert_window_calls(store: &dyn Store, since: i64, what: &str) {
         })
         .await
         .unwrap()
-        .into_iter()
-        .map(|e| {
-            (
-                key(&e.service, &e.environment, &e.host, e.port),
-                e.counts.calls(),
-            )
-        })
+        .iter()
+        .map(|e| (key(e), e.counts.calls()))
         .filter(|(_, n)| *n > 0)
         .collect();
     assert_eq!(got, want, "window calls since {since} ({what})");

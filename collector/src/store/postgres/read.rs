@@ -78,9 +78,11 @@ pub(super) async fn edges(c: &Client, f: &EdgeFilter) -> Result<Vec<EdgeRow>, St
     Ok(sum_rows(sum_rows(current, hours), days))
 }
 
-/// As SQLite's (`store/sqlite/read.rs`): per edge of `hosts` active since `since`, its
-/// calls from `since` on, from its totals and its first bucket row in the window (two
-/// index lookups per edge, `LATERAL`); stale edges summed the long way.
+/// As SQLite's (`store/sqlite/read.rs`): every edge of `hosts` with its calls from
+/// `since` on, from its totals and its first bucket rows in the window (one index lookup
+/// each, `LATERAL`, skipped for edges quiet since before the window; the hourly rows
+/// before `since` only when `since` falls inside a day with a daily row); stale edges
+/// summed the long way. One statement: one snapshot.
 pub(super) async fn window_calls(
     c: &Client,
     hosts: &[HostPattern],
@@ -92,6 +94,7 @@ pub(super) async fn window_calls(
     let d = p.add(day, Type::INT8);
     let d24 = p.add(day.saturating_mul(24), Type::INT8);
     let d_ms = p.add(day.saturating_mul(DAY_MS), Type::INT8);
+    let h_ms = p.add(hour.saturating_mul(HOUR_MS), Type::INT8);
     let filter = EdgeFilter {
         hosts: Some(hosts.to_vec()),
         ..Default::default()
@@ -99,20 +102,21 @@ pub(super) async fn window_calls(
     let cond = conditions(&filter, &mut p);
     let sql = format!(
         "SELECT e.service, e.environment, e.host, e.port, e.scheme, e.requests, e.connections,
+                e.errors, e.bytes_sent, e.bytes_received, e.first_seen, e.last_seen,
                 e.cur_hour, CASE WHEN e.cur_hour IS NULL THEN 0
                     ELSE sat_add(e.cur_requests, e.cur_connections) END,
-                e.stale_after, fh.hour, fh.calls_before, fd.day, fd.calls_before,
-                b.calls, e.last_seen
+                e.stale_after, fd.day, fd.calls_before, fh.hour, fh.calls_before, b.calls
          FROM edges e
-         LEFT JOIN LATERAL (SELECT hour, calls_before FROM edge_hours
-                            WHERE edge_id = e.id AND hour >= {h} ORDER BY hour LIMIT 1) fh
-                ON TRUE
          LEFT JOIN LATERAL (SELECT day, calls_before FROM edge_days
-                            WHERE edge_id = e.id AND day >= {d} ORDER BY day LIMIT 1) fd
-                ON TRUE
+                            WHERE edge_id = e.id AND day >= {d} AND e.last_seen >= {d_ms}
+                            ORDER BY day LIMIT 1) fd ON TRUE
+         LEFT JOIN LATERAL (SELECT hour, calls_before FROM edge_hours
+                            WHERE edge_id = e.id AND hour >= {h} AND e.last_seen >= {h_ms}
+                            ORDER BY hour LIMIT 1) fh ON TRUE
          LEFT JOIN LATERAL (SELECT {sum} AS calls FROM edge_hours
-                            WHERE edge_id = e.id AND hour >= {d24} AND hour < {h}) b ON TRUE
-         WHERE e.last_seen >= {d_ms} AND {cond}
+                            WHERE edge_id = e.id AND hour >= {d24} AND hour < {h}
+                              AND fd.day = {d}) b ON TRUE
+         WHERE {cond}
          ORDER BY e.host, e.port, e.scheme, e.service, e.environment",
         // Not `sat_sum`: over no rows `SUM` is NULL, which `LEAST` would skip.
         sum = "LEAST(COALESCE(SUM(sat_add(requests, connections)), 0), 9223372036854775807)::int8",
@@ -134,31 +138,22 @@ pub(super) async fn window_calls(
                 None => None,
             })
         };
+        let edge = edge_row(row, 0)?;
         let w = WindowRow {
-            requests: count(row, 5)?,
-            connections: count(row, 6)?,
-            cur_hour: get(7)?,
-            cur_calls: count(row, 8)?,
-            stale_after: get(9)?,
-            first_hour: first(10)?,
-            first_day: first(12)?,
-            day_hours_before: count(row, 14)?,
+            requests: edge.counts.requests,
+            connections: edge.counts.connections,
+            cur_hour: get(12)?,
+            cur_calls: count(row, 13)?,
+            stale_after: get(14)?,
+            first_day: first(15)?,
+            first_hour: first(17)?,
+            day_hours_before: get(19)?.map_or(0, |v| v.max(0) as u64),
         };
         let calls = buckets::window_calls(&w, since).unwrap_or_else(|| {
             stale = true;
             buckets::STALE
         });
-        let port: i32 = row.try_get(3).map_err(StoreError::pg)?;
-        let scheme: String = row.try_get(4).map_err(StoreError::pg)?;
-        out.push(WindowCalls {
-            service: row.try_get(0).map_err(StoreError::pg)?,
-            environment: row.try_get(1).map_err(StoreError::pg)?,
-            host: row.try_get(2).map_err(StoreError::pg)?,
-            port: u16::try_from(port).unwrap_or(0),
-            scheme: scheme.parse().unwrap_or(Scheme::Tcp),
-            calls,
-            last_seen: Timestamp(row.try_get(15).map_err(StoreError::pg)?),
-        });
+        out.push(WindowCalls { edge, calls });
     }
     if stale {
         let summed = edges(
@@ -172,7 +167,6 @@ pub(super) async fn window_calls(
         .await?;
         buckets::fill_stale(&mut out, &summed);
     }
-    out.retain(|w| w.calls > 0);
     Ok(out)
 }
 

@@ -6,7 +6,9 @@ use whouses_wire::api::{BypassRow, EdgeRow, InstanceRow, LookupRow};
 use whouses_wire::{Counts, Scheme, Timestamp};
 
 use super::schema::sat_add;
-use crate::store::buckets::{self, day_of, escape_like, hour_of, sum_rows, WindowRow, DAY_MS};
+use crate::store::buckets::{
+    self, day_of, escape_like, hour_of, sum_rows, WindowRow, DAY_MS, HOUR_MS,
+};
 use crate::store::{EdgeFilter, InstanceCoverage, Interval, ObsFilter, StoreError, WindowCalls};
 use crate::targets::HostPattern;
 
@@ -36,87 +38,100 @@ pub(super) fn edges(c: &Connection, f: &EdgeFilter) -> Result<Vec<EdgeRow>, Stor
     Ok(sum_rows(sum_rows(current, hours), days))
 }
 
-/// Per edge of `hosts` active since `since`, its calls from `since` on: the edge's totals
-/// minus its first bucket row's `calls_before` in the window (two index seeks per edge),
-/// the same numbers `edges` with `since` sums from every bucket. Edges a late batch left
-/// stale are summed the long way.
+/// Every edge of `hosts` with its calls from `since` on: the edge's totals minus its first
+/// bucket row's `calls_before` in the window — the same numbers `edges` with `since` sums
+/// from every bucket. Per edge active in the window: one index seek for its first daily
+/// row, one for its first hourly row, and, only when `since` falls inside a day that has a
+/// daily row, one for that day's hourly rows before `since`. Edges a late batch left
+/// stale are summed the long way. One read transaction: every step sees the same data.
 pub(super) fn window_calls(
     c: &Connection,
     hosts: &[HostPattern],
     since: Timestamp,
 ) -> Result<Vec<WindowCalls>, StoreError> {
     let (hour, day) = (hour_of(since), day_of(since));
+    let tx = c.unchecked_transaction()?;
     let mut args = vec![
         Value::Integer(hour),
         Value::Integer(day),
-        Value::Integer(day.saturating_mul(24)),
         Value::Integer(day.saturating_mul(DAY_MS)),
+        Value::Integer(hour.saturating_mul(HOUR_MS)),
     ];
     let hosts_match = host_condition("e.host", Some("e.port"), hosts, &mut args);
+    // A first row comes back as "KEY CALLS_BEFORE" (-1: not known): one seek gives both.
     let sql = format!(
         "SELECT e.service, e.environment, e.host, e.port, e.scheme, e.requests, e.connections,
-                e.cur_hour, {cur_calls}, e.stale_after, fh.hour, fh.calls_before, fd.day,
-                fd.calls_before,
-                e.last_seen,
-                (SELECT sat_sum({calls}) FROM edge_hours b
-                 WHERE b.edge_id = e.id AND b.hour >= ?3 AND b.hour < ?1)
+                e.errors, e.bytes_sent, e.bytes_received, e.first_seen, e.last_seen,
+                e.id, e.cur_hour, {cur_calls}, e.stale_after,
+                CASE WHEN e.last_seen >= ?3 THEN
+                    (SELECT day || ' ' || IFNULL(calls_before, -1) FROM edge_days
+                     WHERE edge_id = e.id AND day >= ?2 ORDER BY day LIMIT 1) END,
+                CASE WHEN e.last_seen >= ?4 THEN
+                    (SELECT hour || ' ' || IFNULL(calls_before, -1) FROM edge_hours
+                     WHERE edge_id = e.id AND hour >= ?1 ORDER BY hour LIMIT 1) END
          FROM edges e
-         LEFT JOIN edge_hours fh ON fh.edge_id = e.id AND fh.hour =
-             (SELECT MIN(hour) FROM edge_hours WHERE edge_id = e.id AND hour >= ?1)
-         LEFT JOIN edge_days fd ON fd.edge_id = e.id AND fd.day =
-             (SELECT MIN(day) FROM edge_days WHERE edge_id = e.id AND day >= ?2)
-         WHERE e.last_seen >= ?4 AND {hosts_match}
+         WHERE {hosts_match}
          ORDER BY e.host, e.port, e.scheme, e.service, e.environment",
         cur_calls = sat_add!("e.cur_requests", "e.cur_connections"),
-        calls = sat_add!("b.requests", "b.connections"),
     );
-    let mut stmt = c.prepare_cached(&sql)?;
-    let mut rows = stmt.query(params_from_iter(args))?;
-    let mut out: Vec<WindowCalls> = Vec::new();
-    let mut stale = false;
-    while let Some(row) = rows.next()? {
-        let scheme: String = row.get(4)?;
-        let opt_count = |i: usize| -> rusqlite::Result<Option<u64>> {
-            Ok(match row.get_ref(i)? {
-                rusqlite::types::ValueRef::Null => None,
-                _ => Some(count(row, i)?),
-            })
-        };
-        let first_hour = match row.get::<_, Option<i64>>(10)? {
-            Some(h) => Some((h, opt_count(11)?)),
-            None => None,
-        };
-        let first_day = match row.get::<_, Option<i64>>(12)? {
-            Some(d) => Some((d, opt_count(13)?)),
-            None => None,
-        };
-        let w = WindowRow {
-            requests: count(row, 5)?,
-            connections: count(row, 6)?,
-            cur_hour: row.get(7)?,
-            cur_calls: count(row, 8)?,
-            stale_after: row.get(9)?,
-            first_hour,
-            first_day,
-            day_hours_before: count(row, 15)?,
-        };
-        let calls = buckets::window_calls(&w, since).unwrap_or_else(|| {
-            stale = true;
-            buckets::STALE
-        });
-        out.push(WindowCalls {
-            service: row.get(0)?,
-            environment: row.get(1)?,
-            host: row.get(2)?,
-            port: u16::try_from(row.get::<_, i64>(3)?).unwrap_or(0),
-            scheme: scheme.parse().unwrap_or(Scheme::Tcp),
-            calls,
-            last_seen: Timestamp(row.get(14)?),
-        });
+    let mut rows: Vec<(WindowCalls, i64, WindowRow)> = Vec::new();
+    {
+        let mut stmt = tx.prepare_cached(&sql)?;
+        let mut q = stmt.query(params_from_iter(args))?;
+        while let Some(row) = q.next()? {
+            let edge = edge_row(row)?;
+            let w = WindowRow {
+                requests: edge.counts.requests,
+                connections: edge.counts.connections,
+                cur_hour: row.get(13)?,
+                cur_calls: count(row, 14)?,
+                stale_after: row.get(15)?,
+                first_day: first_row(row.get(16)?),
+                first_hour: first_row(row.get(17)?),
+                day_hours_before: 0,
+            };
+            rows.push((WindowCalls { edge, calls: 0 }, row.get(12)?, w));
+        }
     }
+    // `since` inside a day with a daily row: that day's hourly rows before `since` (late
+    // ones, or the day is not folded yet) are not in the window.
+    let inside: Vec<i64> = rows
+        .iter()
+        .filter(|(_, _, w)| buckets::needs_day_hours(w, since))
+        .map(|(_, id, _)| *id)
+        .collect();
+    if !inside.is_empty() {
+        let ids = serde_json::to_string(&inside).unwrap_or_default();
+        let mut stmt = tx.prepare_cached(concat!(
+            "SELECT edge_id, sat_sum(",
+            sat_add!("requests", "connections"),
+            ") FROM edge_hours
+             WHERE edge_id IN (SELECT value FROM json_each(?1)) AND hour >= ?2 AND hour < ?3
+             GROUP BY edge_id"
+        ))?;
+        let sums: std::collections::HashMap<i64, u64> = stmt
+            .query_map(rusqlite::params![ids, day.saturating_mul(24), hour], |r| {
+                Ok((r.get(0)?, count(r, 1)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        for (_, id, w) in &mut rows {
+            w.day_hours_before = sums.get(id).copied().unwrap_or(0);
+        }
+    }
+    let mut stale = false;
+    let mut out: Vec<WindowCalls> = rows
+        .into_iter()
+        .map(|(mut wc, _, w)| {
+            wc.calls = buckets::window_calls(&w, since).unwrap_or_else(|| {
+                stale = true;
+                buckets::STALE
+            });
+            wc
+        })
+        .collect();
     if stale {
         let summed = edges(
-            c,
+            &tx,
             &EdgeFilter {
                 hosts: Some(hosts.to_vec()),
                 since: Some(since),
@@ -125,8 +140,16 @@ pub(super) fn window_calls(
         )?;
         buckets::fill_stale(&mut out, &summed);
     }
-    out.retain(|w| w.calls > 0);
+    tx.finish()?;
     Ok(out)
+}
+
+/// A first bucket row as the window query packs it: "KEY CALLS_BEFORE", -1 when not known.
+fn first_row(packed: Option<String>) -> Option<(i64, Option<u64>)> {
+    let packed = packed?;
+    let (key, before) = packed.split_once(' ')?;
+    let before: i64 = before.parse().ok()?;
+    Some((key.parse().ok()?, u64::try_from(before).ok()))
 }
 
 /// Edge rows of one source, sorted by host, port, scheme, service, environment.
