@@ -80,9 +80,10 @@ pub(super) async fn edges(c: &Client, f: &EdgeFilter) -> Result<Vec<EdgeRow>, St
 
 /// As SQLite's (`store/sqlite/read.rs`): every edge of `hosts` with its calls from
 /// `since` on, from its totals and its first bucket rows in the window (one index lookup
-/// each, `LATERAL`, skipped for edges quiet since before the window; the hourly rows
-/// before `since` only when `since` falls inside a day with a daily row); stale edges
-/// summed the long way. One statement: one snapshot.
+/// each, `LATERAL`, skipped for edges quiet since before the window; the first hourly row
+/// only when the first daily row is not `since`'s own day; that day's hourly rows before
+/// `since` only when it has a daily row and such rows exist at all); stale edges summed
+/// the long way. One statement: one snapshot.
 pub(super) async fn window_calls(
     c: &Client,
     hosts: &[HostPattern],
@@ -112,10 +113,13 @@ pub(super) async fn window_calls(
                             ORDER BY day LIMIT 1) fd ON TRUE
          LEFT JOIN LATERAL (SELECT hour, calls_before FROM edge_hours
                             WHERE edge_id = e.id AND hour >= {h} AND e.last_seen >= {h_ms}
+                              AND fd.day IS DISTINCT FROM {d}
                             ORDER BY hour LIMIT 1) fh ON TRUE
          LEFT JOIN LATERAL (SELECT {sum} AS calls FROM edge_hours
                             WHERE edge_id = e.id AND hour >= {d24} AND hour < {h}
-                              AND fd.day = {d}) b ON TRUE
+                              AND fd.day = {d}
+                              AND EXISTS (SELECT 1 FROM edge_hours
+                                          WHERE hour >= {d24} AND hour < {h})) b ON TRUE
          WHERE {cond}
          ORDER BY e.host, e.port, e.scheme, e.service, e.environment",
         // Not `sat_sum`: over no rows `SUM` is NULL, which `LEAST` would skip.

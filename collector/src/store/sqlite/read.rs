@@ -41,9 +41,10 @@ pub(super) fn edges(c: &Connection, f: &EdgeFilter) -> Result<Vec<EdgeRow>, Stor
 /// Every edge of `hosts` with its calls from `since` on: the edge's totals minus its first
 /// bucket row's `calls_before` in the window — the same numbers `edges` with `since` sums
 /// from every bucket. Per edge active in the window: one index seek for its first daily
-/// row, one for its first hourly row, and, only when `since` falls inside a day that has a
-/// daily row, one for that day's hourly rows before `since`. Edges a late batch left
-/// stale are summed the long way. One read transaction: every step sees the same data.
+/// row; one for its first hourly row unless that daily row is `since`'s own day; and,
+/// only when `since` falls inside a day with a daily row and hourly rows of that day
+/// before `since` exist at all, one for those. Edges a late batch left stale are summed
+/// the long way. One read transaction: every step sees the same data.
 pub(super) fn window_calls(
     c: &Connection,
     hosts: &[HostPattern],
@@ -55,20 +56,18 @@ pub(super) fn window_calls(
         Value::Integer(hour),
         Value::Integer(day),
         Value::Integer(day.saturating_mul(DAY_MS)),
-        Value::Integer(hour.saturating_mul(HOUR_MS)),
     ];
     let hosts_match = host_condition("e.host", Some("e.port"), hosts, &mut args);
     // A first row comes back as "KEY CALLS_BEFORE" (-1: not known): one seek gives both.
+    // The first hourly row is looked up afterwards, only where the first daily row does
+    // not settle it.
     let sql = format!(
         "SELECT e.service, e.environment, e.host, e.port, e.scheme, e.requests, e.connections,
                 e.errors, e.bytes_sent, e.bytes_received, e.first_seen, e.last_seen,
                 e.id, e.cur_hour, {cur_calls}, e.stale_after,
                 CASE WHEN e.last_seen >= ?3 THEN
                     (SELECT day || ' ' || IFNULL(calls_before, -1) FROM edge_days
-                     WHERE edge_id = e.id AND day >= ?2 ORDER BY day LIMIT 1) END,
-                CASE WHEN e.last_seen >= ?4 THEN
-                    (SELECT hour || ' ' || IFNULL(calls_before, -1) FROM edge_hours
-                     WHERE edge_id = e.id AND hour >= ?1 ORDER BY hour LIMIT 1) END
+                     WHERE edge_id = e.id AND day >= ?2 ORDER BY day LIMIT 1) END
          FROM edges e
          WHERE {hosts_match}
          ORDER BY e.host, e.port, e.scheme, e.service, e.environment",
@@ -87,10 +86,41 @@ pub(super) fn window_calls(
                 cur_calls: count(row, 14)?,
                 stale_after: row.get(15)?,
                 first_day: first_row(row.get(16)?),
-                first_hour: first_row(row.get(17)?),
+                first_hour: None,
                 day_hours_before: 0,
             };
             rows.push((WindowCalls { edge, calls: 0 }, row.get(12)?, w));
+        }
+    }
+    // The first hourly row at or after `since`, for edges active since its hour whose
+    // first daily row is not `since`'s own day (that one would come first).
+    let since_ms = hour.saturating_mul(HOUR_MS);
+    let want_hour: Vec<i64> = rows
+        .iter()
+        .filter(|(wc, _, w)| {
+            wc.edge.counts.last_seen.0 >= since_ms && w.first_day.is_none_or(|(d, _)| d != day)
+        })
+        .map(|(_, id, _)| *id)
+        .collect();
+    if !want_hour.is_empty() {
+        let ids = serde_json::to_string(&want_hour).unwrap_or_default();
+        let mut stmt = tx.prepare_cached(
+            "SELECT j.value, (SELECT hour || ' ' || IFNULL(calls_before, -1) FROM edge_hours
+                              WHERE edge_id = j.value AND hour >= ?2 ORDER BY hour LIMIT 1)
+             FROM json_each(?1) j",
+        )?;
+        let firsts: std::collections::HashMap<i64, (i64, Option<u64>)> = stmt
+            .query_map(rusqlite::params![ids, hour], |r| {
+                Ok((r.get::<_, i64>(0)?, first_row(r.get(1)?)))
+            })?
+            .filter_map(|r| match r {
+                Ok((id, Some(f))) => Some(Ok((id, f))),
+                Ok((_, None)) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .collect::<Result<_, _>>()?;
+        for (_, id, w) in &mut rows {
+            w.first_hour = firsts.get(id).copied();
         }
     }
     // `since` inside a day with a daily row: that day's hourly rows before `since` (late
@@ -100,7 +130,17 @@ pub(super) fn window_calls(
         .filter(|(_, _, w)| buckets::needs_day_hours(w, since))
         .map(|(_, id, _)| *id)
         .collect();
-    if !inside.is_empty() {
+    // Usually no hourly row at all lies in that stretch (the day is folded): one look at
+    // the hour index says so, instead of one per edge.
+    let any_inside = !inside.is_empty()
+        && tx
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM edge_hours WHERE hour >= ?1 AND hour < ?2)",
+            )?
+            .query_row(rusqlite::params![day.saturating_mul(24), hour], |r| {
+                r.get::<_, bool>(0)
+            })?;
+    if any_inside {
         let ids = serde_json::to_string(&inside).unwrap_or_default();
         let mut stmt = tx.prepare_cached(concat!(
             "SELECT edge_id, sat_sum(",
