@@ -497,62 +497,40 @@ pub async fn check(
     let window_calls = store.window_calls(&patterns, window_start).await?;
     let edges: Vec<EdgeRow> = window_calls.iter().map(|w| w.edge.clone()).collect();
     let called_in_window = edges.iter().any(|e| e.counts.last_seen >= window_start);
-    let folded = store
-        .window_calls(&[HostPattern::Host(OTHER_HOST.to_string())], window_start)
-        .await?;
     let mut services: Vec<(String, String)> = edges
         .iter()
         .map(|e| (e.service.clone(), e.environment.clone()))
         .collect();
     services.sort();
     services.dedup();
-    let coverage = store.coverage(&services, window_start).await?;
-    let observed_since = store.observed_since().await?;
-    let lookups = store
-        .lookups(&ObsFilter {
-            names: Some(patterns.clone()),
-            ..Default::default()
-        })
-        .await?;
+    // What does not depend on each other is read at once (separate connections): the
+    // latency of `check` is its longest read, not their sum.
+    let other = [HostPattern::Host(OTHER_HOST.to_string())];
+    let names = ObsFilter {
+        names: Some(patterns.clone()),
+        ..Default::default()
+    };
+    // Issue 14: the callee side — inbound calls to the host (attributed through the
+    // address book), the inbound sidecars witnessing it and their coverage, and what they
+    // folded into (other) within the window.
+    let inbound_of_host = InboundFilter {
+        hosts: Some(patterns.clone()),
+        since: None,
+    };
+    let (folded, coverage, observed_since, lookups, (rows, attributions), callees) = tokio::try_join!(
+        store.window_calls(&other, window_start),
+        store.coverage(&services, window_start),
+        store.observed_since(),
+        store.lookups(&names),
+        crate::query::inbound_attributed(store, &inbound_of_host),
+        store.callee_instances(),
+    )?;
     let mut addresses: Vec<String> = lookups
         .iter()
         .flat_map(|l| l.addresses.iter().cloned())
         .collect();
     addresses.sort();
     addresses.dedup();
-    let bypass = store
-        .bypass(&ObsFilter {
-            names: Some(patterns.clone()),
-            addresses,
-            services: services.clone(),
-            since: Some(window_start),
-        })
-        .await?;
-    // Issue 14: the callee side — inbound calls to the host (attributed through the
-    // address book), the inbound sidecars witnessing it and their coverage, and what they
-    // folded into (other) within the window.
-    let (rows, attributions) = crate::query::inbound_attributed(
-        store,
-        &InboundFilter {
-            hosts: Some(patterns.clone()),
-            since: None,
-        },
-    )
-    .await?;
-    // The callers' side of the callee's view, whole counts (bucket sums): only when the
-    // callee's sidecars saw calls within the window.
-    let in_window = if called_in_window && rows.iter().any(|r| r.counts.last_seen >= window_start) {
-        store
-            .edges(&EdgeFilter {
-                hosts: Some(patterns.clone()),
-                since: Some(window_start),
-                ..Default::default()
-            })
-            .await?
-    } else {
-        Vec::new()
-    };
-    let callees = store.callee_instances().await?;
     let witnesses: Vec<CalleeInstance> = reconcile::witnesses(&patterns, &callees, &rows)
         .into_iter()
         .cloned()
@@ -563,21 +541,52 @@ pub async fn check(
         .collect();
     callee_services.sort();
     callee_services.dedup();
-    let callee_coverage = if callee_services.is_empty() {
-        Vec::new()
-    } else {
-        store.coverage(&callee_services, window_start).await?
+    let around = ObsFilter {
+        names: Some(patterns.clone()),
+        addresses,
+        services: services.clone(),
+        since: Some(window_start),
     };
-    let inbound_folded = if witnesses.is_empty() {
-        Vec::new()
-    } else {
-        store
-            .inbound(&InboundFilter {
-                hosts: Some(vec![HostPattern::Host(OTHER_HOST.to_string())]),
-                since: Some(window_start),
-            })
-            .await?
+    // The callers' side of the callee's view, whole counts (bucket sums): only when the
+    // callee's sidecars saw calls within the window.
+    let in_window = async {
+        if called_in_window && rows.iter().any(|r| r.counts.last_seen >= window_start) {
+            store
+                .edges(&EdgeFilter {
+                    hosts: Some(patterns.clone()),
+                    since: Some(window_start),
+                    ..Default::default()
+                })
+                .await
+        } else {
+            Ok(Vec::new())
+        }
     };
+    let callee_coverage = async {
+        if callee_services.is_empty() {
+            Ok(Vec::new())
+        } else {
+            store.coverage(&callee_services, window_start).await
+        }
+    };
+    let inbound_folded = async {
+        if witnesses.is_empty() {
+            Ok(Vec::new())
+        } else {
+            store
+                .inbound(&InboundFilter {
+                    hosts: Some(other.to_vec()),
+                    since: Some(window_start),
+                })
+                .await
+        }
+    };
+    let (bypass, in_window, callee_coverage, inbound_folded) = tokio::try_join!(
+        store.bypass(&around),
+        in_window,
+        callee_coverage,
+        inbound_folded,
+    )?;
     Ok(decide(&Evidence {
         host,
         patterns: &patterns,
