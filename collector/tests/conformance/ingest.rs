@@ -369,5 +369,28 @@ async fn lookups_and_bypass_are_kept_per_key(db: &TestDb) {
         .await
         .unwrap();
     assert!(none.is_empty());
+    // By the calling service, among many others (one parameter per column, joined by
+    // position: a pair must match as a pair).
+    let mut services: Vec<(String, String)> = (0..2_000)
+        .map(|i| (format!("svc-{i}"), "prod".to_string()))
+        .collect();
+    services.push((by[0].service.clone(), "staging".into()));
+    let wrong_env = s
+        .bypass(&ObsFilter {
+            services: services.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(wrong_env.is_empty(), "{wrong_env:?}");
+    services.push((by[0].service.clone(), by[0].environment.clone()));
+    let by_service = s
+        .bypass(&ObsFilter {
+            services,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_service, by);
     store.close().await;
 }

@@ -321,9 +321,27 @@ pub(super) fn lookups(c: &Connection, f: &ObsFilter) -> Result<Vec<LookupRow>, S
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// `(service, environment)` pairs as two JSON arrays of strings (one parameter each,
+/// joined by position in SQL: cheaper for SQLite than extracting from an array of pairs).
+fn json_columns(pairs: &[(String, String)]) -> (String, String) {
+    let (names, envs): (Vec<&str>, Vec<&str>) =
+        pairs.iter().map(|(s, e)| (s.as_str(), e.as_str())).unzip();
+    (
+        serde_json::to_string(&names).unwrap_or_default(),
+        serde_json::to_string(&envs).unwrap_or_default(),
+    )
+}
+
 /// Bypass observations matching any part of `f` (a name, an address, a service), active
 /// since `f.since`.
 pub(super) fn bypass(c: &Connection, f: &ObsFilter) -> Result<Vec<BypassRow>, StoreError> {
+    // Most fleets have no bypass at all: do not build the filter's lists for nothing.
+    let any_row: bool = c
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM bypass)")?
+        .query_row([], |r| r.get(0))?;
+    if !any_row {
+        return Ok(Vec::new());
+    }
     let mut args = Vec::new();
     let mut sql = String::from(
         "SELECT service, environment, address, port, name, connections, first_seen, last_seen
@@ -348,10 +366,12 @@ pub(super) fn bypass(c: &Connection, f: &ObsFilter) -> Result<Vec<BypassRow>, St
         any.push(format!("address IN (SELECT value FROM json_each({a}))"));
     }
     if !f.services.is_empty() {
-        let list = serde_json::to_string(&f.services).unwrap_or_default();
-        let a = arg(&mut args, Value::Text(list));
+        let (names, envs) = json_columns(&f.services);
+        let a = arg(&mut args, Value::Text(names));
+        let b = arg(&mut args, Value::Text(envs));
         any.push(format!(
-            "(service, environment) IN (SELECT value ->> 0, value ->> 1 FROM json_each({a}))"
+            "(service, environment) IN (SELECT s.value, e.value FROM json_each({a}) s
+                                        JOIN json_each({b}) e ON e.key = s.key)"
         ));
     }
     if f.names.is_some() || !f.addresses.is_empty() || !f.services.is_empty() {
@@ -442,10 +462,11 @@ pub(super) fn coverage(
     }
     // The services as one JSON parameter (one cached statement, whatever their number: a
     // popular host has a thousand callers).
-    let wanted = serde_json::to_string(services).unwrap_or_default();
+    let (names, envs) = json_columns(services);
     let mut stmt = c.prepare_cached(
         r#"WITH wanted(service, environment) AS
-               (SELECT DISTINCT value ->> 0, value ->> 1 FROM json_each(?1))
+               (SELECT DISTINCT s.value, e.value FROM json_each(?1) s
+                JOIN json_each(?3) e ON e.key = s.key)
            SELECT i.instance, i.service, i.environment, i.flush_interval_ms,
                   i.observed_until, c.start, c."end"
            FROM wanted w
@@ -453,7 +474,7 @@ pub(super) fn coverage(
            LEFT JOIN coverage c ON c.instance = i.instance AND c."end" >= ?2
            ORDER BY i.instance, c.start"#,
     )?;
-    let mut rows = stmt.query(rusqlite::params![wanted, after.0])?;
+    let mut rows = stmt.query(rusqlite::params![names, after.0, envs])?;
     while let Some(row) = rows.next()? {
         let instance: String = row.get(0)?;
         let iv = match row.get::<_, Option<i64>>(5)? {
