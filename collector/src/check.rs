@@ -493,16 +493,31 @@ pub async fn check(
 ) -> Result<CheckResponse, StoreError> {
     let window_start = now.minus_ms(i64::try_from(quiet_for_ms).unwrap_or(i64::MAX));
     // Every edge of the host over all retained time, each with its calls within the
-    // window (one bucket row per edge, not every bucket in the window).
-    let window_calls = store.window_calls(&patterns, window_start).await?;
+    // window (one bucket row per edge, not every bucket in the window) — and, at the same
+    // time on another connection, the coverage of every service calling it (from the
+    // edges' key index alone). A caller new between the two reads has no coverage here:
+    // it called within the window, so it is `in-use` evidence whatever its coverage.
+    let callers_coverage = async {
+        let mut services: Vec<(String, String)> = store
+            .edges(&EdgeFilter {
+                hosts: Some(patterns.clone()),
+                ..Default::default()
+            })
+            .await?
+            .into_iter()
+            .map(|e| (e.service, e.environment))
+            .collect();
+        services.sort();
+        services.dedup();
+        let coverage = store.coverage(&services, window_start).await?;
+        Ok::<_, StoreError>((services, coverage))
+    };
+    let (window_calls, (services, coverage)) = tokio::try_join!(
+        store.window_calls(&patterns, window_start),
+        callers_coverage,
+    )?;
     let edges: Vec<EdgeRow> = window_calls.iter().map(|w| w.edge.clone()).collect();
     let called_in_window = edges.iter().any(|e| e.counts.last_seen >= window_start);
-    let mut services: Vec<(String, String)> = edges
-        .iter()
-        .map(|e| (e.service.clone(), e.environment.clone()))
-        .collect();
-    services.sort();
-    services.dedup();
     // What does not depend on each other is read at once (separate connections): the
     // latency of `check` is its longest read, not their sum.
     let other = [HostPattern::Host(OTHER_HOST.to_string())];
@@ -517,9 +532,8 @@ pub async fn check(
         hosts: Some(patterns.clone()),
         since: None,
     };
-    let (folded, coverage, observed_since, lookups, (rows, attributions), callees) = tokio::try_join!(
+    let (folded, observed_since, lookups, (rows, attributions), callees) = tokio::try_join!(
         store.window_calls(&other, window_start),
-        store.coverage(&services, window_start),
         store.observed_since(),
         store.lookups(&names),
         crate::query::inbound_attributed(store, &inbound_of_host),

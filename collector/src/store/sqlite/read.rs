@@ -321,17 +321,6 @@ pub(super) fn lookups(c: &Connection, f: &ObsFilter) -> Result<Vec<LookupRow>, S
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// `(service, environment)` pairs as two JSON arrays of strings (one parameter each,
-/// joined by position in SQL: cheaper for SQLite than extracting from an array of pairs).
-fn json_columns(pairs: &[(String, String)]) -> (String, String) {
-    let (names, envs): (Vec<&str>, Vec<&str>) =
-        pairs.iter().map(|(s, e)| (s.as_str(), e.as_str())).unzip();
-    (
-        serde_json::to_string(&names).unwrap_or_default(),
-        serde_json::to_string(&envs).unwrap_or_default(),
-    )
-}
-
 /// Bypass observations matching any part of `f` (a name, an address, a service), active
 /// since `f.since`.
 pub(super) fn bypass(c: &Connection, f: &ObsFilter) -> Result<Vec<BypassRow>, StoreError> {
@@ -366,12 +355,10 @@ pub(super) fn bypass(c: &Connection, f: &ObsFilter) -> Result<Vec<BypassRow>, St
         any.push(format!("address IN (SELECT value FROM json_each({a}))"));
     }
     if !f.services.is_empty() {
-        let (names, envs) = json_columns(&f.services);
-        let a = arg(&mut args, Value::Text(names));
-        let b = arg(&mut args, Value::Text(envs));
+        let list = serde_json::to_string(&f.services).unwrap_or_default();
+        let a = arg(&mut args, Value::Text(list));
         any.push(format!(
-            "(service, environment) IN (SELECT s.value, e.value FROM json_each({a}) s
-                                        JOIN json_each({b}) e ON e.key = s.key)"
+            "(service, environment) IN (SELECT value ->> 0, value ->> 1 FROM json_each({a}))"
         ));
     }
     if f.names.is_some() || !f.addresses.is_empty() || !f.services.is_empty() {
@@ -461,12 +448,12 @@ pub(super) fn coverage(
         return Ok(out);
     }
     // The services as one JSON parameter (one cached statement, whatever their number: a
-    // popular host has a thousand callers).
-    let (names, envs) = json_columns(services);
+    // popular host has a thousand callers), an array of pairs: two arrays joined on their
+    // position would be a join without an index, quadratic in the callers.
+    let wanted = serde_json::to_string(services).unwrap_or_default();
     let mut stmt = c.prepare_cached(
         r#"WITH wanted(service, environment) AS
-               (SELECT DISTINCT s.value, e.value FROM json_each(?1) s
-                JOIN json_each(?3) e ON e.key = s.key)
+               (SELECT DISTINCT value ->> 0, value ->> 1 FROM json_each(?1))
            SELECT i.instance, i.service, i.environment, i.flush_interval_ms,
                   i.observed_until, c.start, c."end"
            FROM wanted w
@@ -474,7 +461,7 @@ pub(super) fn coverage(
            LEFT JOIN coverage c ON c.instance = i.instance AND c."end" >= ?2
            ORDER BY i.instance, c.start"#,
     )?;
-    let mut rows = stmt.query(rusqlite::params![names, after.0, envs])?;
+    let mut rows = stmt.query(rusqlite::params![wanted, after.0])?;
     while let Some(row) = rows.next()? {
         let instance: String = row.get(0)?;
         let iv = match row.get::<_, Option<i64>>(5)? {
