@@ -429,21 +429,29 @@ async fn fold_seen(conn: &mut pool::Conn, seen_cutoff: i64) -> Result<u64, Store
     Ok(n)
 }
 
-/// Fold the hourly buckets of the oldest UTC day that ended before `before` into daily
-/// buckets, in one statement: the rows deleted are exactly the rows folded, whatever
-/// ingest does meanwhile. Returns the hourly rows folded; 0 when nothing is left (or
-/// another collector is folding).
-async fn rollup_one_day(conn: &mut pool::Conn, before: Timestamp) -> Result<u64, StoreError> {
-    let end_hour = day_of(before) * 24;
+/// A transaction holding the upkeep lock until it ends; `None` while another collector
+/// holds it (that one does the upkeep).
+async fn upkeep_transaction(
+    conn: &mut pool::Conn,
+) -> Result<Option<tokio_postgres::Transaction<'_>>, StoreError> {
     let tx = conn.client.transaction().await.map_err(StoreError::pg)?;
     let locked: bool = tx
         .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&UPKEEP_LOCK])
         .await
         .map_err(StoreError::pg)?
         .get(0);
-    if !locked {
+    Ok(locked.then_some(tx))
+}
+
+/// Fold the hourly buckets of the oldest UTC day that ended before `before` into daily
+/// buckets, in one statement: the rows deleted are exactly the rows folded, whatever
+/// ingest does meanwhile. Returns the hourly rows folded; 0 when nothing is left (or
+/// another collector is folding).
+async fn rollup_one_day(conn: &mut pool::Conn, before: Timestamp) -> Result<u64, StoreError> {
+    let end_hour = day_of(before) * 24;
+    let Some(tx) = upkeep_transaction(conn).await? else {
         return Ok(0);
-    }
+    };
     let oldest: Option<i64> = tx
         .query_one(
             "SELECT MIN(hour) FROM edge_hours WHERE hour < $1",
@@ -497,15 +505,9 @@ const REPAIR_EDGES: i64 = 500;
 /// call). Returns the rows written; 0 when none is left (or another collector does the
 /// upkeep).
 async fn repair_calls_before(conn: &mut pool::Conn) -> Result<u64, StoreError> {
-    let tx = conn.client.transaction().await.map_err(StoreError::pg)?;
-    let locked: bool = tx
-        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&UPKEEP_LOCK])
-        .await
-        .map_err(StoreError::pg)?
-        .get(0);
-    if !locked {
+    let Some(tx) = upkeep_transaction(conn).await? else {
         return Ok(0);
-    }
+    };
     let edges = tx
         .query(
             "SELECT id, sat_add(requests, connections),
