@@ -95,6 +95,37 @@ impl TestDb {
         admin_client(&self.url).await
     }
 
+    /// Run SQL straight on the database (either backend), behind the store's back: to
+    /// put it in a state the store itself would not (e.g. as an older release left it).
+    pub async fn execute(&self, sql: &str) {
+        match self.backend {
+            Backend::Sqlite => {
+                let path = self.url.trim_start_matches("sqlite://").to_string();
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.execute_batch(sql).unwrap();
+            }
+            Backend::Postgres => self.client().await.batch_execute(sql).await.unwrap(),
+        }
+    }
+
+    /// One integer from a query run straight on the database (either backend).
+    pub async fn query_i64(&self, sql: &str) -> i64 {
+        match self.backend {
+            Backend::Sqlite => {
+                let path = self.url.trim_start_matches("sqlite://").to_string();
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.query_row(sql, [], |r| r.get(0)).unwrap()
+            }
+            Backend::Postgres => self
+                .client()
+                .await
+                .query_one(sql, &[])
+                .await
+                .unwrap()
+                .get(0),
+        }
+    }
+
     /// Drop the database (PostgreSQL); call at the end of a test.
     pub async fn remove(self) {
         if let (Some(name), Some(admin)) = (&self.pg_name, postgres_url()) {

@@ -15,6 +15,7 @@ crate::conformance!(
     folding_hours_into_days_keeps_every_answer,
     pruning_keeps_old_batches_duplicates,
     pruning_cuts_mid_day_by_bucket,
+    window_sums_of_a_database_from_before_them,
 );
 
 async fn folding_hours_into_days_keeps_every_answer(db: &TestDb) {
@@ -222,5 +223,73 @@ async fn pruning_cuts_mid_day_by_bucket(db: &TestDb) {
     let all = rows(&store, None).await;
     assert_eq!(all.len(), 1);
     assert_eq!(requests(&all, "a.internal"), 6000);
+    store.close().await;
+}
+
+/// A database written before migration 0009 has no `calls_before`: the migration marks
+/// every edge with bucket rows stale, `check`'s window calls are summed the long way
+/// meanwhile, and the first upkeep recomputes every edge — the same answers throughout.
+async fn window_sums_of_a_database_from_before_them(db: &TestDb) {
+    let store = db.open().await;
+    let d = day_start(3);
+    let mut seq = 0;
+    // Two days of hourly traffic, in order and late, two callers.
+    for hour in (0..48).chain([5, 30]) {
+        for svc in ["billing", "ledger"] {
+            seq += 1;
+            let r = report(
+                svc,
+                &format!("{svc}-1"),
+                seq,
+                d + hour * HOUR,
+                &[("old.internal", (hour + 1) as u64)],
+            );
+            ingest(store.as_ref(), r).await.unwrap();
+        }
+    }
+    let sinces = [
+        d - DAY,
+        d,
+        d + 7 * HOUR,
+        d + DAY,
+        d + DAY + 13 * HOUR,
+        d + 2 * DAY,
+    ];
+    let before: Vec<_> = {
+        let mut v = Vec::new();
+        for since in sinces {
+            v.push(rows(&store, Some(since)).await);
+        }
+        v
+    };
+    store.close().await;
+    // As an older release left it, then what the migration does.
+    db.execute(
+        "UPDATE edge_hours SET calls_before = NULL;
+         UPDATE edge_days SET calls_before = NULL;
+         UPDATE edges SET stale_after = NULL;
+         UPDATE edges SET stale_after = -9223372036854775808
+         WHERE EXISTS (SELECT 1 FROM edge_hours WHERE edge_id = edges.id)
+            OR EXISTS (SELECT 1 FROM edge_days WHERE edge_id = edges.id);",
+    )
+    .await;
+    let stale = "SELECT COUNT(*) FROM edges WHERE stale_after IS NOT NULL";
+    assert_eq!(db.query_i64(stale).await, 2);
+    let store = db.open().await;
+    for since in sinces {
+        assert_window_calls(store.as_ref(), since, "upgraded, not yet recomputed").await;
+    }
+    // The upkeep (no day to fold yet) recomputes every edge.
+    store.rollup(Timestamp(0)).await.unwrap();
+    assert_eq!(db.query_i64(stale).await, 0);
+    assert_eq!(
+        db.query_i64("SELECT COUNT(*) FROM edge_hours WHERE calls_before IS NULL")
+            .await,
+        0
+    );
+    for (since, want) in sinces.into_iter().zip(before) {
+        assert_window_calls(store.as_ref(), since, "recomputed").await;
+        assert_eq!(rows(&store, Some(since)).await, want);
+    }
     store.close().await;
 }
