@@ -494,9 +494,10 @@ pub async fn check(
     let window_start = now.minus_ms(i64::try_from(quiet_for_ms).unwrap_or(i64::MAX));
     // Every edge of the host over all retained time, each with its calls within the
     // window (one bucket row per edge, not every bucket in the window) — and, at the same
-    // time on another connection, the coverage of every service calling it (from the
-    // edges' key index alone). A caller new between the two reads has no coverage here:
-    // it called within the window, so it is `in-use` evidence whatever its coverage.
+    // time on another connection, the coverage of every service calling it (a second,
+    // plain read of the host's edges gives the services). A caller new between the two
+    // reads has no coverage here: it called within the window, so it is `in-use` evidence
+    // whatever its coverage.
     let callers_coverage = async {
         let mut services: Vec<(String, String)> = store
             .edges(&EdgeFilter {
