@@ -201,6 +201,19 @@ pub fn window_calls(w: &WindowRow, since: Timestamp) -> Option<u64> {
     Some(calls)
 }
 
+/// Say how many bucket rows the upkeep recomputed: at info when it is a lot (an upgraded
+/// database, a large backfill), else at debug (the few late batches of every hour).
+pub fn log_repaired(rows: u64) {
+    if rows >= 10_000 {
+        tracing::info!(rows, "Recomputed the window sums (calls_before) of edges that late batches or an upgrade left stale.");
+    } else if rows > 0 {
+        tracing::debug!(
+            rows,
+            "Recomputed the window sums of edges late batches left stale."
+        );
+    }
+}
+
 /// Marks an edge whose window calls [`window_calls`] could not tell (`None`): never a
 /// count, which stops at [`whouses_wire::MAX_COUNT`].
 pub const STALE: u64 = u64::MAX;

@@ -256,7 +256,14 @@ impl Store for PostgresStore {
             match n {
                 Ok(0) => {
                     // Then the edges late batches left stale (their rows' `calls_before`).
-                    while retrying!(repair_calls_before(&mut conn).await)? > 0 {}
+                    let mut repaired = 0u64;
+                    loop {
+                        match retrying!(repair_calls_before(&mut conn).await)? {
+                            0 => break,
+                            n => repaired = repaired.saturating_add(n),
+                        }
+                    }
+                    super::buckets::log_repaired(repaired);
                     conn.release();
                     return Ok(total);
                 }

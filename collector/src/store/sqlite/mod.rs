@@ -242,7 +242,14 @@ impl Store for SqliteStore {
             }
         }
         // Then the edges late batches left stale (their rows' `calls_before`).
-        while self.ask(|reply| Job::Repair { reply }).await? > 0 {}
+        let mut repaired = 0u64;
+        loop {
+            match self.ask(|reply| Job::Repair { reply }).await? {
+                0 => break,
+                n => repaired = repaired.saturating_add(n),
+            }
+        }
+        super::buckets::log_repaired(repaired);
         Ok(total)
     }
 
