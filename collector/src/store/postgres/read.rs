@@ -110,6 +110,7 @@ pub(super) async fn window_calls(
          FROM edges e
          LEFT JOIN LATERAL (SELECT day, calls_before FROM edge_days
                             WHERE edge_id = e.id AND day >= {d} AND e.last_seen >= {d_ms}
+                              AND EXISTS (SELECT 1 FROM edge_days WHERE day >= {d})
                             ORDER BY day LIMIT 1) fd ON TRUE
          LEFT JOIN LATERAL (SELECT hour, calls_before FROM edge_hours
                             WHERE edge_id = e.id AND hour >= {h} AND e.last_seen >= {h_ms}

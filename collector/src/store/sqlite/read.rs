@@ -58,16 +58,26 @@ pub(super) fn window_calls(
         Value::Integer(day.saturating_mul(DAY_MS)),
     ];
     let hosts_match = host_condition("e.host", Some("e.port"), hosts, &mut args);
+    // No daily row from `since`'s day on anywhere (nothing folded that recent, or at all
+    // yet): one look at the day index, instead of one per edge.
+    let any_days: bool = tx
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM edge_days WHERE day >= ?1)")?
+        .query_row([day], |r| r.get(0))?;
+    let first_day = if any_days {
+        "CASE WHEN e.last_seen >= ?3 THEN
+             (SELECT day || ' ' || IFNULL(calls_before, -1) FROM edge_days
+              WHERE edge_id = e.id AND day >= ?2 ORDER BY day LIMIT 1) END"
+    } else {
+        // NULL, naming ?2 and ?3 still: the parameters after them are numbered.
+        "CASE WHEN ?2 IS NULL OR ?3 IS NULL THEN NULL END"
+    };
     // A first row comes back as "KEY CALLS_BEFORE" (-1: not known): one seek gives both.
     // The first hourly row is looked up afterwards, only where the first daily row does
     // not settle it.
     let sql = format!(
         "SELECT e.service, e.environment, e.host, e.port, e.scheme, e.requests, e.connections,
                 e.errors, e.bytes_sent, e.bytes_received, e.first_seen, e.last_seen,
-                e.id, e.cur_hour, {cur_calls}, e.stale_after,
-                CASE WHEN e.last_seen >= ?3 THEN
-                    (SELECT day || ' ' || IFNULL(calls_before, -1) FROM edge_days
-                     WHERE edge_id = e.id AND day >= ?2 ORDER BY day LIMIT 1) END
+                e.id, e.cur_hour, {cur_calls}, e.stale_after, {first_day}
          FROM edges e
          WHERE {hosts_match}
          ORDER BY e.host, e.port, e.scheme, e.service, e.environment",
