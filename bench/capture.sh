@@ -64,6 +64,8 @@ WORK=$(mktemp -d /tmp/whouses-capture-bench.XXXXXX)
 chmod 755 "$WORK"   # nginx's workers run as nobody
 PIDS=()
 cleanup() {
+  # nginx by its pid file too: a backgrounded shell function's $! is the subshell's.
+  [ -s "$WORK/up.pid" ] && kill "$(cat "$WORK/up.pid")" 2>/dev/null
   for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
   sleep 0.3
   for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null; done
@@ -92,7 +94,8 @@ http { access_log off; keepalive_requests 1000000; keepalive_timeout 60;
   server { listen $UP_IP:$PLAIN; listen $UP_IP:$DIRECT; root $WORK; }
   server { listen $UP_IP:$TLSP ssl; ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem; root $WORK; } }
 CONF
-in_srv nginx -c "$WORK/up.conf" -p "$WORK" >/dev/null 2>&1 & PIDS+=($!)
+# (`ip netns exec` execs nginx: $! is nginx's pid, which cleanup kills.)
+ip netns exec "$SRV" nginx -c "$WORK/up.conf" -p "$WORK" >/dev/null 2>&1 & PIDS+=($!)
 
 # The sidecar as its own uid (the rules exclude it), on the ports the rules redirect to.
 # (ip and setpriv exec, so $! is the sidecar's pid, whose CPU is read below.)

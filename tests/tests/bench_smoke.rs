@@ -82,6 +82,7 @@ fn bench_smoke_runs_and_produces_the_tables() {
 #[test]
 fn capture_bench_smoke_runs_and_produces_the_table() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let before = bench_processes();
     let out = Command::new(root.join("bench/capture.sh"))
         .arg("--smoke")
         .current_dir(&root)
@@ -112,4 +113,29 @@ fn capture_bench_smoke_runs_and_produces_the_table() {
         "{edges}"
     );
     assert!(root.join("target/bench/capture.md").exists());
+    // Nothing of the run is left behind (its upstream nginx once was: it was started
+    // through a shell function, whose `$!` is not nginx's).
+    let left: Vec<String> = bench_processes()
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert!(left.is_empty(), "left running: {left:?}");
+}
+
+/// Processes whose command line names a capture-bench work directory.
+fn bench_processes() -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains("whouses-capture-bench.") {
+                found.push(format!("{name} {cmd}"));
+            }
+        }
+    }
+    found
 }
