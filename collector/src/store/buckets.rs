@@ -49,6 +49,17 @@ pub fn merge_interval(intervals: &mut Vec<Interval>, new: Interval) {
     *intervals = out;
 }
 
+/// The span in which stored intervals can merge with `new` ones (their earliest start
+/// and latest end, widened by [`CONTINUITY_SLACK_MS`]): which stored rows to read back.
+pub fn touching_span(new: &[Interval]) -> (i64, i64) {
+    let lo = new.iter().map(|i| i.start.0).min().unwrap_or(0);
+    let hi = new.iter().map(|i| i.end.0).max().unwrap_or(0);
+    (
+        lo.saturating_sub(CONTINUITY_SLACK_MS),
+        hi.saturating_add(CONTINUITY_SLACK_MS),
+    )
+}
+
 /// The part of a batch's period the collector accepts as proof that its sidecar was
 /// observing: never before `received - max_backfill_ms`, never after
 /// `received + max_skew_ms`. A batch about older times still adds its counts (evidence

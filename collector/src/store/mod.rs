@@ -259,29 +259,14 @@ pub trait Store: Send + Sync + 'static {
     // ---- OTLP ingest (issue 17; `otel_series`, migration 0008) ----
 
     /// The OTLP series rows with these keys (those that exist, in any order).
-    async fn otel_series(&self, keys: &[String]) -> Result<Vec<otel::OtelSeries>, StoreError> {
-        let _ = keys;
-        Err(StoreError::Invalid(
-            "this store does not keep OTLP series".into(),
-        ))
-    }
+    async fn otel_series(&self, keys: &[String]) -> Result<Vec<otel::OtelSeries>, StoreError>;
 
     /// Advance series rows by compare-and-set, all in one transaction; per step, whether
     /// it applied (`false`: someone else moved the series first; read it again).
-    async fn otel_advance(&self, steps: &[otel::OtelAdvance]) -> Result<Vec<bool>, StoreError> {
-        let _ = steps;
-        Err(StoreError::Invalid(
-            "this store does not keep OTLP series".into(),
-        ))
-    }
+    async fn otel_advance(&self, steps: &[otel::OtelAdvance]) -> Result<Vec<bool>, StoreError>;
 
     /// Mark the latest points of these series (`(key, at)`) as stored.
-    async fn otel_stored(&self, points: &[(String, i64)]) -> Result<(), StoreError> {
-        let _ = points;
-        Err(StoreError::Invalid(
-            "this store does not keep OTLP series".into(),
-        ))
-    }
+    async fn otel_stored(&self, points: &[(String, i64)]) -> Result<(), StoreError>;
 
     /// Take or renew the OTLP export lease for `holder` until `until` (ms) if it is free,
     /// expired (before `now`) or already `holder`'s; whether `holder` now holds it.
@@ -290,16 +275,10 @@ pub trait Store: Send + Sync + 'static {
         holder: &str,
         now: i64,
         until: i64,
-    ) -> Result<bool, StoreError> {
-        let _ = (holder, now, until);
-        Ok(true)
-    }
+    ) -> Result<bool, StoreError>;
 
     /// Forget series unchanged since before `cutoff` (collector time); returns rows deleted.
-    async fn otel_prune(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
-        let _ = cutoff;
-        Ok(0)
-    }
+    async fn otel_prune(&self, cutoff: Timestamp) -> Result<u64, StoreError>;
 }
 
 /// How a store is opened (beyond its URL).

@@ -12,10 +12,9 @@ use whouses_wire::{counts, Counts, Report, Scheme, Side, Timestamp};
 
 use super::pool::Conn;
 use super::read::{count, host_condition, Params};
-use crate::store::buckets::{first_in_period, hour_of};
+use crate::store::buckets::{first_in_period, hour_of, touching_span};
 use crate::store::{
     merge_interval, AddressClaim, CalleeInstance, InboundFilter, InboundRow, Interval, StoreError,
-    CONTINUITY_SLACK_MS,
 };
 
 /// The write statements, prepared once per connection.
@@ -187,26 +186,7 @@ pub(super) async fn store(
     let keys: Vec<(&str, &str)> = new.keys().copied().collect();
     let addrs: Vec<&str> = keys.iter().map(|k| k.0).collect();
     let insts: Vec<&str> = keys.iter().map(|k| k.1).collect();
-    let lo: Vec<i64> = new
-        .values()
-        .map(|v| {
-            v.iter()
-                .map(|i| i.start.0)
-                .min()
-                .unwrap_or(0)
-                .saturating_sub(CONTINUITY_SLACK_MS)
-        })
-        .collect();
-    let hi: Vec<i64> = new
-        .values()
-        .map(|v| {
-            v.iter()
-                .map(|i| i.end.0)
-                .max()
-                .unwrap_or(0)
-                .saturating_add(CONTINUITY_SLACK_MS)
-        })
-        .collect();
+    let (lo, hi): (Vec<i64>, Vec<i64>) = new.values().map(|v| touching_span(v)).unzip();
     let mut merged: BTreeMap<(String, String), Vec<Interval>> = BTreeMap::new();
     let (mut old_a, mut old_i, mut old_s) = (Vec::new(), Vec::new(), Vec::new());
     for row in tx

@@ -38,8 +38,8 @@ use whouses_wire::{Report, Timestamp};
 
 use super::pool::{Conn, Pool};
 use super::Health;
-use crate::store::buckets::{bucket_first_seen, hour_of};
-use crate::store::{merge_interval, Batch, Ingested, Interval, StoreError, CONTINUITY_SLACK_MS};
+use crate::store::buckets::{bucket_first_seen, hour_of, touching_span};
+use crate::store::{merge_interval, Batch, Ingested, Interval, StoreError};
 
 /// Groups committing at once (each on its own connection): while one waits for its
 /// commit to be flushed, the next is being applied.
@@ -589,26 +589,7 @@ async fn merge_coverage(
     new: &BTreeMap<&str, Vec<Interval>>,
 ) -> Result<(), StoreError> {
     let names: Vec<&str> = new.keys().copied().collect();
-    let lo: Vec<i64> = new
-        .values()
-        .map(|v| {
-            v.iter()
-                .map(|i| i.start.0)
-                .min()
-                .unwrap_or(0)
-                .saturating_sub(CONTINUITY_SLACK_MS)
-        })
-        .collect();
-    let hi: Vec<i64> = new
-        .values()
-        .map(|v| {
-            v.iter()
-                .map(|i| i.end.0)
-                .max()
-                .unwrap_or(0)
-                .saturating_add(CONTINUITY_SLACK_MS)
-        })
-        .collect();
+    let (lo, hi): (Vec<i64>, Vec<i64>) = new.values().map(|v| touching_span(v)).unzip();
     let mut merged: BTreeMap<String, Vec<Interval>> = BTreeMap::new();
     let (mut old_names, mut old_starts) = (Vec::new(), Vec::new());
     for row in tx
