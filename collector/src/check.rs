@@ -12,7 +12,7 @@
 //! [`decide`] is a pure function of the evidence (table-tested below); [`check`] only
 //! gathers it from the store.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 mod callee;
 use callee::CalleeView;
@@ -195,8 +195,8 @@ pub fn reported_throughout(
 }
 
 /// Each service's reporting, from its instances' coverage.
-pub fn reporting(coverage: &[InstanceCoverage]) -> BTreeMap<(&str, &str), Reporting> {
-    let mut by: BTreeMap<(&str, &str), Reporting> = BTreeMap::new();
+pub fn reporting(coverage: &[InstanceCoverage]) -> HashMap<(&str, &str), Reporting> {
+    let mut by: HashMap<(&str, &str), Reporting> = HashMap::with_capacity(coverage.len());
     for c in coverage {
         let r = by.entry((&c.service, &c.environment)).or_default();
         r.flush_interval_ms = r.flush_interval_ms.max(c.flush_interval_ms);
@@ -210,6 +210,12 @@ pub fn reporting(coverage: &[InstanceCoverage]) -> BTreeMap<(&str, &str), Report
 
 /// Who folded calls into `(other)` within the window, busiest first.
 fn folds(folded: &[WindowCalls], past_callers: &[CallerEvidence]) -> Vec<FoldEvidence> {
+    if !folded
+        .iter()
+        .any(|w| w.edge.host == OTHER_HOST && w.calls > 0)
+    {
+        return Vec::new();
+    }
     let past: BTreeSet<(&str, &str)> = past_callers
         .iter()
         .map(|c| (c.service.as_str(), c.environment.as_str()))
@@ -249,7 +255,8 @@ pub fn decide(ev: &Evidence<'_>) -> CheckResponse {
     let window_start = now.minus_ms(i64::try_from(ev.quiet_for_ms).unwrap_or(i64::MAX));
     let reporting = reporting(ev.coverage);
     let in_window = callers_of(ev.in_window);
-    let mut window_calls: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    let mut window_calls: HashMap<(&str, &str), u64> =
+        HashMap::with_capacity(ev.window_calls.len());
     for w in ev.window_calls {
         let n = window_calls
             .entry((w.edge.service.as_str(), w.edge.environment.as_str()))
@@ -291,11 +298,15 @@ pub fn decide(ev: &Evidence<'_>) -> CheckResponse {
         .flat_map(|l| l.addresses.iter().map(String::as_str))
         .collect();
     let ports: BTreeSet<u16> = ev.edges.iter().map(|e| e.port).collect();
-    let past: BTreeSet<(&str, &str)> = evidence
-        .iter()
-        .map(|e| (e.service.as_str(), e.environment.as_str()))
-        .collect();
     let in_window_bypass = ev.bypass.iter().filter(|b| b.last_seen >= window_start);
+    let past: BTreeSet<(&str, &str)> = if ev.bypass.is_empty() {
+        BTreeSet::new()
+    } else {
+        evidence
+            .iter()
+            .map(|e| (e.service.as_str(), e.environment.as_str()))
+            .collect()
+    };
     let (mut bypass, mut maybe_bypass): (Vec<BypassRow>, Vec<BypassRow>) = (Vec::new(), Vec::new());
     for b in in_window_bypass {
         match around(b, patterns, &addresses, &ports, &past) {
@@ -494,29 +505,20 @@ pub async fn check(
     let window_start = now.minus_ms(i64::try_from(quiet_for_ms).unwrap_or(i64::MAX));
     // Every edge of the host over all retained time, each with its calls within the
     // window (one bucket row per edge, not every bucket in the window) — and, at the same
-    // time on another connection, the coverage of every service calling it (a second,
-    // plain read of the host's edges gives the services). A caller new between the two
-    // reads has no coverage here: it called within the window, so it is `in-use` evidence
-    // whatever its coverage.
-    let callers_coverage = async {
-        let mut services: Vec<(String, String)> = store
-            .edges(&EdgeFilter {
-                hosts: Some(patterns.clone()),
-                ..Default::default()
-            })
-            .await?
-            .into_iter()
-            .map(|e| (e.service, e.environment))
-            .collect();
-        services.sort();
-        services.dedup();
-        let coverage = store.coverage(&services, window_start).await?;
-        Ok::<_, StoreError>((services, coverage))
-    };
-    let (window_calls, (services, coverage)) = tokio::try_join!(
+    // time on another connection, the coverage of every service that ever called it (the
+    // services found by the same statement). A caller new between the two reads has no
+    // coverage here: it called within the window, so it is `in-use` evidence whatever
+    // its coverage.
+    let (window_calls, coverage) = tokio::try_join!(
         store.window_calls(&patterns, window_start),
-        callers_coverage,
+        store.callers_coverage(&patterns, window_start),
     )?;
+    let mut services: Vec<(String, String)> = window_calls
+        .iter()
+        .map(|w| (w.edge.service.clone(), w.edge.environment.clone()))
+        .collect();
+    services.sort();
+    services.dedup();
     let edges: Vec<EdgeRow> = window_calls.iter().map(|w| w.edge.clone()).collect();
     let called_in_window = edges.iter().any(|e| e.counts.last_seen >= window_start);
     // What does not depend on each other is read at once (separate connections): the

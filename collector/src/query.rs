@@ -2,8 +2,8 @@
 //! store's edge and instance rows. Each query is: parameters → the store's rows → a pure
 //! function → the response type of [`whouses_wire::api`].
 
-use std::collections::btree_map::Entry;
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 
 use whouses_wire::api::{
     Callee, CalleesResponse, Caller, CallersResponse, CoverageResponse, EdgeRow, HostSummary,
@@ -17,40 +17,54 @@ use crate::targets::HostPattern;
 
 /// Group edges by calling service: the rows of `/v1/callers`, busiest first.
 pub fn callers_of(edges: &[EdgeRow]) -> Vec<Caller> {
-    let mut by: BTreeMap<(&str, &str), Caller> = BTreeMap::new();
+    // Each caller's place in `v`: the rows themselves are large, so they are moved once
+    // (a map of them, or sorting them, would move each again and again: a host with a
+    // thousand callers spent most of `check`'s own time there).
+    let mut at: HashMap<(&str, &str), usize> = HashMap::with_capacity(edges.len());
+    let mut v: Vec<Caller> = Vec::new();
     for e in edges {
-        let c = match by.entry((&e.service, &e.environment)) {
-            Entry::Vacant(v) => v.insert(Caller {
-                service: e.service.clone(),
-                environment: e.environment.clone(),
-                counts: e.counts,
-                hosts: Vec::new(),
-                owner: None,
-                ..Caller::default()
-            }),
-            Entry::Occupied(o) => {
-                let c = o.into_mut();
+        let c = match at.entry((&e.service, &e.environment)) {
+            Entry::Vacant(slot) => {
+                slot.insert(v.len());
+                v.push(Caller {
+                    service: e.service.clone(),
+                    environment: e.environment.clone(),
+                    counts: e.counts,
+                    hosts: Vec::new(),
+                    owner: None,
+                    ..Caller::default()
+                });
+                v.last_mut()
+            }
+            Entry::Occupied(i) => v.get_mut(*i.get()).map(|c| {
                 c.counts.merge(&e.counts);
                 c
-            }
+            }),
         };
-        let name = edge_name(e);
-        if !c.hosts.contains(&name) {
-            c.hosts.push(name);
+        if let Some(c) = c {
+            let name = edge_name(e);
+            if !c.hosts.contains(&name) {
+                c.hosts.push(name);
+            }
         }
     }
-    let mut v: Vec<Caller> = by.into_values().collect();
     for c in &mut v {
         c.hosts.sort();
     }
-    v.sort_by(|a, b| {
+    let mut order: Vec<usize> = (0..v.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (&v[a], &v[b]);
         b.counts
             .calls()
             .cmp(&a.counts.calls())
             .then(a.service.cmp(&b.service))
             .then(a.environment.cmp(&b.environment))
     });
-    v
+    let mut slots: Vec<Option<Caller>> = v.into_iter().map(Some).collect();
+    order
+        .into_iter()
+        .filter_map(|i| slots.get_mut(i).and_then(Option::take))
+        .collect()
 }
 
 /// How an edge's upstream is named in `callers` and `check`: `host:port`; for an edge
@@ -308,6 +322,48 @@ mod tests {
         assert_eq!(c[0].counts.requests, MAX_COUNT);
         assert_eq!(c[0].hosts, vec!["x:80", "y:80"]);
         assert_eq!(c[1].counts.requests, 3);
+    }
+
+    #[test]
+    fn callers_come_busiest_first_then_by_name_each_once() {
+        let mut staging = edge("m", "x", 5);
+        staging.environment = "staging".into();
+        let mut other_port = edge("z", "x", 2);
+        other_port.port = 8080;
+        // Rows arrive in the store's order (by host, then service), not by calls.
+        let rows = [
+            edge("z", "y", 1),
+            edge("b", "x", 7),
+            staging,
+            edge("m", "x", 5),
+            edge("a", "x", 7),
+            other_port,
+            edge("z", "x", 2),
+            edge("z", "x", 1),
+        ];
+        let callers = callers_of(&rows);
+        let got: Vec<(&str, &str, u64, Vec<String>)> = callers
+            .iter()
+            .map(|c| {
+                (
+                    c.service.as_str(),
+                    c.environment.as_str(),
+                    c.counts.requests,
+                    c.hosts.clone(),
+                )
+            })
+            .collect();
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            got,
+            vec![
+                ("a", "prod", 7, names(&["x:80"])),
+                ("b", "prod", 7, names(&["x:80"])),
+                ("z", "prod", 6, names(&["x:80", "x:8080", "y:80"])),
+                ("m", "prod", 5, names(&["x:80"])),
+                ("m", "staging", 5, names(&["x:80"])),
+            ]
+        );
     }
 
     #[test]

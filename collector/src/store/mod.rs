@@ -223,6 +223,14 @@ pub trait Store: Send + Sync + 'static {
         after: Timestamp,
     ) -> Result<Vec<InstanceCoverage>, StoreError>;
 
+    /// [`Store::coverage`] of every service that ever called these hosts (`check`: the
+    /// past callers' reporting, without reading their list first).
+    async fn callers_coverage(
+        &self,
+        hosts: &[HostPattern],
+        after: Timestamp,
+    ) -> Result<Vec<InstanceCoverage>, StoreError>;
+
     /// The start of observation: the earliest coverage any stored batch proves.
     async fn observed_since(&self) -> Result<Option<Timestamp>, StoreError>;
 

@@ -16,6 +16,7 @@ crate::conformance!(
     check_decides_the_same_on_every_backend,
     check_counts_only_the_window_and_the_host,
     check_of_a_host_with_many_callers,
+    callers_coverage_is_the_coverage_of_the_hosts_callers,
 );
 
 fn iv(a: i64, b: i64) -> Interval {
@@ -267,5 +268,145 @@ async fn check_of_a_host_with_many_callers(db: &TestDb) {
     }
     assert_eq!(got.bypass.len(), 1, "{:?}", got.bypass);
     assert_eq!(got.bypass[0].service, format!("s-{:04}", CALLERS - 1));
+    store.close().await;
+}
+
+/// `callers_coverage(hosts)` (what `check` reads) is `coverage()` of the services the
+/// hosts' edges name: by exact host, `host:port` and `*.suffix`; a service in two
+/// environments is two callers; an instance without intervals is still listed; a service
+/// that never called the hosts is not; no host, no callers.
+async fn callers_coverage_is_the_coverage_of_the_hosts_callers(db: &TestDb) {
+    let store = db.open().await;
+    let s = store.as_ref();
+    let base = Timestamp::now().0.div_euclid(HOUR) * HOUR - 5 * HOUR;
+    let calls = |service: &str, env: &str, instance: &str, host: &'static str| {
+        let mut r = report(service, instance, 1, base, &[(host, 3)]);
+        r.environment = env.into();
+        r
+    };
+    let reports = vec![
+        calls("a", "prod", "a-1", "old.internal"),
+        calls("a", "prod", "a-2", "old.internal"),
+        calls("a", "staging", "a-s", "old.internal"),
+        calls("b", "prod", "b-1", "api.old.internal"),
+        calls("c", "prod", "c-1", "new.internal"),
+    ];
+    for r in reports {
+        ingest(s, r).await.unwrap();
+    }
+    // d calls the host but its sidecar never proved a period (counts only).
+    store
+        .ingest(Batch {
+            report: report("d", "d-1", 1, base, &[("old.internal", 1)]),
+            received: Timestamp::now(),
+            coverage: None,
+        })
+        .await
+        .unwrap();
+    // a-1 again, much later: its intervals are two, and `after` drops the first.
+    ingest(s, report("a", "a-1", 2, base + 3 * HOUR, &[]))
+        .await
+        .unwrap();
+    let key = |c: &whouses_collector::store::InstanceCoverage| {
+        (
+            c.instance.clone(),
+            c.service.clone(),
+            c.environment.clone(),
+            c.intervals.clone(),
+        )
+    };
+    for (hosts, after) in [
+        (vec![HostPattern::Host("old.internal".into())], Timestamp(0)),
+        (
+            vec![HostPattern::Host("old.internal".into())],
+            Timestamp(base + 2 * HOUR),
+        ),
+        (
+            vec![HostPattern::HostPort("old.internal".into(), 443)],
+            Timestamp(0),
+        ),
+        (
+            vec![HostPattern::HostPort("old.internal".into(), 80)],
+            Timestamp(0),
+        ),
+        (
+            vec![HostPattern::Suffix("old.internal".into())],
+            Timestamp(0),
+        ),
+        (
+            vec![
+                HostPattern::Host("new.internal".into()),
+                HostPattern::Host("api.old.internal".into()),
+            ],
+            Timestamp(0),
+        ),
+        (
+            vec![HostPattern::Host("never.internal".into())],
+            Timestamp(0),
+        ),
+        (vec![], Timestamp(0)),
+    ] {
+        let mut services: Vec<(String, String)> = s
+            .edges(&whouses_collector::store::EdgeFilter {
+                hosts: Some(hosts.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.service, e.environment))
+            .collect();
+        services.sort();
+        services.dedup();
+        let want: Vec<_> = s
+            .coverage(&services, after)
+            .await
+            .unwrap()
+            .iter()
+            .map(key)
+            .collect();
+        let got: Vec<_> = s
+            .callers_coverage(&hosts, after)
+            .await
+            .unwrap()
+            .iter()
+            .map(key)
+            .collect();
+        assert_eq!(got, want, "{hosts:?} after {after:?}");
+    }
+    // The expected sets themselves, so the comparison above cannot pass on two empty
+    // answers.
+    let all = |hosts: Vec<HostPattern>| async move {
+        s.callers_coverage(&hosts, Timestamp(0))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.instance)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        all(vec![HostPattern::Host("old.internal".into())]).await,
+        ["a-1", "a-2", "a-s", "d-1"]
+    );
+    assert_eq!(
+        all(vec![HostPattern::Suffix("old.internal".into())]).await,
+        ["a-1", "a-2", "a-s", "b-1", "d-1"]
+    );
+    assert!(all(vec![HostPattern::HostPort("old.internal".into(), 80)])
+        .await
+        .is_empty());
+    let later = s
+        .callers_coverage(
+            &[HostPattern::Host("old.internal".into())],
+            Timestamp(base + 2 * HOUR),
+        )
+        .await
+        .unwrap();
+    assert_eq!(later[0].instance, "a-1");
+    assert_eq!(
+        later[0].intervals,
+        vec![iv(base + 3 * HOUR, base + 4 * HOUR)]
+    );
+    assert!(later[1].intervals.is_empty(), "{:?}", later[1]);
     store.close().await;
 }

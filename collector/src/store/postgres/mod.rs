@@ -194,6 +194,17 @@ impl Store for PostgresStore {
         Ok(rows)
     }
 
+    async fn callers_coverage(
+        &self,
+        hosts: &[HostPattern],
+        after: Timestamp,
+    ) -> Result<Vec<InstanceCoverage>, StoreError> {
+        let conn = self.pool.get().await?;
+        let rows = read::callers_coverage(&conn.client, hosts, after).await?;
+        conn.release();
+        Ok(rows)
+    }
+
     async fn observed_since(&self) -> Result<Option<Timestamp>, StoreError> {
         let conn = self.pool.get().await?;
         let t = read::observed_since(&conn.client).await?;

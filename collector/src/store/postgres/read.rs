@@ -101,6 +101,9 @@ pub(super) async fn window_calls(
         ..Default::default()
     };
     let cond = conditions(&filter, &mut p);
+    // The first daily row: `since`'s own day, when the edge has one (every edge called
+    // that day), through the day index (an index-only scan where one day's rows lie
+    // together); only an edge without one seeks its next row through the primary key.
     let sql = format!(
         "SELECT e.service, e.environment, e.host, e.port, e.scheme, e.requests, e.connections,
                 e.errors, e.bytes_sent, e.bytes_received, e.first_seen, e.last_seen,
@@ -109,9 +112,15 @@ pub(super) async fn window_calls(
                 e.stale_after, fd.day, fd.calls_before, fh.hour, fh.calls_before, b.calls
          FROM edges e
          LEFT JOIN LATERAL (SELECT day, calls_before FROM edge_days
-                            WHERE edge_id = e.id AND day >= {d} AND e.last_seen >= {d_ms}
-                              AND EXISTS (SELECT 1 FROM edge_days WHERE day >= {d})
-                            ORDER BY day LIMIT 1) fd ON TRUE
+                            WHERE day = {d} AND edge_id = e.id AND e.last_seen >= {d_ms})
+                           fx ON TRUE
+         LEFT JOIN LATERAL (SELECT fx.day, fx.calls_before WHERE fx.day IS NOT NULL
+                            UNION ALL
+                            (SELECT day, calls_before FROM edge_days
+                             WHERE edge_id = e.id AND day > {d} AND e.last_seen >= {d_ms}
+                               AND fx.day IS NULL
+                               AND EXISTS (SELECT 1 FROM edge_days WHERE day >= {d})
+                             ORDER BY day LIMIT 1)) fd ON TRUE
          LEFT JOIN LATERAL (SELECT hour, calls_before FROM edge_hours
                             WHERE edge_id = e.id AND hour >= {h} AND e.last_seen >= {h_ms}
                               AND fd.day IS DISTINCT FROM {d}
@@ -378,22 +387,64 @@ pub(super) async fn coverage(
         .unzip();
     let rows = c
         .query_typed(
-            r#"SELECT i.instance, i.service, i.environment, i.flush_interval_ms,
-                      i.observed_until, c.start, c."end"
-               FROM (SELECT DISTINCT * FROM UNNEST($1::text[], $2::text[])) AS w(service, environment)
-               JOIN instances i ON i.service = w.service AND i.environment = w.environment
-               LEFT JOIN coverage c ON c.instance = i.instance AND c."end" >= $3
-               ORDER BY i.instance, c.start"#,
+            &coverage_sql("SELECT DISTINCT * FROM UNNEST($2::text[], $3::text[])"),
             &[
+                (&after.0, Type::INT8),
                 (&names, Type::TEXT_ARRAY),
                 (&envs, Type::TEXT_ARRAY),
-                (&after.0, Type::INT8),
             ],
         )
         .await
         .map_err(StoreError::pg)?;
+    coverage_rows(&rows)
+}
+
+/// [`coverage`] of every service that ever called these hosts, the services found in
+/// the same statement (a host with a thousand callers: no second read of its edges, no
+/// list of them sent back).
+pub(super) async fn callers_coverage(
+    c: &Client,
+    hosts: &[HostPattern],
+    after: Timestamp,
+) -> Result<Vec<InstanceCoverage>, StoreError> {
+    let mut p = Params::default();
+    p.add(after.0, Type::INT8);
+    let cond = conditions(
+        &EdgeFilter {
+            hosts: Some(hosts.to_vec()),
+            ..Default::default()
+        },
+        &mut p,
+    );
+    let rows = c
+        .query_typed(
+            &coverage_sql(&format!(
+                "SELECT DISTINCT e.service, e.environment FROM edges e WHERE {cond}"
+            )),
+            &p.typed(),
+        )
+        .await
+        .map_err(StoreError::pg)?;
+    coverage_rows(&rows)
+}
+
+/// The coverage statement over the `(service, environment)` pairs `wanted` selects; $1
+/// is the time intervals must end at or after.
+fn coverage_sql(wanted: &str) -> String {
+    format!(
+        r#"SELECT i.instance, i.service, i.environment, i.flush_interval_ms,
+                  i.observed_until, c.start, c."end"
+           FROM ({wanted}) AS w(service, environment)
+           JOIN instances i ON i.service = w.service AND i.environment = w.environment
+           LEFT JOIN coverage c ON c.instance = i.instance AND c."end" >= $1
+           ORDER BY i.instance, c.start"#
+    )
+}
+
+/// Gather [`coverage_sql`]'s rows into one entry per instance.
+fn coverage_rows(rows: &[Row]) -> Result<Vec<InstanceCoverage>, StoreError> {
     let mut out: Vec<InstanceCoverage> = Vec::new();
-    for row in &rows {
+    for row in rows {
         let instance: String = row.try_get(0).map_err(StoreError::pg)?;
         let start: Option<i64> = row.try_get(5).map_err(StoreError::pg)?;
         let iv = match start {

@@ -41,6 +41,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "calls before",
         include_str!("../../../migrations/postgres/0009_calls_before.sql"),
     ),
+    (
+        10,
+        "day marks",
+        include_str!("../../../migrations/postgres/0010_day_marks.sql"),
+    ),
 ];
 
 /// The advisory lock key migrations are applied under (any constant of our own: "whouses"

@@ -219,6 +219,17 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn callers_coverage(
+        &self,
+        hosts: &[HostPattern],
+        after: Timestamp,
+    ) -> Result<Vec<InstanceCoverage>, StoreError> {
+        let hosts = hosts.to_vec();
+        self.readers
+            .run(move |c| read::callers_coverage(c, &hosts, after))
+            .await
+    }
+
     async fn observed_since(&self) -> Result<Option<Timestamp>, StoreError> {
         self.readers.run(read::observed_since).await
     }

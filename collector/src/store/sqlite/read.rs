@@ -63,10 +63,17 @@ pub(super) fn window_calls(
     let any_days: bool = tx
         .prepare_cached("SELECT EXISTS (SELECT 1 FROM edge_days WHERE day >= ?1)")?
         .query_row([day], |r| r.get(0))?;
+    // The row of `since`'s own day, when the edge has one (every edge called that day),
+    // through the day index: one day's rows lie together there, and it carries
+    // `calls_before`. Only an edge without one seeks its next row through the primary
+    // key, one scattered page per edge.
     let first_day = if any_days {
-        "CASE WHEN e.last_seen >= ?3 THEN
+        "CASE WHEN e.last_seen >= ?3 THEN COALESCE(
+             (SELECT day || ' ' || IFNULL(calls_before, -1)
+              FROM edge_days INDEXED BY edge_days_by_day
+              WHERE day = ?2 AND edge_id = e.id),
              (SELECT day || ' ' || IFNULL(calls_before, -1) FROM edge_days
-              WHERE edge_id = e.id AND day >= ?2 ORDER BY day LIMIT 1) END"
+              WHERE edge_id = e.id AND day > ?2 ORDER BY day LIMIT 1)) END"
     } else {
         // NULL, naming ?2 and ?3 still: the parameters after them are numbered.
         "CASE WHEN ?2 IS NULL OR ?3 IS NULL THEN NULL END"
@@ -453,25 +460,54 @@ pub(super) fn coverage(
     services: &[(String, String)],
     after: Timestamp,
 ) -> Result<Vec<InstanceCoverage>, StoreError> {
-    let mut out: Vec<InstanceCoverage> = Vec::new();
     if services.is_empty() {
-        return Ok(out);
+        return Ok(Vec::new());
     }
     // The services as one JSON parameter (one cached statement, whatever their number: a
     // popular host has a thousand callers), an array of pairs: two arrays joined on their
     // position would be a join without an index, quadratic in the callers.
     let wanted = serde_json::to_string(services).unwrap_or_default();
-    let mut stmt = c.prepare_cached(
-        r#"WITH wanted(service, environment) AS
-               (SELECT DISTINCT value ->> 0, value ->> 1 FROM json_each(?1))
+    let mut stmt = c.prepare_cached(&coverage_sql(
+        "SELECT DISTINCT value ->> 0, value ->> 1 FROM json_each(?2)",
+    ))?;
+    let rows = coverage_rows(stmt.query(rusqlite::params![after.0, wanted])?)?;
+    Ok(rows)
+}
+
+/// [`coverage`] of every service that ever called these hosts, the services found in
+/// the same statement (a host with a thousand callers: no second read of its edges, no
+/// list of them sent back).
+pub(super) fn callers_coverage(
+    c: &Connection,
+    hosts: &[HostPattern],
+    after: Timestamp,
+) -> Result<Vec<InstanceCoverage>, StoreError> {
+    let mut args = vec![Value::Integer(after.0)];
+    let hosts_match = host_condition("e.host", Some("e.port"), hosts, &mut args);
+    let mut stmt = c.prepare_cached(&coverage_sql(&format!(
+        "SELECT DISTINCT e.service, e.environment FROM edges e WHERE {hosts_match}"
+    )))?;
+    let rows = coverage_rows(stmt.query(params_from_iter(args))?)?;
+    Ok(rows)
+}
+
+/// The coverage statement over the `(service, environment)` pairs `wanted` selects; ?1
+/// is the time intervals must end at or after.
+fn coverage_sql(wanted: &str) -> String {
+    format!(
+        r#"WITH wanted(service, environment) AS ({wanted})
            SELECT i.instance, i.service, i.environment, i.flush_interval_ms,
                   i.observed_until, c.start, c."end"
            FROM wanted w
            JOIN instances i ON i.service = w.service AND i.environment = w.environment
-           LEFT JOIN coverage c ON c.instance = i.instance AND c."end" >= ?2
-           ORDER BY i.instance, c.start"#,
-    )?;
-    let mut rows = stmt.query(rusqlite::params![wanted, after.0])?;
+           LEFT JOIN coverage c ON c.instance = i.instance AND c."end" >= ?1
+           ORDER BY i.instance, c.start"#
+    )
+}
+
+/// Gather [`coverage_sql`]'s rows into one entry per instance.
+fn coverage_rows(mut rows: rusqlite::Rows<'_>) -> Result<Vec<InstanceCoverage>, StoreError> {
+    let mut out: Vec<InstanceCoverage> = Vec::new();
     while let Some(row) = rows.next()? {
         let instance: String = row.get(0)?;
         let iv = match row.get::<_, Option<i64>>(5)? {

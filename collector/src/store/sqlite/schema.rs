@@ -48,6 +48,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "calls before",
         include_str!("../../../migrations/sqlite/0009_calls_before.sql"),
     ),
+    (
+        "day marks",
+        include_str!("../../../migrations/sqlite/0010_day_marks.sql"),
+    ),
 ];
 
 /// How long a connection waits for a lock held by another before failing.
