@@ -36,10 +36,15 @@ pub fn callers_of(edges: &[EdgeRow]) -> Vec<Caller> {
                 });
                 v.last_mut()
             }
-            Entry::Occupied(i) => v.get_mut(*i.get()).map(|c| {
-                c.counts.merge(&e.counts);
-                c
-            }),
+            Entry::Occupied(i) => {
+                let c = v.get_mut(*i.get());
+                if let Some(c) = c {
+                    c.counts.merge(&e.counts);
+                    Some(c)
+                } else {
+                    None
+                }
+            }
         };
         if let Some(c) = c {
             let name = edge_name(e);
