@@ -66,6 +66,14 @@ pub struct Config {
     #[arg(long, env = "WHOUSES_HOURLY_FOR", default_value = "14d")]
     pub hourly_for: DurationArg,
 
+    /// Run one round of the hourly upkeep on --db now (fold hourly buckets older than
+    /// --hourly-for, recompute window sums late batches left stale, apply --retention),
+    /// print what it did and exit: after an upgrade or a bulk backfill, before the first
+    /// hourly round would. Safe beside running collectors: on PostgreSQL they take turns
+    /// under the upkeep lock; on SQLite it waits for the running collector's writes.
+    #[arg(long)]
+    pub upkeep_once: bool,
+
     /// How far back a batch's period is trusted as proof that its sidecar was observing.
     /// Older batches (a long-spooled sidecar, a replay, a forgery) still add their counts,
     /// but cannot fill gaps in coverage, so they cannot make a host look unused.

@@ -179,28 +179,69 @@ async fn upkeep_loop(
     }
 }
 
-/// One round of upkeep at time `now`.
+/// `--upkeep-once`: open (and migrate) the database, run one round of upkeep now, close.
+/// An error of any step is the command's error (the loop only logs them).
+pub async fn upkeep_once(config: &Config) -> anyhow::Result<()> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    let options = store::Options {
+        min_free_bytes: config.min_free_space,
+    };
+    let store = store::open_with(&config.db, &options)
+        .await
+        .with_context(|| format!("cannot open --db {}", store::redact(&config.db)))?;
+    let started = std::time::Instant::now();
+    tracing::info!(db = %store::redact(&config.db), "Upkeep: one round, now.");
+    let failed = upkeep(
+        store.as_ref(),
+        Timestamp::now(),
+        config.retention.0,
+        config.hourly_for.0,
+    )
+    .await;
+    store.close().await;
+    match failed {
+        Some(step) => anyhow::bail!("upkeep failed to {step} (see the log above)"),
+        None => {
+            tracing::info!(seconds = started.elapsed().as_secs_f64(), "Upkeep done.");
+            Ok(())
+        }
+    }
+}
+
+/// One round of upkeep at time `now`. Each step runs even when an earlier one failed
+/// (logged); returns what the first failure was failing to do.
 pub async fn upkeep(
     store: &dyn store::Store,
     now: Timestamp,
     retention: Duration,
     hourly_for: Duration,
-) {
+) -> Option<&'static str> {
+    let mut failed = None;
     match store.rollup(now.saturating_sub(hourly_for)).await {
         Ok(0) => {}
         Ok(rows) => tracing::info!(rows, "Folded hourly buckets into daily ones."),
-        Err(error) => tracing::warn!(%error, "Failed to fold hourly buckets."),
+        Err(error) => {
+            tracing::warn!(%error, "Failed to fold hourly buckets.");
+            failed = failed.or(Some("fold hourly buckets"));
+        }
     }
     let cutoff = now.saturating_sub(retention);
     match store.prune(cutoff, now.saturating_sub(SEEN_KEEP)).await {
         Ok(0) => {}
         Ok(rows) => tracing::info!(rows, %cutoff, "Pruned data older than the retention."),
-        Err(error) => tracing::warn!(%error, "Failed to prune old data."),
+        Err(error) => {
+            tracing::warn!(%error, "Failed to prune old data.");
+            failed = failed.or(Some("prune old data"));
+        }
     }
     // OTLP series rows (issue 17) unchanged for the whole retention.
     match store.otel_prune(cutoff).await {
         Ok(0) => {}
         Ok(rows) => tracing::info!(rows, "Pruned OTLP series not seen within the retention."),
-        Err(error) => tracing::warn!(%error, "Failed to prune OTLP series."),
+        Err(error) => {
+            tracing::warn!(%error, "Failed to prune OTLP series.");
+            failed = failed.or(Some("prune OTLP series"));
+        }
     }
+    failed
 }

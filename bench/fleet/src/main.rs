@@ -361,7 +361,12 @@ struct Measured {
     history: (u64, Duration),
     live: (u64, Duration),
     live_two: Option<(u64, Duration)>,
+    /// After the upkeep: the steady state.
     lat: Vec<(&'static str, Vec<Duration>)>,
+    /// Right after the load, before the upkeep folded it.
+    lat_loaded: Vec<(&'static str, Vec<Duration>)>,
+    /// The upkeep round after the load (the fold of the history).
+    upkeep: Duration,
     bytes: u64,
 }
 
@@ -453,6 +458,50 @@ async fn run(
         None => None,
     };
 
+    // Queries right after the load: 90 days of hourly rows, as a collector holds them
+    // only until its upkeep runs (or with --hourly-for 90d).
+    let mut qrng = rng.clone();
+    let lat_loaded = queries(a, http, &url, &mut qrng).await?;
+    if let Some((b, _)) = second {
+        b.stop().await?;
+    }
+    collector.stop().await?;
+    // Then the steady state of a running collector: its hourly upkeep folds the rows
+    // older than --hourly-for into daily ones. Run it once now, timed (what an upgraded
+    // or backfilled database takes), and measure the same queries again.
+    let t = Instant::now();
+    let status = Command::new(bin)
+        .args(["--db", &db, "--upkeep-once"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .status()
+        .with_context(|| format!("running {} --upkeep-once", bin.display()))?;
+    anyhow::ensure!(status.success(), "--upkeep-once failed: {status}");
+    let upkeep = t.elapsed();
+    let (collector, url) = Collector::start(bin, &db, a.max_concurrent_ingest, http).await?;
+    let mut qrng = rng.clone();
+    let lat = queries(a, http, &url, &mut qrng).await?;
+    collector.stop().await?;
+    let bytes = backend.size()?;
+    Ok(Measured {
+        edge_days,
+        history: (edge_days, history),
+        live,
+        live_two,
+        lat,
+        lat_loaded,
+        upkeep,
+        bytes,
+    })
+}
+
+/// The timed queries, the same sequence for the same `rng` state.
+async fn queries(
+    a: &Args,
+    http: &reqwest::Client,
+    url: &str,
+    rng: &mut StdRng,
+) -> anyhow::Result<Vec<(&'static str, Vec<Duration>)>> {
     let query = |path: String| {
         let http = http.clone();
         let url = format!("{url}{path}");
@@ -495,19 +544,7 @@ async fn run(
         samples.sort();
         lat.push((kind, samples));
     }
-    if let Some((b, _)) = second {
-        b.stop().await?;
-    }
-    collector.stop().await?;
-    let bytes = backend.size()?;
-    Ok(Measured {
-        edge_days,
-        history: (edge_days, history),
-        live,
-        live_two,
-        lat,
-        bytes,
-    })
+    Ok(lat)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -622,21 +659,29 @@ async fn main() -> anyhow::Result<()> {
         ("hosts", "`hosts` p50 / p99".to_string()),
         ("export", "`export` p50 / p99".to_string()),
     ];
-    for (kind, label) in labels {
-        let n = results
-            .first()
-            .and_then(|m| m.lat.iter().find(|l| l.0 == kind))
-            .map(|l| l.1.len())
-            .unwrap_or(0);
-        row(&mut t, format!("{label} (n={n})"), &|m| {
-            let s = m
-                .lat
-                .iter()
-                .find(|l| l.0 == kind)
-                .map(|l| l.1.as_slice())
-                .unwrap_or(&[]);
-            format!("{} / {}", ms(percentile(s, 0.5)), ms(percentile(s, 0.99)))
-        });
+    row(
+        &mut t,
+        "upkeep after the load (`--upkeep-once`: folds the hourly rows older than 14 days)"
+            .into(),
+        &|m| format!("{:.1} s", m.upkeep.as_secs_f64()),
+    );
+    // The steady state (after the upkeep) first; then the same queries right after the
+    // load, before it.
+    for (loaded, suffix) in [(false, ""), (true, ", right after the load (not folded)")] {
+        for (kind, label) in &labels {
+            let pick = |m: &Measured| -> Vec<Duration> {
+                let lat = if loaded { &m.lat_loaded } else { &m.lat };
+                lat.iter()
+                    .find(|l| l.0 == *kind)
+                    .map(|l| l.1.clone())
+                    .unwrap_or_default()
+            };
+            let n = results.first().map(|m| pick(m).len()).unwrap_or(0);
+            row(&mut t, format!("{label}{suffix} (n={n})"), &|m| {
+                let s = pick(m);
+                format!("{} / {}", ms(percentile(&s, 0.5)), ms(percentile(&s, 0.99)))
+            });
+        }
     }
     println!("{t}");
     if let Some(out) = &a.out {

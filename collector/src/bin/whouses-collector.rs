@@ -15,7 +15,13 @@ fn main() {
         .enable_all()
         .build()
         .context("cannot start the runtime")
-        .and_then(|rt| rt.block_on(serve(config)));
+        .and_then(|rt| {
+            if config.upkeep_once {
+                rt.block_on(whouses_collector::upkeep_once(&config))
+            } else {
+                rt.block_on(serve(config))
+            }
+        });
     if let Err(e) = result {
         tracing::error!(error = %format!("{e:#}"), "Collector failed.");
         eprintln!("whouses-collector: {e:#}");
