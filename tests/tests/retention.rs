@@ -128,3 +128,85 @@ fn upkeep_folds_hours_into_days_and_applies_the_retention() {
         whouses_wire::Timestamp::parse_rfc3339(v["observed_since"].as_str().unwrap()).unwrap();
     assert!(since.0 >= t - 2 * DAY - MIN, "{v}");
 }
+
+/// `whouses-collector --upkeep-once`: the same upkeep, run now on the database and exited
+/// from (after an upgrade or a backfill, before the first hourly round): it folds, says
+/// so, changes no answer, has nothing left to do the second time, and a database it
+/// cannot open is a one-line error and a non-zero exit.
+#[test]
+fn upkeep_once_folds_now_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("whouses.db");
+    let t = now();
+    let mut c = Collector::builder().db(&db).spawn();
+    let day3 = t - 3 * DAY;
+    for (seq, (start, requests)) in [(day3, 5), (day3 + HOUR, 7)].into_iter().enumerate() {
+        post(
+            &c,
+            report(
+                "a",
+                "a-1",
+                seq as u64 + 1,
+                start,
+                start + HOUR,
+                vec![edge("old.internal", 80, requests, start + 30 * MIN)],
+            ),
+        );
+    }
+    post(
+        &c,
+        report(
+            "a",
+            "a-1",
+            3,
+            t - 10 * MIN,
+            t,
+            vec![edge("new.internal", 80, 11, t - MIN)],
+        ),
+    );
+    let before = answers(&c);
+    assert_eq!(before[0]["callers"][0]["requests"], 12);
+    c.stop();
+
+    let url = format!("sqlite://{}", db.display());
+    let once = |db: &str| {
+        std::process::Command::new(whouses_tests::bins::bin_path("whouses-collector"))
+            .args(["--db", db, "--hourly-for", "1d", "--upkeep-once"])
+            .env("RUST_LOG", "info")
+            .output()
+            .unwrap()
+    };
+    let out = once(&url);
+    let log =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("Folded hourly buckets into daily ones"),
+        "{log}"
+    );
+    assert!(log.contains("Upkeep done"), "{log}");
+    // Nothing left: the second round folds nothing.
+    let out = once(&url);
+    let log =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{log}");
+    assert!(!log.contains("Folded hourly buckets"), "{log}");
+
+    let mut c = Collector::builder().db(&db).spawn();
+    assert_eq!(answers(&c), before, "the fold changes no answer");
+    c.stop();
+
+    // A database it cannot open (its directory is a file): a one-line error, exit 1.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let missing = file.join("x.db");
+    let out = once(&format!("sqlite://{}", missing.display()));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("whouses-collector: cannot open --db"),
+        "{err}"
+    );
+    assert!(!missing.exists());
+}

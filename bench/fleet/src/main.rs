@@ -367,7 +367,9 @@ struct Measured {
     lat_loaded: Vec<(&'static str, Vec<Duration>)>,
     /// The upkeep round after the load (the fold of the history).
     upkeep: Duration,
+    /// Database size after the upkeep, and before it (right after the load).
     bytes: u64,
+    bytes_loaded: u64,
 }
 
 fn rate((edges, took): (u64, Duration)) -> String {
@@ -469,6 +471,8 @@ async fn run(
     // Then the steady state of a running collector: its hourly upkeep folds the rows
     // older than --hourly-for into daily ones. Run it once now, timed (what an upgraded
     // or backfilled database takes), and measure the same queries again.
+    let bytes_loaded = backend.size()?;
+    eprintln!("{}: the upkeep (--upkeep-once) …", backend.name());
     let t = Instant::now();
     let status = Command::new(bin)
         .args(["--db", &db, "--upkeep-once"])
@@ -492,6 +496,7 @@ async fn run(
         lat_loaded,
         upkeep,
         bytes,
+        bytes_loaded,
     })
 }
 
@@ -632,13 +637,21 @@ async fn main() -> anyhow::Result<()> {
         "history load (one daily batch per service and day)".into(),
         &|m| rate(m.history),
     );
-    row(&mut t, "database size".into(), &|m| {
+    let size = |bytes: u64, edge_days: u64| {
         format!(
             "{:.1} MiB ({:.1} MiB per million edge-days)",
-            m.bytes as f64 / 1_048_576.0,
-            m.bytes as f64 / 1_048_576.0 / (m.edge_days.max(1) as f64 / 1e6)
+            bytes as f64 / 1_048_576.0,
+            bytes as f64 / 1_048_576.0 / (edge_days.max(1) as f64 / 1e6)
         )
+    };
+    row(&mut t, "database size, right after the load".into(), &|m| {
+        size(m.bytes_loaded, m.edge_days)
     });
+    row(
+        &mut t,
+        "database size after the upkeep (freed pages kept in the file)".into(),
+        &|m| size(m.bytes, m.edge_days),
+    );
     let labels = [
         ("callers", "`callers` p50 / p99".to_string()),
         ("check", "`check` p50 / p99".to_string()),
@@ -661,8 +674,7 @@ async fn main() -> anyhow::Result<()> {
     ];
     row(
         &mut t,
-        "upkeep after the load (`--upkeep-once`: folds the hourly rows older than 14 days)"
-            .into(),
+        "upkeep after the load (`--upkeep-once`: folds the hourly rows older than 14 days)".into(),
         &|m| format!("{:.1} s", m.upkeep.as_secs_f64()),
     );
     // The steady state (after the upkeep) first; then the same queries right after the

@@ -104,6 +104,8 @@ pub(super) async fn window_calls(
     // The first daily row: `since`'s own day, when the edge has one (every edge called
     // that day), through the day index (an index-only scan where one day's rows lie
     // together); only an edge without one seeks its next row through the primary key.
+    // `LIMIT 1` keeps the probe a lookup per edge: flattened into a join, the planner
+    // hashed every row of that day (55,000 in the fleet benchmark) for 1,328 edges.
     let sql = format!(
         "SELECT e.service, e.environment, e.host, e.port, e.scheme, e.requests, e.connections,
                 e.errors, e.bytes_sent, e.bytes_received, e.first_seen, e.last_seen,
@@ -112,8 +114,8 @@ pub(super) async fn window_calls(
                 e.stale_after, fd.day, fd.calls_before, fh.hour, fh.calls_before, b.calls
          FROM edges e
          LEFT JOIN LATERAL (SELECT day, calls_before FROM edge_days
-                            WHERE day = {d} AND edge_id = e.id AND e.last_seen >= {d_ms})
-                           fx ON TRUE
+                            WHERE day = {d} AND edge_id = e.id AND e.last_seen >= {d_ms}
+                            LIMIT 1) fx ON TRUE
          LEFT JOIN LATERAL (SELECT fx.day, fx.calls_before WHERE fx.day IS NOT NULL
                             UNION ALL
                             (SELECT day, calls_before FROM edge_days
