@@ -561,7 +561,7 @@ pub async fn check(
     let around = ObsFilter {
         names: Some(patterns.clone()),
         addresses,
-        services: services.clone(),
+        services,
         since: Some(window_start),
     };
     // The callers' side of the callee's view, whole counts (bucket sums): only when the

@@ -63,15 +63,20 @@ const SEEN_KEEP: Duration = Duration::from_secs(30 * 86_400);
 /// How often old hourly buckets are folded and retention is applied.
 const UPKEEP_EVERY: Duration = Duration::from_secs(3600);
 
-/// Build the application state from a configuration (opens and migrates the database).
-pub async fn state(config: &Config, clock: api::Clock) -> anyhow::Result<api::AppState> {
+/// Check the configuration, then open (and migrate) its database.
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn store::Store>> {
     config.validate().map_err(anyhow::Error::msg)?;
     let options = store::Options {
         min_free_bytes: config.min_free_space,
     };
-    let store = store::open_with(&config.db, &options)
+    store::open_with(&config.db, &options)
         .await
-        .with_context(|| format!("cannot open --db {}", store::redact(&config.db)))?;
+        .with_context(|| format!("cannot open --db {}", store::redact(&config.db)))
+}
+
+/// Build the application state from a configuration (opens and migrates the database).
+pub async fn state(config: &Config, clock: api::Clock) -> anyhow::Result<api::AppState> {
+    let store = open_store(config).await?;
     let targets = match &config.targets {
         Some(p) => targets::Targets::load(p)?,
         None => targets::Targets::default(),
@@ -182,13 +187,7 @@ async fn upkeep_loop(
 /// `--upkeep-once`: open (and migrate) the database, run one round of upkeep now, close.
 /// An error of any step is the command's error (the loop only logs them).
 pub async fn upkeep_once(config: &Config) -> anyhow::Result<()> {
-    config.validate().map_err(anyhow::Error::msg)?;
-    let options = store::Options {
-        min_free_bytes: config.min_free_space,
-    };
-    let store = store::open_with(&config.db, &options)
-        .await
-        .with_context(|| format!("cannot open --db {}", store::redact(&config.db)))?;
+    let store = open_store(config).await?;
     let started = std::time::Instant::now();
     tracing::info!(db = %store::redact(&config.db), "Upkeep: one round, now.");
     let failed = upkeep(

@@ -32,50 +32,45 @@ fn answers(c: &Collector) -> Vec<Value> {
     .collect()
 }
 
+/// Two hours of calls three days ago (the older hour goes to the hourly table), and one a
+/// few minutes ago; returns the answers they give.
+fn three_days_ago_and_now(c: &Collector, t: i64) -> Vec<Value> {
+    let day3 = t - 3 * DAY;
+    // (period start, period end, host, requests, last call)
+    let calls = [
+        (day3, day3 + HOUR, "old.internal", 5, day3 + 30 * MIN),
+        (
+            day3 + HOUR,
+            day3 + 2 * HOUR,
+            "old.internal",
+            7,
+            day3 + 90 * MIN,
+        ),
+        (t - 10 * MIN, t, "new.internal", 11, t - MIN),
+    ];
+    for (seq, (start, end, host, requests, last)) in calls.into_iter().enumerate() {
+        let r = report(
+            "a",
+            "a-1",
+            seq as u64 + 1,
+            start,
+            end,
+            vec![edge(host, 80, requests, last)],
+        );
+        post(c, r);
+    }
+    let before = answers(c);
+    assert_eq!(before[0]["callers"][0]["requests"], 12);
+    before
+}
+
 #[test]
 fn upkeep_folds_hours_into_days_and_applies_the_retention() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("whouses.db");
     let t = now();
-    // Two hours of calls three days ago (the older hour goes to the hourly table), and
-    // one a few minutes ago.
     let mut c = Collector::builder().db(&db).spawn();
-    let day3 = t - 3 * DAY;
-    post(
-        &c,
-        report(
-            "a",
-            "a-1",
-            1,
-            day3,
-            day3 + HOUR,
-            vec![edge("old.internal", 80, 5, day3 + 30 * MIN)],
-        ),
-    );
-    post(
-        &c,
-        report(
-            "a",
-            "a-1",
-            2,
-            day3 + HOUR,
-            day3 + 2 * HOUR,
-            vec![edge("old.internal", 80, 7, day3 + 90 * MIN)],
-        ),
-    );
-    post(
-        &c,
-        report(
-            "a",
-            "a-1",
-            3,
-            t - 10 * MIN,
-            t,
-            vec![edge("new.internal", 80, 11, t - MIN)],
-        ),
-    );
-    let before = answers(&c);
-    assert_eq!(before[0]["callers"][0]["requests"], 12);
+    let before = three_days_ago_and_now(&c, t);
     assert_eq!(before[1]["callers"][0]["requests"], 12);
     let observed = c.get_json("/v1/check?host=old.internal&quiet_for=1h")["observed_since"].clone();
     c.stop();
@@ -139,33 +134,7 @@ fn upkeep_once_folds_now_and_exits() {
     let db = dir.path().join("whouses.db");
     let t = now();
     let mut c = Collector::builder().db(&db).spawn();
-    let day3 = t - 3 * DAY;
-    for (seq, (start, requests)) in [(day3, 5), (day3 + HOUR, 7)].into_iter().enumerate() {
-        post(
-            &c,
-            report(
-                "a",
-                "a-1",
-                seq as u64 + 1,
-                start,
-                start + HOUR,
-                vec![edge("old.internal", 80, requests, start + 30 * MIN)],
-            ),
-        );
-    }
-    post(
-        &c,
-        report(
-            "a",
-            "a-1",
-            3,
-            t - 10 * MIN,
-            t,
-            vec![edge("new.internal", 80, 11, t - MIN)],
-        ),
-    );
-    let before = answers(&c);
-    assert_eq!(before[0]["callers"][0]["requests"], 12);
+    let before = three_days_ago_and_now(&c, t);
     c.stop();
 
     let url = format!("sqlite://{}", db.display());
