@@ -70,7 +70,8 @@ pub struct Config {
     /// --hourly-for, recompute window sums late batches left stale, apply --retention),
     /// print what it did and exit: after an upgrade or a bulk backfill, before the first
     /// hourly round would. Safe beside running collectors: on PostgreSQL they take turns
-    /// under the upkeep lock; on SQLite it waits for the running collector's writes.
+    /// under the upkeep lock; on SQLite its transactions (one per folded day) and the
+    /// running collector's writes wait for each other.
     #[arg(long)]
     pub upkeep_once: bool,
 
