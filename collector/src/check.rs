@@ -210,10 +210,11 @@ pub fn reporting(coverage: &[InstanceCoverage]) -> HashMap<(&str, &str), Reporti
 
 /// Who folded calls into `(other)` within the window, busiest first.
 fn folds(folded: &[WindowCalls], past_callers: &[CallerEvidence]) -> Vec<FoldEvidence> {
-    if !folded
+    let rows: Vec<&WindowCalls> = folded
         .iter()
-        .any(|w| w.edge.host == OTHER_HOST && w.calls > 0)
-    {
+        .filter(|w| w.edge.host == OTHER_HOST && w.calls > 0)
+        .collect();
+    if rows.is_empty() {
         return Vec::new();
     }
     let past: BTreeSet<(&str, &str)> = past_callers
@@ -221,10 +222,7 @@ fn folds(folded: &[WindowCalls], past_callers: &[CallerEvidence]) -> Vec<FoldEvi
         .map(|c| (c.service.as_str(), c.environment.as_str()))
         .collect();
     let mut by: BTreeMap<(&str, &str), FoldEvidence> = BTreeMap::new();
-    for w in folded
-        .iter()
-        .filter(|w| w.edge.host == OTHER_HOST && w.calls > 0)
-    {
+    for w in rows {
         let r = &w.edge;
         let f = by
             .entry((&r.service, &r.environment))
@@ -238,7 +236,7 @@ fn folds(folded: &[WindowCalls], past_callers: &[CallerEvidence]) -> Vec<FoldEvi
         f.calls = counts::add(f.calls, w.calls);
         f.last_seen = f.last_seen.max(r.counts.last_seen);
     }
-    let mut v: Vec<FoldEvidence> = by.into_values().filter(|f| f.calls > 0).collect();
+    let mut v: Vec<FoldEvidence> = by.into_values().collect();
     v.sort_by(|a, b| {
         b.past_caller
             .cmp(&a.past_caller)

@@ -464,10 +464,6 @@ async fn upkeep_transaction(
     Ok(locked.then_some(tx))
 }
 
-/// Fold the hourly buckets of the oldest UTC day that ended before `before` into daily
-/// buckets, in one statement: the rows deleted are exactly the rows folded, whatever
-/// ingest does meanwhile. Returns the hourly rows folded; 0 when nothing is left (or
-/// another collector is folding).
 /// After a fold that moved a large share of the buckets (an upgrade, a backfill, the
 /// first upkeep of a loaded database), refresh the planner's statistics of the bucket
 /// tables at once. Until autovacuum gets to it, the planner would still see them as they
@@ -510,6 +506,10 @@ async fn analyze_after_fold(conn: &pool::Conn, moved: u64) {
     }
 }
 
+/// Fold the hourly buckets of the oldest UTC day that ended before `before` into daily
+/// buckets, in one statement: the rows deleted are exactly the rows folded, whatever
+/// ingest does meanwhile. Returns the hourly rows folded; 0 when nothing is left (or
+/// another collector is folding).
 async fn rollup_one_day(conn: &mut pool::Conn, before: Timestamp) -> Result<u64, StoreError> {
     let end_hour = day_of(before) * 24;
     let Some(tx) = upkeep_transaction(conn).await? else {

@@ -40,10 +40,11 @@ pub(super) fn edges(c: &Connection, f: &EdgeFilter) -> Result<Vec<EdgeRow>, Stor
 
 /// Every edge of `hosts` with its calls from `since` on: the edge's totals minus its first
 /// bucket row's `calls_before` in the window — the same numbers `edges` with `since` sums
-/// from every bucket. Per edge active in the window: one index seek for its first daily
-/// row; one for its first hourly row unless that daily row is `since`'s own day; and,
-/// only when `since` falls inside a day with a daily row and hourly rows of that day
-/// before `since` exist at all, one for those. Edges a late batch left stale are summed
+/// from every bucket. Per edge active in the window: one probe of the day index for its
+/// row of `since`'s own day (migration 0010), and only without one a primary-key seek
+/// for its next daily row; one seek for its first hourly row unless that daily row is
+/// `since`'s own day; and, only when `since` falls inside a day with a daily row and
+/// hourly rows of that day before `since` exist at all, one for those. Edges a late batch left stale are summed
 /// the long way. One read transaction: every step sees the same data.
 pub(super) fn window_calls(
     c: &Connection,
