@@ -25,7 +25,7 @@ use whouses_wire::{counts, Timestamp, OTHER_HOST};
 use crate::query::callers_of;
 use crate::reconcile::{self, Attribution};
 use crate::store::{
-    merge_interval, CalleeInstance, EdgeFilter, InboundFilter, InboundRow, InstanceCoverage,
+    merge_intervals, CalleeInstance, EdgeFilter, InboundFilter, InboundRow, InstanceCoverage,
     Interval, ObsFilter, Store, StoreError, WindowCalls,
 };
 use crate::targets::HostPattern;
@@ -201,9 +201,10 @@ pub fn reporting(coverage: &[InstanceCoverage]) -> HashMap<(&str, &str), Reporti
         let r = by.entry((&c.service, &c.environment)).or_default();
         r.flush_interval_ms = r.flush_interval_ms.max(c.flush_interval_ms);
         r.observed_until = r.observed_until.max(c.observed_until);
-        for iv in &c.intervals {
-            merge_interval(&mut r.intervals, *iv);
-        }
+        r.intervals.extend_from_slice(&c.intervals);
+    }
+    for r in by.values_mut() {
+        merge_intervals(&mut r.intervals);
     }
     by
 }
@@ -262,8 +263,18 @@ pub fn decide(ev: &Evidence<'_>) -> CheckResponse {
         *n = counts::add(*n, w.calls);
     }
     let past_callers = callers_of(ev.edges);
+    let callee = CalleeView::of(
+        &ev.inbound,
+        ev.patterns,
+        ev.host,
+        window_start,
+        now,
+        &in_window,
+        &past_callers,
+    );
+    // Each past caller's row becomes its evidence (moved: a host may have a thousand).
     let evidence: Vec<CallerEvidence> = past_callers
-        .iter()
+        .into_iter()
         .map(|c| {
             let rep = reporting.get(&(c.service.as_str(), c.environment.as_str()));
             let covered = reported_throughout(rep, window_start, now);
@@ -281,9 +292,9 @@ pub fn decide(ev: &Evidence<'_>) -> CheckResponse {
                 last_seen: c.counts.last_seen,
                 last_report: rep.map(|r| r.observed_until),
                 reporting_through_window: covered,
-                hosts: c.hosts.clone(),
-                service: c.service.clone(),
-                environment: c.environment.clone(),
+                hosts: c.hosts,
+                service: c.service,
+                environment: c.environment,
                 owner: None,
             }
         })
@@ -327,15 +338,6 @@ pub fn decide(ev: &Evidence<'_>) -> CheckResponse {
         .filter(|e| e.last_seen >= window_start)
         .cloned()
         .collect();
-    let callee = CalleeView::of(
-        &ev.inbound,
-        ev.patterns,
-        host,
-        window_start,
-        now,
-        &in_window,
-        &past_callers,
-    );
     let (mut verdict, mut reason) = if !callers.is_empty()
         || !bypass.is_empty()
         || callee.calls_in_window > 0

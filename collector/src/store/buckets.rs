@@ -36,17 +36,44 @@ pub struct Interval {
 /// Merge `new` into sorted, disjoint `intervals` (within [`CONTINUITY_SLACK_MS`]).
 pub fn merge_interval(intervals: &mut Vec<Interval>, new: Interval) {
     intervals.push(new);
+    merge_intervals(intervals);
+}
+
+/// Sort `intervals` and merge those that overlap or touch (within
+/// [`CONTINUITY_SLACK_MS`]), in place.
+pub fn merge_intervals(intervals: &mut Vec<Interval>) {
     intervals.sort_by_key(|i| i.start);
-    let mut out: Vec<Interval> = Vec::with_capacity(intervals.len());
-    for i in intervals.drain(..) {
-        match out.last_mut() {
-            Some(last) if i.start.0 <= last.end.0.saturating_add(CONTINUITY_SLACK_MS) => {
-                last.end = Timestamp(last.end.0.max(i.end.0));
-            }
-            _ => out.push(i),
+    // `dedup_by` hands each interval with the last one kept: fold it in when they touch.
+    intervals.dedup_by(|later, kept| {
+        let touches = later.start.0 <= kept.end.0.saturating_add(CONTINUITY_SLACK_MS);
+        if touches {
+            kept.end = Timestamp(kept.end.0.max(later.end.0));
         }
+        touches
+    });
+}
+
+/// Coverage gathered one entry per instance, in one order: by instance, each
+/// instance's intervals by start. The coverage statements do not sort (for a host with
+/// a thousand callers the sort cost more than the rest of the statement): rows of one
+/// instance come together in their plans, and this puts them together if they do not.
+pub fn canonical_coverage(out: &mut Vec<super::InstanceCoverage>) {
+    if !out.windows(2).all(|w| w[0].instance < w[1].instance) {
+        out.sort_by(|a, b| a.instance.cmp(&b.instance));
+        out.dedup_by(|later, first| {
+            let same = later.instance == first.instance;
+            if same {
+                first.intervals.append(&mut later.intervals);
+            }
+            same
+        });
     }
-    *intervals = out;
+    for c in out {
+        if !c.intervals.is_sorted_by_key(|i| i.start) {
+            c.intervals.sort_by_key(|i| i.start);
+        }
+        c.intervals.dedup();
+    }
 }
 
 /// The span in which stored intervals can merge with `new` ones (their earliest start

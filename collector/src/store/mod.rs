@@ -42,7 +42,7 @@ pub mod otel;
 pub mod postgres;
 pub mod sqlite;
 
-pub use buckets::{merge_interval, Interval, CONTINUITY_SLACK_MS};
+pub use buckets::{merge_interval, merge_intervals, Interval, CONTINUITY_SLACK_MS};
 
 /// Which edges a query wants.
 #[derive(Debug, Clone, Default)]

@@ -7,7 +7,7 @@ use whouses_wire::api::{BypassRow, EdgeRow, InstanceRow, LookupRow};
 use whouses_wire::{Counts, Scheme, Timestamp};
 
 use crate::store::buckets::{
-    self, day_of, escape_like, hour_of, sum_rows, WindowRow, DAY_MS, HOUR_MS,
+    self, canonical_coverage, day_of, escape_like, hour_of, sum_rows, WindowRow, DAY_MS, HOUR_MS,
 };
 use crate::store::{EdgeFilter, InstanceCoverage, Interval, ObsFilter, StoreError, WindowCalls};
 use crate::targets::HostPattern;
@@ -389,7 +389,7 @@ pub(super) async fn coverage(
         .unzip();
     let rows = c
         .query_typed(
-            &coverage_sql("SELECT DISTINCT * FROM UNNEST($2::text[], $3::text[])"),
+            &coverage_sql("SELECT * FROM UNNEST($2::text[], $3::text[])"),
             &[
                 (&after.0, Type::INT8),
                 (&names, Type::TEXT_ARRAY),
@@ -421,7 +421,7 @@ pub(super) async fn callers_coverage(
     let rows = c
         .query_typed(
             &coverage_sql(&format!(
-                "SELECT DISTINCT e.service, e.environment FROM edges e WHERE {cond}"
+                "SELECT e.service, e.environment FROM edges e WHERE {cond}"
             )),
             &p.typed(),
         )
@@ -430,16 +430,16 @@ pub(super) async fn callers_coverage(
     coverage_rows(&rows)
 }
 
-/// The coverage statement over the `(service, environment)` pairs `wanted` selects; $1
-/// is the time intervals must end at or after.
+/// The coverage statement over the `(service, environment)` pairs `wanted` selects (a
+/// pair may come more than once: `IN` takes each once); $1 is the time intervals must
+/// end at or after. Unsorted: [`canonical_coverage`] orders the rows.
 fn coverage_sql(wanted: &str) -> String {
     format!(
         r#"SELECT i.instance, i.service, i.environment, i.flush_interval_ms,
                   i.observed_until, c.start, c."end"
-           FROM ({wanted}) AS w(service, environment)
-           JOIN instances i ON i.service = w.service AND i.environment = w.environment
+           FROM instances i
            LEFT JOIN coverage c ON c.instance = i.instance AND c."end" >= $1
-           ORDER BY i.instance, c.start"#
+           WHERE (i.service, i.environment) IN ({wanted})"#
     )
 }
 
@@ -468,6 +468,7 @@ fn coverage_rows(rows: &[Row]) -> Result<Vec<InstanceCoverage>, StoreError> {
             }),
         }
     }
+    canonical_coverage(&mut out);
     Ok(out)
 }
 

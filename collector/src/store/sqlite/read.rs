@@ -7,7 +7,7 @@ use whouses_wire::{Counts, Scheme, Timestamp};
 
 use super::schema::sat_add;
 use crate::store::buckets::{
-    self, day_of, escape_like, hour_of, sum_rows, WindowRow, DAY_MS, HOUR_MS,
+    self, canonical_coverage, day_of, escape_like, hour_of, sum_rows, WindowRow, DAY_MS, HOUR_MS,
 };
 use crate::store::{EdgeFilter, InstanceCoverage, Interval, ObsFilter, StoreError, WindowCalls};
 use crate::targets::HostPattern;
@@ -65,28 +65,30 @@ pub(super) fn window_calls(
         .prepare_cached("SELECT EXISTS (SELECT 1 FROM edge_days WHERE day >= ?1)")?
         .query_row([day], |r| r.get(0))?;
     // The row of `since`'s own day, when the edge has one (every edge called that day),
-    // through the day index: one day's rows lie together there, and it carries
+    // joined through the day index: one day's rows lie together there, and it carries
     // `calls_before`. Only an edge without one seeks its next row through the primary
-    // key, one scattered page per edge.
-    let first_day = if any_days {
-        "CASE WHEN e.last_seen >= ?3 THEN COALESCE(
-             (SELECT day || ' ' || IFNULL(calls_before, -1)
-              FROM edge_days INDEXED BY edge_days_by_day
-              WHERE day = ?2 AND edge_id = e.id),
-             (SELECT day || ' ' || IFNULL(calls_before, -1) FROM edge_days
-              WHERE edge_id = e.id AND day > ?2 ORDER BY day LIMIT 1)) END"
+    // key, one scattered page per edge; that row comes back as "DAY CALLS_BEFORE" (-1:
+    // not known), so one seek gives both.
+    let (day_join, first_day) = if any_days {
+        (
+            "LEFT JOIN edge_days d INDEXED BY edge_days_by_day
+                  ON d.day = ?2 AND d.edge_id = e.id AND e.last_seen >= ?3",
+            "d.edge_id IS NOT NULL, d.calls_before,
+             CASE WHEN d.edge_id IS NULL AND e.last_seen >= ?3 THEN
+                 (SELECT day || ' ' || IFNULL(calls_before, -1) FROM edge_days
+                  WHERE edge_id = e.id AND day > ?2 ORDER BY day LIMIT 1) END",
+        )
     } else {
-        // NULL, naming ?2 and ?3 still: the parameters after them are numbered.
-        "CASE WHEN ?2 IS NULL OR ?3 IS NULL THEN NULL END"
+        // Naming ?2 and ?3 still: the parameters after them are numbered.
+        ("", "?2 IS NULL AND ?3 IS NULL, NULL, NULL")
     };
-    // A first row comes back as "KEY CALLS_BEFORE" (-1: not known): one seek gives both.
     // The first hourly row is looked up afterwards, only where the first daily row does
     // not settle it.
     let sql = format!(
         "SELECT e.service, e.environment, e.host, e.port, e.scheme, e.requests, e.connections,
                 e.errors, e.bytes_sent, e.bytes_received, e.first_seen, e.last_seen,
                 e.id, e.cur_hour, {cur_calls}, e.stale_after, {first_day}
-         FROM edges e
+         FROM edges e {day_join}
          WHERE {hosts_match}
          ORDER BY e.host, e.port, e.scheme, e.service, e.environment",
         cur_calls = sat_add!("e.cur_requests", "e.cur_connections"),
@@ -103,7 +105,12 @@ pub(super) fn window_calls(
                 cur_hour: row.get(13)?,
                 cur_calls: count(row, 14)?,
                 stale_after: row.get(15)?,
-                first_day: first_row(row.get(16)?),
+                first_day: if row.get(16)? {
+                    let before: Option<i64> = row.get(17)?;
+                    Some((day, before.and_then(|b| u64::try_from(b).ok())))
+                } else {
+                    first_row(row.get(18)?)
+                },
                 first_hour: None,
                 day_hours_before: 0,
             };
@@ -469,7 +476,7 @@ pub(super) fn coverage(
     // position would be a join without an index, quadratic in the callers.
     let wanted = serde_json::to_string(services).unwrap_or_default();
     let mut stmt = c.prepare_cached(&coverage_sql(
-        "SELECT DISTINCT value ->> 0, value ->> 1 FROM json_each(?2)",
+        "SELECT value ->> 0, value ->> 1 FROM json_each(?2)",
     ))?;
     let rows = coverage_rows(stmt.query(rusqlite::params![after.0, wanted])?)?;
     Ok(rows)
@@ -486,23 +493,22 @@ pub(super) fn callers_coverage(
     let mut args = vec![Value::Integer(after.0)];
     let hosts_match = host_condition("e.host", Some("e.port"), hosts, &mut args);
     let mut stmt = c.prepare_cached(&coverage_sql(&format!(
-        "SELECT DISTINCT e.service, e.environment FROM edges e WHERE {hosts_match}"
+        "SELECT e.service, e.environment FROM edges e WHERE {hosts_match}"
     )))?;
     let rows = coverage_rows(stmt.query(params_from_iter(args))?)?;
     Ok(rows)
 }
 
-/// The coverage statement over the `(service, environment)` pairs `wanted` selects; ?1
-/// is the time intervals must end at or after.
+/// The coverage statement over the `(service, environment)` pairs `wanted` selects (a
+/// pair may come more than once: `IN` takes each once, without a sort); ?1 is the time
+/// intervals must end at or after. Unsorted: [`canonical_coverage`] orders the rows.
 fn coverage_sql(wanted: &str) -> String {
     format!(
-        r#"WITH wanted(service, environment) AS ({wanted})
-           SELECT i.instance, i.service, i.environment, i.flush_interval_ms,
+        r#"SELECT i.instance, i.service, i.environment, i.flush_interval_ms,
                   i.observed_until, c.start, c."end"
-           FROM wanted w
-           JOIN instances i ON i.service = w.service AND i.environment = w.environment
+           FROM instances i
            LEFT JOIN coverage c ON c.instance = i.instance AND c."end" >= ?1
-           ORDER BY i.instance, c.start"#
+           WHERE (i.service, i.environment) IN ({wanted})"#
     )
 }
 
@@ -530,6 +536,7 @@ fn coverage_rows(mut rows: rusqlite::Rows<'_>) -> Result<Vec<InstanceCoverage>, 
             }),
         }
     }
+    canonical_coverage(&mut out);
     Ok(out)
 }
 
