@@ -202,22 +202,6 @@ impl Owners {
         }
         Ok(())
     }
-
-    /// Put each caller's owner into a `check` answer.
-    pub async fn fill_check(
-        &self,
-        store: &dyn Store,
-        r: &mut whouses_wire::api::CheckResponse,
-    ) -> Result<(), StoreError> {
-        if r.evidence.is_empty() && r.callers.is_empty() {
-            return Ok(());
-        }
-        let m = self.map(store).await?;
-        for c in r.callers.iter_mut().chain(r.evidence.iter_mut()) {
-            c.owner = m.of(&c.service, &c.environment);
-        }
-        Ok(())
-    }
 }
 
 /// Characters of a glob that are not wildcards: how specific it is.
@@ -234,6 +218,13 @@ pub struct OwnerMap<'a> {
 }
 
 impl OwnerMap<'_> {
+    /// Put each caller's owner into a `check` answer.
+    pub fn fill_check(&self, r: &mut whouses_wire::api::CheckResponse) {
+        for c in r.callers.iter_mut().chain(r.evidence.iter_mut()) {
+            c.owner = self.of(&c.service, &c.environment);
+        }
+    }
+
     /// The owner of a service in an environment: the file's, else the reported one.
     pub fn of(&self, service: &str, environment: &str) -> Option<Owner> {
         self.file.from_file(service).or_else(|| {

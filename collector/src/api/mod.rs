@@ -362,18 +362,19 @@ async fn check(
             "invalid quiet_for {quiet:?}: must be more than 0 and at most 100 years"
         )));
     }
-    let mut r = crate::check::check(
-        s.store.as_ref(),
-        host,
-        s.patterns(host)?,
-        quiet_for.as_millis() as u64,
-        s.now(),
-    )
-    .await?;
-    s.workflow
-        .owners
-        .fill_check(s.store.as_ref(), &mut r)
-        .await?;
+    // The owners are read beside the evidence, not after it.
+    let (r, owners) = tokio::join!(
+        crate::check::check(
+            s.store.as_ref(),
+            host,
+            s.patterns(host)?,
+            quiet_for.as_millis() as u64,
+            s.now(),
+        ),
+        s.workflow.owners.map(s.store.as_ref()),
+    );
+    let mut r = r?;
+    owners?.fill_check(&mut r);
     // About 300 bytes per caller row (a host may have a thousand callers, twice).
     let rows = r.callers.len().saturating_add(r.evidence.len());
     sized_json(&r, rows.saturating_mul(320).saturating_add(4096))

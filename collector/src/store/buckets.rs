@@ -334,6 +334,62 @@ mod tests {
         assert_eq!(v.len(), 2);
     }
 
+    #[test]
+    fn many_intervals_merge_at_once_whatever_their_order() {
+        let mut v = vec![
+            iv(40_000, 50_000),
+            iv(0, 10_000),
+            iv(5_000, 8_000),
+            iv(10_900, 20_000),
+            iv(60_000, 70_000),
+            iv(49_000, 55_000),
+        ];
+        merge_intervals(&mut v);
+        assert_eq!(
+            v,
+            vec![iv(0, 20_000), iv(40_000, 55_000), iv(60_000, 70_000)]
+        );
+        let mut empty: Vec<Interval> = vec![];
+        merge_intervals(&mut empty);
+        assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn coverage_rows_in_any_order_come_out_one_per_instance_in_order() {
+        let cov = |instance: &str, intervals: Vec<Interval>| super::super::InstanceCoverage {
+            instance: instance.into(),
+            service: "a".into(),
+            environment: "prod".into(),
+            flush_interval_ms: 10_000,
+            observed_until: Timestamp(0),
+            intervals,
+        };
+        // b's rows split in two runs, a's intervals out of order, a duplicate row.
+        let mut v = vec![
+            cov("b", vec![iv(0, 1)]),
+            cov("a", vec![iv(5, 6), iv(1, 2)]),
+            cov("b", vec![iv(3, 4), iv(0, 1)]),
+            cov("c", vec![]),
+        ];
+        canonical_coverage(&mut v);
+        let got: Vec<(&str, &[Interval])> = v
+            .iter()
+            .map(|c| (c.instance.as_str(), c.intervals.as_slice()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a", &[iv(1, 2), iv(5, 6)][..]),
+                ("b", &[iv(0, 1), iv(3, 4)][..]),
+                ("c", &[][..]),
+            ]
+        );
+        // Already in order: unchanged.
+        let before = v.clone();
+        canonical_coverage(&mut v);
+        assert_eq!(v, before);
+    }
+
     fn heartbeat(start: i64, end: i64) -> Report {
         Report {
             version: REPORT_VERSION,

@@ -132,8 +132,7 @@ pub(super) async fn window_calls(
                               AND fd.day = {d}
                               AND EXISTS (SELECT 1 FROM edge_hours
                                           WHERE hour >= {d24} AND hour < {h})) b ON TRUE
-         WHERE {cond}
-         ORDER BY e.host, e.port, e.scheme, e.service, e.environment",
+         WHERE {cond}",
         // Not `sat_sum`: over no rows `SUM` is NULL, which `LEAST` would skip.
         sum = "LEAST(COALESCE(SUM(sat_add(requests, connections)), 0), 9223372036854775807)::int8",
     );
@@ -171,6 +170,9 @@ pub(super) async fn window_calls(
         });
         out.push(WindowCalls { edge, calls });
     }
+    // Sorted here, not by the statement: its rows come from the heap in no order, and
+    // the server's sort of a thousand wide rows cost more than a tenth of the statement.
+    out.sort_unstable_by(|a, b| key(&a.edge).cmp(&key(&b.edge)));
     if stale {
         let summed = edges(
             c,
