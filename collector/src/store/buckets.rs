@@ -252,6 +252,23 @@ pub fn log_repaired(rows: u64) {
     }
 }
 
+/// The order edges are answered in: host, port, scheme, service, environment, compared
+/// byte by byte (SQLite's `BINARY`, PostgreSQL's `COLLATE "C"`).
+pub fn edge_key(r: &EdgeRow) -> (&str, u16, &str, &str, &str) {
+    (
+        &r.host,
+        r.port,
+        r.scheme.as_str(),
+        &r.service,
+        &r.environment,
+    )
+}
+
+/// Window calls put in [`edge_key`] order.
+pub fn sort_window_calls(out: &mut [crate::store::WindowCalls]) {
+    out.sort_unstable_by(|a, b| edge_key(&a.edge).cmp(&edge_key(&b.edge)));
+}
+
 /// Marks an edge whose window calls [`window_calls`] could not tell (`None`): never a
 /// count, which stops at [`whouses_wire::MAX_COUNT`].
 pub const STALE: u64 = u64::MAX;

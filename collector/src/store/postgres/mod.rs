@@ -16,7 +16,7 @@ use whouses_wire::Timestamp;
 
 use std::collections::HashMap;
 
-use super::buckets::{calls_before, day_of, hour_of, BucketCalls, BucketKind};
+use super::buckets::{self, calls_before, day_of, hour_of, BucketCalls, BucketKind};
 use super::WindowCalls;
 use super::{AddressClaim, CalleeInstance, InboundFilter, InboundRow};
 use super::{Batch, EdgeFilter, Ingested, InstanceCoverage, ObsFilter, Store, StoreError};
@@ -157,9 +157,13 @@ impl Store for PostgresStore {
         since: Timestamp,
     ) -> Result<Vec<WindowCalls>, StoreError> {
         let conn = self.pool.get().await?;
-        let rows = read::window_calls(&conn.client, hosts, since).await?;
+        let mut out = read::window_calls(&conn.client, hosts, since).await?;
+        buckets::sort_window_calls(&mut out);
+        if out.iter().any(|w| w.calls == buckets::STALE) {
+            read::fill_stale_window_calls(&conn.client, hosts, since, &mut out).await?;
+        }
         conn.release();
-        Ok(rows)
+        Ok(out)
     }
 
     async fn lookups(&self, f: &ObsFilter) -> Result<Vec<LookupRow>, StoreError> {

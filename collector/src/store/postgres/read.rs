@@ -73,7 +73,7 @@ pub(super) async fn edges(c: &Client, f: &EdgeFilter) -> Result<Vec<EdgeRow>, St
         }
     }
     for part in [&mut current, &mut hours, &mut days] {
-        part.sort_by(|a, b| key(a).cmp(&key(b)));
+        part.sort_by(|a, b| buckets::edge_key(a).cmp(&buckets::edge_key(b)));
     }
     Ok(sum_rows(sum_rows(current, hours), days))
 }
@@ -84,6 +84,10 @@ pub(super) async fn edges(c: &Client, f: &EdgeFilter) -> Result<Vec<EdgeRow>, St
 /// only when the first daily row is not `since`'s own day; that day's hourly rows before
 /// `since` only when it has a daily row and such rows exist at all); stale edges summed
 /// the long way. One statement: one snapshot.
+///
+/// The rows come back unsorted ([`buckets::sort_window_calls`]: the server's sort of a
+/// thousand wide rows cost more than a tenth of the statement), an edge whose calls
+/// could not be told marked [`buckets::STALE`] ([`fill_stale_window_calls`]).
 pub(super) async fn window_calls(
     c: &Client,
     hosts: &[HostPattern],
@@ -141,7 +145,6 @@ pub(super) async fn window_calls(
         .await
         .map_err(StoreError::pg)?;
     let mut out = Vec::with_capacity(rows.len());
-    let mut stale = false;
     for row in &rows {
         let get = |i: usize| -> Result<Option<i64>, StoreError> {
             row.try_get::<_, Option<i64>>(i).map_err(StoreError::pg)
@@ -164,38 +167,30 @@ pub(super) async fn window_calls(
             first_hour: first(17)?,
             day_hours_before: get(19)?.map_or(0, |v| v.max(0) as u64),
         };
-        let calls = buckets::window_calls(&w, since).unwrap_or_else(|| {
-            stale = true;
-            buckets::STALE
-        });
+        let calls = buckets::window_calls(&w, since).unwrap_or(buckets::STALE);
         out.push(WindowCalls { edge, calls });
-    }
-    // Sorted here, not by the statement: its rows come from the heap in no order, and
-    // the server's sort of a thousand wide rows cost more than a tenth of the statement.
-    out.sort_unstable_by(|a, b| key(&a.edge).cmp(&key(&b.edge)));
-    if stale {
-        let summed = edges(
-            c,
-            &EdgeFilter {
-                hosts: Some(hosts.to_vec()),
-                since: Some(since),
-                ..Default::default()
-            },
-        )
-        .await?;
-        buckets::fill_stale(&mut out, &summed);
     }
     Ok(out)
 }
 
-fn key(r: &EdgeRow) -> (&str, u16, &str, &str, &str) {
-    (
-        &r.host,
-        r.port,
-        r.scheme.as_str(),
-        &r.service,
-        &r.environment,
+/// Sum the edges [`window_calls`] marked stale (a late batch) the long way.
+pub(super) async fn fill_stale_window_calls(
+    c: &Client,
+    hosts: &[HostPattern],
+    since: Timestamp,
+    out: &mut [WindowCalls],
+) -> Result<(), StoreError> {
+    let summed = edges(
+        c,
+        &EdgeFilter {
+            hosts: Some(hosts.to_vec()),
+            since: Some(since),
+            ..Default::default()
+        },
     )
+    .await?;
+    buckets::fill_stale(out, &summed);
+    Ok(())
 }
 
 /// The filter's conditions on `e` (the edges table), as SQL after `WHERE`.
