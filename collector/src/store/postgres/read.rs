@@ -82,8 +82,8 @@ pub(super) async fn edges(c: &Client, f: &EdgeFilter) -> Result<Vec<EdgeRow>, St
 /// `since` on, from its totals and its first bucket rows in the window (one index lookup
 /// each, `LATERAL`, skipped for edges quiet since before the window; the first hourly row
 /// only when the first daily row is not `since`'s own day; that day's hourly rows before
-/// `since` only when it has a daily row and such rows exist at all); stale edges summed
-/// the long way. One statement: one snapshot.
+/// `since` only when it has a daily row and such rows exist at all). One statement: one
+/// snapshot.
 ///
 /// The rows come back unsorted ([`buckets::sort_window_calls`]: the server's sort of a
 /// thousand wide rows cost more than a tenth of the statement), an edge whose calls
