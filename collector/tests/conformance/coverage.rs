@@ -16,6 +16,7 @@ crate::conformance!(
     check_decides_the_same_on_every_backend,
     check_counts_only_the_window_and_the_host,
     check_of_a_host_with_many_callers,
+    window_calls_answer_the_same_through_many_statement_shapes,
     callers_coverage_is_the_coverage_of_the_hosts_callers,
 );
 
@@ -268,6 +269,58 @@ async fn check_of_a_host_with_many_callers(db: &TestDb) {
     }
     assert_eq!(got.bypass.len(), 1, "{:?}", got.bypass);
     assert_eq!(got.bypass[0].service, format!("s-{:04}", CALLERS - 1));
+    store.close().await;
+}
+
+/// `window_calls` for 120 host lists, three times over: each list's shape (how many
+/// hosts; exact, `host:port` or `*.suffix`) is a statement of its own, more than a
+/// PostgreSQL connection keeps prepared (32), so statements are prepared, forgotten and
+/// prepared again. Lists of different shapes take as many parameters (k + 1 exact hosts;
+/// k - 1 and a `host:port`; k - 1 and `*.internal`, which takes in every host), so a
+/// statement used for the wrong text shows. Every answer is exact.
+async fn window_calls_answer_the_same_through_many_statement_shapes(db: &TestDb) {
+    const HOSTS: usize = 40;
+    let store = db.open().await;
+    let s = store.as_ref();
+    let base = Timestamp::now().0.div_euclid(HOUR) * HOUR - 3 * HOUR;
+    let names: Vec<String> = (0..HOSTS).map(|i| format!("h{i:02}.internal")).collect();
+    for (i, name) in names.iter().enumerate() {
+        let service = format!("s-{i:02}");
+        let r = report(
+            &service,
+            &format!("{service}-1"),
+            1,
+            base,
+            &[(name.as_str(), i as u64 + 1)],
+        );
+        ingest(s, r).await.unwrap();
+    }
+    let exact = |n: &String| HostPattern::Host(n.clone());
+    // Requests plus the one connection each, in host order.
+    let want: Vec<(String, u64)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.clone(), i as u64 + 2))
+        .collect();
+    for round in 0..3 {
+        for k in 1..=HOSTS {
+            let first_k: Vec<HostPattern> = names[..k].iter().map(exact).collect();
+            // The same hosts, the last one as `host:443`; and `*.internal` (every host).
+            let mut with_port: Vec<HostPattern> = names[..k - 1].iter().map(exact).collect();
+            with_port.push(HostPattern::HostPort(names[k - 1].clone(), 443));
+            let mut with_suffix: Vec<HostPattern> = names[..k - 1].iter().map(exact).collect();
+            with_suffix.push(HostPattern::Suffix("internal".into()));
+            for (hosts, n) in [(first_k, k), (with_port, k), (with_suffix, HOSTS)] {
+                let got = s
+                    .window_calls(&hosts, Timestamp(base - HOUR))
+                    .await
+                    .unwrap();
+                let calls: Vec<(String, u64)> =
+                    got.iter().map(|w| (w.edge.host.clone(), w.calls)).collect();
+                assert_eq!(calls, want[..n], "round {round}: {hosts:?}");
+            }
+        }
+    }
     store.close().await;
 }
 

@@ -156,8 +156,8 @@ impl Store for PostgresStore {
         hosts: &[HostPattern],
         since: Timestamp,
     ) -> Result<Vec<WindowCalls>, StoreError> {
-        let conn = self.pool.get().await?;
-        let mut out = read::window_calls(&conn.client, hosts, since).await?;
+        let mut conn = self.pool.get().await?;
+        let mut out = read::window_calls(&mut conn, hosts, since).await?;
         buckets::sort_window_calls(&mut out);
         if out.iter().any(|w| w.calls == buckets::STALE) {
             read::fill_stale_window_calls(&conn.client, hosts, since, &mut out).await?;

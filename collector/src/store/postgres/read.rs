@@ -12,6 +12,8 @@ use crate::store::buckets::{
 use crate::store::{EdgeFilter, InstanceCoverage, Interval, ObsFilter, StoreError, WindowCalls};
 use crate::targets::HostPattern;
 
+use super::pool::Conn;
+
 /// Where edge counts are read from.
 #[derive(Debug, Clone, Copy)]
 enum Source {
@@ -34,6 +36,18 @@ impl Params {
         self.values.push(Box::new(v));
         self.types.push(t);
         format!("${}", self.values.len())
+    }
+
+    /// The values, in order, for a statement prepared with [`Params::types`].
+    pub(super) fn values(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.values
+            .iter()
+            .map(|v| v.as_ref() as &(dyn ToSql + Sync))
+            .collect()
+    }
+
+    pub(super) fn types(&self) -> &[Type] {
+        &self.types
     }
 
     pub(super) fn typed(&self) -> Vec<(&(dyn ToSql + Sync), Type)> {
@@ -89,7 +103,7 @@ pub(super) async fn edges(c: &Client, f: &EdgeFilter) -> Result<Vec<EdgeRow>, St
 /// thousand wide rows cost more than a tenth of the statement), an edge whose calls
 /// could not be told marked [`buckets::STALE`] ([`fill_stale_window_calls`]).
 pub(super) async fn window_calls(
-    c: &Client,
+    c: &mut Conn,
     hosts: &[HostPattern],
     since: Timestamp,
 ) -> Result<Vec<WindowCalls>, StoreError> {
@@ -140,8 +154,12 @@ pub(super) async fn window_calls(
         // Not `sat_sum`: over no rows `SUM` is NULL, which `LEAST` would skip.
         sum = "LEAST(COALESCE(SUM(sat_add(requests, connections)), 0), 9223372036854775807)::int8",
     );
+    // Prepared (`since`'s hour and day are parameters): the same host filter's shape is
+    // not planned again.
+    let statement = c.prepared_built(sql, p.types()).await?;
     let rows = c
-        .query_typed(&sql, &p.typed())
+        .client
+        .query(&statement, &p.values())
         .await
         .map_err(StoreError::pg)?;
     let mut out = Vec::with_capacity(rows.len());
