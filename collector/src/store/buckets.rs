@@ -55,7 +55,7 @@ pub fn merge_intervals(intervals: &mut Vec<Interval>) {
 
 /// Coverage gathered one entry per instance, in one order: by instance, each
 /// instance's intervals by start. The coverage statements do not sort (for a host with
-/// a thousand callers the sort cost more than the rest of the statement): rows of one
+/// a thousand callers, SQLite's sort was a fifth of the statement's time): rows of one
 /// instance come together in their plans, and this puts them together if they do not.
 pub fn canonical_coverage(out: &mut Vec<super::InstanceCoverage>) {
     if !out.windows(2).all(|w| w[0].instance < w[1].instance) {
