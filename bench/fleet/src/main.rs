@@ -525,6 +525,7 @@ async fn queries(
         ("check", a.queries),
         ("callers-hub", a.queries / 3),
         ("check-hub", a.queries / 3),
+        ("check-hub-7d", a.queries / 3),
         ("hosts", 5),
         ("export", 3),
     ] {
@@ -541,6 +542,8 @@ async fn queries(
                 "check" => format!("/v1/check?host={}&quiet_for=30d", host_name(h)),
                 "callers-hub" => format!("/v1/callers?host={hub}"),
                 "check-hub" => format!("/v1/check?host={hub}&quiet_for=30d"),
+                // A window younger than the upkeep's fold (14 days): no daily row in it.
+                "check-hub-7d" => format!("/v1/check?host={hub}&quiet_for=7d"),
                 "hosts" => "/v1/hosts".to_string(),
                 _ => "/v1/export?format=csv".to_string(),
             };
@@ -666,6 +669,13 @@ async fn main() -> anyhow::Result<()> {
             "check-hub",
             format!(
                 "`check` of the host with {} callers, p50 / p99",
+                HUB_CALLERS.min(a.services)
+            ),
+        ),
+        (
+            "check-hub-7d",
+            format!(
+                "`check` of the host with {} callers, 7-day window, p50 / p99",
                 HUB_CALLERS.min(a.services)
             ),
         ),

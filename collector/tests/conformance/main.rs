@@ -13,6 +13,8 @@
 //!   tasks at once (two "replicas" on PostgreSQL), migrations applied once;
 //! * [`inbound`] — the callee's view (inbound calls per caller address and hour) and the
 //!   address book (claims merged per instance, kept as history), both backends;
+//! * [`plans`] — PostgreSQL's generic plan of `check`'s window statement reads the
+//!   bucket tables through their indexes and answers as a plan per window does;
 //! * [`tls`] — PostgreSQL over TLS by `sslmode` (when the test cluster speaks TLS);
 //! * [`decom`] — the decommission workflow's storage: bucket rows per hour and day,
 //!   watches, the notifier lease, alerts and the outbox, reported owners;
@@ -29,5 +31,6 @@ mod inbound;
 mod ingest;
 mod model;
 mod otel;
+mod plans;
 mod rollup;
 mod tls;

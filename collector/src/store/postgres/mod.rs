@@ -132,6 +132,42 @@ impl PostgresStore {
     }
 }
 
+/// The plan PostgreSQL keeps for `check`'s window statement (`window_calls`) once it
+/// stops planning it per run: the generic plan, which a statement prepared on a
+/// connection (as this one is) may run with any window after its fifth run. For the
+/// conformance suite, which checks that it reads the bucket tables through their indexes
+/// whatever the window. A connection of its own; nothing is written.
+#[doc(hidden)]
+pub async fn generic_window_plan(
+    url: &str,
+    hosts: &[HostPattern],
+    since: Timestamp,
+) -> Result<String, StoreError> {
+    let client = connect::Connector::from_url(url)?.connect().await?;
+    let (sql, p) = read::window_statement(hosts, since);
+    let types: Vec<&str> = p.types().iter().map(|t| t.name()).collect();
+    // A generic plan does not depend on the values: NULLs of the right types will do.
+    let nulls = vec!["NULL"; types.len()].join(", ");
+    client
+        .batch_execute(&format!(
+            "SET plan_cache_mode = force_generic_plan;
+             PREPARE whouses_window ({}) AS {sql}",
+            types.join(", ")
+        ))
+        .await
+        .map_err(StoreError::pg)?;
+    let rows = client
+        .query(&format!("EXPLAIN EXECUTE whouses_window ({nulls})"), &[])
+        .await
+        .map_err(StoreError::pg)?;
+    let mut plan = String::new();
+    for row in rows {
+        plan.push_str(row.try_get::<_, &str>(0).map_err(StoreError::pg)?);
+        plan.push('\n');
+    }
+    Ok(plan)
+}
+
 #[async_trait::async_trait]
 impl Store for PostgresStore {
     async fn ingest(&self, batch: Batch) -> Result<Ingested, StoreError> {

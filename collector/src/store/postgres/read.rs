@@ -110,53 +110,7 @@ pub(super) async fn window_calls(
     hosts: &[HostPattern],
     since: Timestamp,
 ) -> Result<Vec<WindowCalls>, StoreError> {
-    let (hour, day) = (hour_of(since), day_of(since));
-    let mut p = Params::default();
-    let h = p.add(hour, Type::INT8);
-    let d = p.add(day, Type::INT8);
-    let d24 = p.add(day.saturating_mul(24), Type::INT8);
-    let d_ms = p.add(day.saturating_mul(DAY_MS), Type::INT8);
-    let h_ms = p.add(hour.saturating_mul(HOUR_MS), Type::INT8);
-    let filter = EdgeFilter {
-        hosts: Some(hosts.to_vec()),
-        ..Default::default()
-    };
-    let cond = conditions(&filter, &mut p);
-    // The first daily row: `since`'s own day, when the edge has one (every edge called
-    // that day), through the day index (an index-only scan where one day's rows lie
-    // together); only an edge without one seeks its next row through the primary key.
-    // `LIMIT 1` keeps the probe a lookup per edge: flattened into a join, the planner
-    // hashed every row of that day (55,000 in the fleet benchmark) for 1,328 edges.
-    let sql = format!(
-        "SELECT e.service, e.environment, e.host, e.port, e.scheme, e.requests, e.connections,
-                e.errors, e.bytes_sent, e.bytes_received, e.first_seen, e.last_seen,
-                e.cur_hour, CASE WHEN e.cur_hour IS NULL THEN 0
-                    ELSE sat_add(e.cur_requests, e.cur_connections) END,
-                e.stale_after, fd.day, fd.calls_before, fh.hour, fh.calls_before, b.calls
-         FROM edges e
-         LEFT JOIN LATERAL (SELECT day, calls_before FROM edge_days
-                            WHERE day = {d} AND edge_id = e.id AND e.last_seen >= {d_ms}
-                            LIMIT 1) fx ON TRUE
-         LEFT JOIN LATERAL (SELECT fx.day, fx.calls_before WHERE fx.day IS NOT NULL
-                            UNION ALL
-                            (SELECT day, calls_before FROM edge_days
-                             WHERE edge_id = e.id AND day > {d} AND e.last_seen >= {d_ms}
-                               AND fx.day IS NULL
-                               AND EXISTS (SELECT 1 FROM edge_days WHERE day >= {d})
-                             ORDER BY day LIMIT 1)) fd ON TRUE
-         LEFT JOIN LATERAL (SELECT hour, calls_before FROM edge_hours
-                            WHERE edge_id = e.id AND hour >= {h} AND e.last_seen >= {h_ms}
-                              AND fd.day IS DISTINCT FROM {d}
-                            ORDER BY hour LIMIT 1) fh ON TRUE
-         LEFT JOIN LATERAL (SELECT {sum} AS calls FROM edge_hours
-                            WHERE edge_id = e.id AND hour >= {d24} AND hour < {h}
-                              AND fd.day = {d}
-                              AND EXISTS (SELECT 1 FROM edge_hours
-                                          WHERE hour >= {d24} AND hour < {h})) b ON TRUE
-         WHERE {cond}",
-        // Not `sat_sum`: over no rows `SUM` is NULL, which `LEAST` would skip.
-        sum = "LEAST(COALESCE(SUM(sat_add(requests, connections)), 0), 9223372036854775807)::int8",
-    );
+    let (sql, p) = window_statement(hosts, since);
     // Prepared (`since`'s hour and day are parameters): the same host filter's shape is
     // not planned again.
     let statement = c.prepared_built(sql, p.types()).await?;
@@ -192,6 +146,67 @@ pub(super) async fn window_calls(
         out.push(WindowCalls { edge, calls });
     }
     Ok(out)
+}
+
+/// [`window_calls`]'s statement for `hosts` and `since`, with its parameters.
+///
+/// The statement is prepared once per connection and shape, so after a few runs
+/// PostgreSQL may keep one generic plan for every window: every part of it must be one
+/// the planner cannot misjudge without the parameters' values. The guards on whole tables
+/// ("any daily row from `since`'s day on", "any hourly row before `since` on its day") are
+/// therefore `max`/`min` over an index, one index entry each; as `EXISTS (… WHERE day >=
+/// $n)` the generic plan scanned the whole `edge_days` table instead (the planner guesses a
+/// third of the rows match, so the first one comes soon): 270 ms per `check` with a
+/// window shorter than the daily rows' age (`plans::` in the conformance suite).
+pub(super) fn window_statement(hosts: &[HostPattern], since: Timestamp) -> (String, Params) {
+    let (hour, day) = (hour_of(since), day_of(since));
+    let mut p = Params::default();
+    let h = p.add(hour, Type::INT8);
+    let d = p.add(day, Type::INT8);
+    let d24 = p.add(day.saturating_mul(24), Type::INT8);
+    let d_ms = p.add(day.saturating_mul(DAY_MS), Type::INT8);
+    let h_ms = p.add(hour.saturating_mul(HOUR_MS), Type::INT8);
+    let filter = EdgeFilter {
+        hosts: Some(hosts.to_vec()),
+        ..Default::default()
+    };
+    let cond = conditions(&filter, &mut p);
+    // The first daily row: `since`'s own day, when the edge has one (every edge called
+    // that day), through the day index (an index-only scan where one day's rows lie
+    // together); only an edge without one seeks its next row through the primary key.
+    // `LIMIT 1` keeps the probe a lookup per edge: flattened into a join, the planner
+    // hashed every row of that day (55,000 in the fleet benchmark) for 1,328 edges.
+    let sql = format!(
+        "SELECT e.service, e.environment, e.host, e.port, e.scheme, e.requests, e.connections,
+                e.errors, e.bytes_sent, e.bytes_received, e.first_seen, e.last_seen,
+                e.cur_hour, CASE WHEN e.cur_hour IS NULL THEN 0
+                    ELSE sat_add(e.cur_requests, e.cur_connections) END,
+                e.stale_after, fd.day, fd.calls_before, fh.hour, fh.calls_before, b.calls
+         FROM edges e
+         LEFT JOIN LATERAL (SELECT day, calls_before FROM edge_days
+                            WHERE day = {d} AND edge_id = e.id AND e.last_seen >= {d_ms}
+                            LIMIT 1) fx ON TRUE
+         LEFT JOIN LATERAL (SELECT fx.day, fx.calls_before WHERE fx.day IS NOT NULL
+                            UNION ALL
+                            (SELECT day, calls_before FROM edge_days
+                             WHERE edge_id = e.id AND day > {d} AND e.last_seen >= {d_ms}
+                               AND fx.day IS NULL
+                               AND (SELECT max(day) FROM edge_days) >= {d}
+                             ORDER BY day LIMIT 1)) fd ON TRUE
+         LEFT JOIN LATERAL (SELECT hour, calls_before FROM edge_hours
+                            WHERE edge_id = e.id AND hour >= {h} AND e.last_seen >= {h_ms}
+                              AND fd.day IS DISTINCT FROM {d}
+                            ORDER BY hour LIMIT 1) fh ON TRUE
+         LEFT JOIN LATERAL (SELECT {sum} AS calls FROM edge_hours
+                            WHERE edge_id = e.id AND hour >= {d24} AND hour < {h}
+                              AND fd.day = {d}
+                              AND (SELECT min(hour) FROM edge_hours
+                                               WHERE hour >= {d24}) < {h}) b ON TRUE
+         WHERE {cond}",
+        // Not `sat_sum`: over no rows `SUM` is NULL, which `LEAST` would skip.
+        sum = "LEAST(COALESCE(SUM(sat_add(requests, connections)), 0), 9223372036854775807)::int8",
+    );
+    (sql, p)
 }
 
 /// Sum the edges [`window_calls`] marked stale (a late batch) the long way.

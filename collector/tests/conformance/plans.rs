@@ -1,0 +1,102 @@
+//! PostgreSQL only: the plan `check`'s window statement keeps. The statement is prepared
+//! once per connection, so after its fifth run PostgreSQL may plan it once for every
+//! window (a generic plan, made without the parameters' values). That plan must still
+//! reach the bucket tables only through their indexes — a sequential scan of `edge_days`
+//! in it made every `check` with a 7-day window take 270 ms on the fleet benchmark's
+//! data — and answer exactly what a plan made for each window answers.
+
+use whouses_collector::store::postgres::generic_window_plan;
+use whouses_collector::targets::HostPattern;
+use whouses_wire::Timestamp;
+
+use crate::backend::Backend;
+use crate::common::{DAY, HOUR};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_window_statements_generic_plan_reads_buckets_through_indexes() {
+    let test = "the_window_statements_generic_plan_reads_buckets_through_indexes";
+    let Some(db) = Backend::Postgres.fresh(test).await else {
+        return;
+    };
+    let custom = db.open().await; // applies the migrations
+    let now = Timestamp::now().0;
+    let (today, this_hour) = (now.div_euclid(DAY), now.div_euclid(HOUR));
+    // A fleet's history, as the upkeep leaves it: 2,000 edges (every seventh to one busy
+    // host), daily rows from 60 days ago to 15 days ago, hourly rows after that (for one
+    // edge in ten), and the table statistics the planner works from.
+    db.execute(&format!(
+        "INSERT INTO edges (host, port, scheme, service, environment, requests, connections,
+                            first_seen, last_seen, stale_after)
+         SELECT CASE WHEN i % 7 = 0 THEN 'hub.internal' ELSE 'h' || (i % 97) || '.internal' END,
+                443, 'https', 's-' || i, 'prod', 60 * 10 + 14 * 24, 0,
+                {first}, {now} - i, -9223372036854775808
+         FROM generate_series(1, 2000) i;
+         INSERT INTO edge_days (edge_id, day, requests, first_seen, last_seen, calls_before)
+         SELECT e.id, d, 10, d * {DAY}, d * {DAY} + 1, (d - {first_day}) * 10
+         FROM edges e, generate_series({first_day}::int8, {last_day}) d;
+         INSERT INTO edge_hours (edge_id, hour, requests, first_seen, last_seen, calls_before)
+         SELECT e.id, h, 1, h * {HOUR}, h * {HOUR} + 1, 460 + (h - {first_hour})
+         FROM edges e, generate_series({first_hour}::int8, {this_hour}) h WHERE e.id % 10 = 0;
+         ANALYZE;",
+        first = (today - 60) * DAY,
+        first_day = today - 60,
+        last_day = today - 15,
+        first_hour = (today - 14) * 24,
+    ))
+    .await;
+    let shapes = [
+        vec![HostPattern::Host("hub.internal".into())],
+        vec![HostPattern::HostPort("hub.internal".into(), 443)],
+        vec![HostPattern::Suffix("internal".into())],
+        vec![
+            HostPattern::Host("hub.internal".into()),
+            HostPattern::Host("h1.internal".into()),
+        ],
+    ];
+    for hosts in &shapes {
+        let plan = generic_window_plan(&db.url, hosts, Timestamp(now - 7 * DAY))
+            .await
+            .unwrap();
+        for table in ["edge_days", "edge_hours"] {
+            assert!(
+                !plan.contains(&format!("Seq Scan on {table}")),
+                "{hosts:?}: the generic plan scans all of {table}:\n{plan}"
+            );
+        }
+    }
+    // The same answers from generic plans (every connection opened from now on plans
+    // that way) as from plans made for each window, seven runs each (past the five after
+    // which PostgreSQL may switch on its own).
+    db.execute(
+        "DO $$ BEGIN
+             EXECUTE format('ALTER DATABASE %I SET plan_cache_mode = force_generic_plan',
+                            current_database());
+         END $$",
+    )
+    .await;
+    let generic = db.open().await;
+    for hosts in &shapes {
+        for ago in [HOUR, DAY, 7 * DAY, 14 * DAY + 3 * HOUR, 30 * DAY, 90 * DAY] {
+            let since = Timestamp(now - ago);
+            let want = custom.window_calls(hosts, since).await.unwrap();
+            assert!(!want.is_empty(), "{hosts:?}");
+            for run in 0..7 {
+                let got = generic.window_calls(hosts, since).await.unwrap();
+                let calls =
+                    |v: &[whouses_collector::store::WindowCalls]| -> Vec<(String, String, u64)> {
+                        v.iter()
+                            .map(|w| (w.edge.host.clone(), w.edge.service.clone(), w.calls))
+                            .collect()
+                    };
+                assert_eq!(
+                    calls(&got),
+                    calls(&want),
+                    "{hosts:?}, {ago} ms ago, run {run}"
+                );
+            }
+        }
+    }
+    custom.close().await;
+    generic.close().await;
+    db.remove().await;
+}
