@@ -523,8 +523,10 @@ async fn queries(
     for (kind, n) in [
         ("callers", a.queries),
         ("check", a.queries),
-        ("callers-hub", a.queries / 3),
-        ("check-hub", a.queries / 3),
+        // As many as for random hosts: the p99 of 100 samples is the second slowest, so
+        // one stall moved it by milliseconds from run to run.
+        ("callers-hub", a.queries),
+        ("check-hub", a.queries),
         ("check-hub-7d", a.queries / 3),
         ("hosts", 5),
         ("export", 3),

@@ -7,7 +7,7 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transact
 use whouses_wire::decom::AlertKind;
 use whouses_wire::Timestamp;
 
-use super::read::{arg, count, edge_row, host_condition};
+use super::read::{arg, bucket_join, count, edge_row, host_condition};
 use super::writer::Job;
 use super::SqliteStore;
 use crate::store::buckets::HOUR_MS;
@@ -34,7 +34,7 @@ impl SqliteStore {
 }
 
 /// Where a bucket row comes from.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 enum Part {
     Current,
     Hours,
@@ -50,42 +50,7 @@ fn bucket_rows(
     to: i64,
     limit: usize,
 ) -> Result<Vec<BucketRow>, StoreError> {
-    let mut args: Vec<Value> = vec![Value::Integer(from), Value::Integer(to)];
-    let mut sql = match part {
-        Part::Current => String::from(
-            "SELECT e.service, e.environment, e.host, e.port, e.scheme, e.cur_requests,
-                    e.cur_connections, e.cur_errors, e.cur_bytes_sent, e.cur_bytes_received,
-                    e.cur_first_seen, e.cur_last_seen, e.cur_hour
-             FROM edges e WHERE e.cur_hour >= ?1 AND e.cur_hour < ?2",
-        ),
-        Part::Hours | Part::Days => {
-            let (table, column) = match part {
-                Part::Hours => ("edge_hours", "hour"),
-                _ => ("edge_days", "day"),
-            };
-            format!(
-                "SELECT e.service, e.environment, e.host, e.port, e.scheme, b.requests,
-                        b.connections, b.errors, b.bytes_sent, b.bytes_received, b.first_seen,
-                        b.last_seen, b.{column}
-                 FROM edges e JOIN {table} b ON b.edge_id = e.id
-                 WHERE b.{column} >= ?1 AND b.{column} < ?2"
-            )
-        }
-    };
-    if let Some(hosts) = &f.hosts {
-        sql.push_str(" AND ");
-        sql.push_str(&host_condition("e.host", Some("e.port"), hosts, &mut args));
-    }
-    if let Some(s) = &f.service {
-        let a = arg(&mut args, Value::Text(s.clone()));
-        sql.push_str(&format!(" AND e.service = {a}"));
-    }
-    if let Some(env) = &f.environment {
-        let a = arg(&mut args, Value::Text(env.clone()));
-        sql.push_str(&format!(" AND e.environment = {a}"));
-    }
-    let a = arg(&mut args, Value::Integer(limit as i64));
-    sql.push_str(&format!(" LIMIT {a}"));
+    let (sql, args) = bucket_rows_statement(f, part, from, to, limit);
     let daily = matches!(part, Part::Days);
     let width = if daily { 24 * HOUR_MS } else { HOUR_MS };
     let mut stmt = c.prepare_cached(&sql)?;
@@ -104,6 +69,54 @@ fn bucket_rows(
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// [`bucket_rows`]'s statement and its parameters.
+fn bucket_rows_statement(
+    f: &EdgeFilter,
+    part: Part,
+    from: i64,
+    to: i64,
+    limit: usize,
+) -> (String, Vec<Value>) {
+    let mut args: Vec<Value> = vec![Value::Integer(from), Value::Integer(to)];
+    let mut sql = match part {
+        Part::Current => String::from(
+            "SELECT e.service, e.environment, e.host, e.port, e.scheme, e.cur_requests,
+                    e.cur_connections, e.cur_errors, e.cur_bytes_sent, e.cur_bytes_received,
+                    e.cur_first_seen, e.cur_last_seen, e.cur_hour
+             FROM edges e WHERE e.cur_hour >= ?1 AND e.cur_hour < ?2",
+        ),
+        Part::Hours | Part::Days => {
+            let (table, column) = match part {
+                Part::Hours => ("edge_hours", "hour"),
+                _ => ("edge_days", "day"),
+            };
+            let join = bucket_join(f);
+            format!(
+                "SELECT e.service, e.environment, e.host, e.port, e.scheme, b.requests,
+                        b.connections, b.errors, b.bytes_sent, b.bytes_received, b.first_seen,
+                        b.last_seen, b.{column}
+                 FROM edges e {join} {table} b ON b.edge_id = e.id
+                 WHERE b.{column} >= ?1 AND b.{column} < ?2"
+            )
+        }
+    };
+    if let Some(hosts) = &f.hosts {
+        sql.push_str(" AND ");
+        sql.push_str(&host_condition("e.host", Some("e.port"), hosts, &mut args));
+    }
+    if let Some(s) = &f.service {
+        let a = arg(&mut args, Value::Text(s.clone()));
+        sql.push_str(&format!(" AND e.service = {a}"));
+    }
+    if let Some(env) = &f.environment {
+        let a = arg(&mut args, Value::Text(env.clone()));
+        sql.push_str(&format!(" AND e.environment = {a}"));
+    }
+    let a = arg(&mut args, Value::Integer(limit as i64));
+    sql.push_str(&format!(" LIMIT {a}"));
+    (sql, args)
 }
 
 fn kind_of(s: &str) -> rusqlite::Result<AlertKind> {
@@ -536,5 +549,32 @@ impl DecomStore for SqliteStore {
             Ok(n as u64)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::read::tests::{host_filters, plan};
+    use crate::store::sqlite::schema::open_writer;
+
+    /// As `edges`' sums (`read.rs`): the timeline's bucket rows of named hosts start from
+    /// those hosts' edges, whatever the pattern.
+    #[test]
+    fn bucket_rows_of_named_hosts_start_from_their_edges() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = open_writer(&dir.path().join("w.db")).unwrap();
+        for f in host_filters() {
+            for part in [Part::Hours, Part::Days] {
+                let (sql, args) = bucket_rows_statement(&f, part, 1, 2, 10);
+                let plan = plan(&c, &sql, &args);
+                assert!(
+                    plan.first()
+                        .is_some_and(|p| p.ends_with(" e") || p.contains(" e USING")),
+                    "{:?} {part:?}: {plan:?}",
+                    f.hosts
+                );
+            }
+        }
     }
 }
