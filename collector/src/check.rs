@@ -503,26 +503,6 @@ pub async fn check(
     now: Timestamp,
 ) -> Result<CheckResponse, StoreError> {
     let window_start = now.minus_ms(i64::try_from(quiet_for_ms).unwrap_or(i64::MAX));
-    // Every edge of the host over all retained time, each with its calls within the
-    // window (one bucket row per edge, not every bucket in the window) — and, at the same
-    // time on another connection, the coverage of every service that ever called it (the
-    // services found by the same statement). A caller new between the two reads has no
-    // coverage here: it called within the window, so it is `in-use` evidence whatever
-    // its coverage.
-    let (window_calls, coverage) = tokio::try_join!(
-        store.window_calls(&patterns, window_start),
-        store.callers_coverage(&patterns, window_start),
-    )?;
-    let mut services: Vec<(String, String)> = window_calls
-        .iter()
-        .map(|w| (w.edge.service.clone(), w.edge.environment.clone()))
-        .collect();
-    services.sort();
-    services.dedup();
-    let edges: Vec<EdgeRow> = window_calls.iter().map(|w| w.edge.clone()).collect();
-    let called_in_window = edges.iter().any(|e| e.counts.last_seen >= window_start);
-    // What does not depend on each other is read at once (separate connections): the
-    // latency of `check` is its longest read, not their sum.
     let other = [HostPattern::Host(OTHER_HOST.to_string())];
     let names = ObsFilter {
         names: Some(patterns.clone()),
@@ -535,13 +515,31 @@ pub async fn check(
         hosts: Some(patterns.clone()),
         since: None,
     };
-    let (folded, observed_since, lookups, (rows, attributions), callees) = tokio::try_join!(
-        store.window_calls(&other, window_start),
-        store.observed_since(),
-        store.lookups(&names),
-        crate::query::inbound_attributed(store, &inbound_of_host),
-        store.callee_instances(),
-    )?;
+    // Everything that does not depend on another read is read at once (separate
+    // connections): the latency of `check` is its longest chain of reads, not their sum.
+    // Every edge of the host over all retained time, each with its calls within the
+    // window (one bucket row per edge, not every bucket in the window) — and, at the same
+    // time, the coverage of every service that ever called it (the services found by the
+    // same statement). A caller new between the two reads has no coverage here: it called
+    // within the window, so it is `in-use` evidence whatever its coverage.
+    let (window_calls, coverage, folded, observed_since, lookups, (rows, attributions), callees) =
+        tokio::try_join!(
+            store.window_calls(&patterns, window_start),
+            store.callers_coverage(&patterns, window_start),
+            store.window_calls(&other, window_start),
+            store.observed_since(),
+            store.lookups(&names),
+            crate::query::inbound_attributed(store, &inbound_of_host),
+            store.callee_instances(),
+        )?;
+    let mut services: Vec<(String, String)> = window_calls
+        .iter()
+        .map(|w| (w.edge.service.clone(), w.edge.environment.clone()))
+        .collect();
+    services.sort();
+    services.dedup();
+    let edges: Vec<EdgeRow> = window_calls.iter().map(|w| w.edge.clone()).collect();
+    let called_in_window = edges.iter().any(|e| e.counts.last_seen >= window_start);
     let mut addresses: Vec<String> = lookups
         .iter()
         .flat_map(|l| l.addresses.iter().cloned())

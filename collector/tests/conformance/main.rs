@@ -14,7 +14,8 @@
 //! * [`inbound`] — the callee's view (inbound calls per caller address and hour) and the
 //!   address book (claims merged per instance, kept as history), both backends;
 //! * [`plans`] — PostgreSQL's generic plan of `check`'s window statement reads the
-//!   bucket tables through their indexes and answers as a plan per window does;
+//!   bucket tables through their indexes and answers as a plan per window does; coverage
+//!   rows from a hashing plan are gathered per instance;
 //! * [`tls`] — PostgreSQL over TLS by `sslmode` (when the test cluster speaks TLS);
 //! * [`decom`] — the decommission workflow's storage: bucket rows per hour and day,
 //!   watches, the notifier lease, alerts and the outbox, reported owners;

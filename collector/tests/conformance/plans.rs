@@ -1,16 +1,20 @@
-//! PostgreSQL only: the plan `check`'s window statement keeps. The statement is prepared
-//! once per connection, so after its fifth run PostgreSQL may plan it once for every
-//! window (a generic plan, made without the parameters' values). That plan must still
-//! reach the bucket tables only through their indexes — a sequential scan of `edge_days`
-//! in it made every `check` with a 7-day window take 270 ms on the fleet benchmark's
-//! data — and answer exactly what a plan made for each window answers.
+//! PostgreSQL only: `check`'s reads whatever plan the server picks.
+//!
+//! * The window statement is prepared once per connection, so after its fifth run
+//!   PostgreSQL may plan it once for every window (a generic plan, made without the
+//!   parameters' values). That plan must still reach the bucket tables only through their
+//!   indexes — a sequential scan of `edge_days` in it made every `check` with a 7-day
+//!   window take 270 ms on the fleet benchmark's data — and answer exactly what a plan
+//!   made for each window answers.
+//! * The coverage statement's rows come back in the plan's order: with hash joins, an
+//!   instance's intervals are scattered among the others' and must still be gathered.
 
 use whouses_collector::store::postgres::generic_window_plan;
 use whouses_collector::targets::HostPattern;
 use whouses_wire::Timestamp;
 
 use crate::backend::Backend;
-use crate::common::{DAY, HOUR};
+use crate::common::{report, DAY, HOUR};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_window_statements_generic_plan_reads_buckets_through_indexes() {
@@ -98,5 +102,92 @@ async fn the_window_statements_generic_plan_reads_buckets_through_indexes() {
     }
     custom.close().await;
     generic.close().await;
+    db.remove().await;
+}
+
+/// The coverage statement's rows, gathered per instance whatever order the plan returns
+/// them in: with only hash joins allowed (as PostgreSQL chooses for a host with a
+/// thousand callers), an instance's intervals come back scattered among the others'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coverage_is_gathered_per_instance_from_rows_in_any_order() {
+    let test = "coverage_is_gathered_per_instance_from_rows_in_any_order";
+    let Some(db) = Backend::Postgres.fresh(test).await else {
+        return;
+    };
+    db.execute(
+        "DO $$ BEGIN
+             EXECUTE format('ALTER DATABASE %I SET enable_nestloop = off', current_database());
+             EXECUTE format('ALTER DATABASE %I SET enable_mergejoin = off', current_database());
+         END $$",
+    )
+    .await;
+    let store = db.open().await;
+    let s = store.as_ref();
+    let base = Timestamp::now().0.div_euclid(HOUR) * HOUR - 30 * HOUR;
+    // Three instances of two services, taking turns hour by hour, each skipping every
+    // third of its hours: each has several intervals, stored in the order they came.
+    let instances = [("a", "a-1"), ("a", "a-2"), ("b", "b-1")];
+    let mut want: Vec<(String, Vec<(i64, i64)>)> = Vec::new();
+    for (k, (_, instance)) in instances.iter().enumerate() {
+        let mut intervals: Vec<(i64, i64)> = Vec::new();
+        for h in 0..24_i64 {
+            if (h + k as i64) % 3 == 0 {
+                continue;
+            }
+            let start = base + h * HOUR;
+            match intervals.last_mut() {
+                Some(last) if last.1 == start => last.1 = start + HOUR,
+                _ => intervals.push((start, start + HOUR)),
+            }
+        }
+        want.push((instance.to_string(), intervals));
+    }
+    for h in 0..24_i64 {
+        for (k, (service, instance)) in instances.iter().enumerate() {
+            if (h + k as i64) % 3 == 0 {
+                continue;
+            }
+            let r = report(
+                service,
+                instance,
+                h as u64 + 1,
+                base + h * HOUR,
+                &[("old.internal", 1)],
+            );
+            crate::common::ingest(s, r).await.unwrap();
+        }
+    }
+    let got = s
+        .callers_coverage(&[HostPattern::Host("old.internal".into())], Timestamp(0))
+        .await
+        .unwrap();
+    let got: Vec<(String, Vec<(i64, i64)>)> = got
+        .iter()
+        .map(|c| {
+            (
+                c.instance.clone(),
+                c.intervals.iter().map(|i| (i.start.0, i.end.0)).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+    // And the rows did come back scattered: the plan hashed.
+    let plan = db
+        .client()
+        .await
+        .query(
+            r#"EXPLAIN SELECT i.instance, c.start FROM instances i
+               LEFT JOIN coverage c ON c.instance = i.instance AND c."end" >= 0
+               WHERE (i.service, i.environment) IN (SELECT service, environment FROM edges)"#,
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(plan.contains("Hash"), "{plan}");
+    store.close().await;
     db.remove().await;
 }

@@ -476,11 +476,16 @@ fn coverage_sql(wanted: &str) -> String {
     )
 }
 
-/// Gather [`coverage_sql`]'s rows into one entry per instance.
+/// Gather [`coverage_sql`]'s rows into one entry per instance. The plan hashes one side,
+/// so an instance's rows need not come together: each is found by name (borrowed from
+/// the row, a copy only for a new instance). Gathering them by sorting every row first
+/// was a fifth of the collector's own time in a thousand-caller host's `check`.
 fn coverage_rows(rows: &[Row]) -> Result<Vec<InstanceCoverage>, StoreError> {
     let mut out: Vec<InstanceCoverage> = Vec::new();
+    let mut at: std::collections::HashMap<&str, usize> =
+        std::collections::HashMap::with_capacity(rows.len());
     for row in rows {
-        let instance: String = row.try_get(0).map_err(StoreError::pg)?;
+        let instance: &str = row.try_get(0).map_err(StoreError::pg)?;
         let start: Option<i64> = row.try_get(5).map_err(StoreError::pg)?;
         let iv = match start {
             Some(start) => Some(Interval {
@@ -489,16 +494,23 @@ fn coverage_rows(rows: &[Row]) -> Result<Vec<InstanceCoverage>, StoreError> {
             }),
             None => None,
         };
-        match out.last_mut() {
-            Some(c) if c.instance == instance => c.intervals.extend(iv),
-            _ => out.push(InstanceCoverage {
-                instance,
-                service: row.try_get(1).map_err(StoreError::pg)?,
-                environment: row.try_get(2).map_err(StoreError::pg)?,
-                flush_interval_ms: count(row, 3)?,
-                observed_until: Timestamp(row.try_get(4).map_err(StoreError::pg)?),
-                intervals: iv.into_iter().collect(),
-            }),
+        let i = match at.get(instance) {
+            Some(&i) => i,
+            None => {
+                at.insert(instance, out.len());
+                out.push(InstanceCoverage {
+                    instance: instance.to_owned(),
+                    service: row.try_get(1).map_err(StoreError::pg)?,
+                    environment: row.try_get(2).map_err(StoreError::pg)?,
+                    flush_interval_ms: count(row, 3)?,
+                    observed_until: Timestamp(row.try_get(4).map_err(StoreError::pg)?),
+                    intervals: Vec::new(),
+                });
+                out.len() - 1
+            }
+        };
+        if let (Some(iv), Some(c)) = (iv, out.get_mut(i)) {
+            c.intervals.push(iv);
         }
     }
     canonical_coverage(&mut out);

@@ -538,7 +538,6 @@ fn coverage_sql(wanted: &str) -> String {
 fn coverage_rows(mut rows: rusqlite::Rows<'_>) -> Result<Vec<InstanceCoverage>, StoreError> {
     let mut out: Vec<InstanceCoverage> = Vec::new();
     while let Some(row) = rows.next()? {
-        let instance: String = row.get(0)?;
         let iv = match row.get::<_, Option<i64>>(5)? {
             Some(start) => Some(Interval {
                 start: Timestamp(start),
@@ -546,10 +545,13 @@ fn coverage_rows(mut rows: rusqlite::Rows<'_>) -> Result<Vec<InstanceCoverage>, 
             }),
             None => None,
         };
+        // An instance's rows come together (the plan walks the instances, then each
+        // one's intervals): compare the name in place, copy it once per instance.
+        let instance = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
         match out.last_mut() {
             Some(c) if c.instance == instance => c.intervals.extend(iv),
             _ => out.push(InstanceCoverage {
-                instance,
+                instance: instance.to_owned(),
                 service: row.get(1)?,
                 environment: row.get(2)?,
                 flush_interval_ms: count(row, 3)?,
