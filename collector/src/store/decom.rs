@@ -16,7 +16,9 @@
 use whouses_wire::decom::AlertKind;
 use whouses_wire::{Counts, Scheme, Timestamp};
 
+use super::buckets::HOUR_MS;
 use super::{EdgeFilter, StoreError};
+use whouses_wire::api::EdgeRow;
 
 /// One edge's counts in one stored bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +32,24 @@ pub struct BucketRow {
     pub start: Timestamp,
     pub daily: bool,
     pub counts: Counts,
+}
+
+impl BucketRow {
+    /// An edge's row read with one bucket's counts: `bucket` is its hour, or its day
+    /// when `daily` (either backend's bucket statement).
+    pub fn of(e: EdgeRow, bucket: i64, daily: bool) -> BucketRow {
+        let width = if daily { 24 * HOUR_MS } else { HOUR_MS };
+        BucketRow {
+            service: e.service,
+            environment: e.environment,
+            host: e.host,
+            port: e.port,
+            scheme: e.scheme,
+            start: Timestamp(bucket.saturating_mul(width)),
+            daily,
+            counts: e.counts,
+        }
+    }
 }
 
 /// A stored watch.

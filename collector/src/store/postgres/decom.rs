@@ -10,7 +10,6 @@ use whouses_wire::Timestamp;
 
 use super::read::{conditions, count, edge_row, Params};
 use super::PostgresStore;
-use crate::store::buckets::HOUR_MS;
 use crate::store::decom::{
     day_range, sort_buckets, too_many_buckets, AlertRow, AlertUpdate, Baseline, BucketRow,
     DecomStore, DeliveryOutcome, DeliveryRow, DeliveryStats, NewDelivery, Recorded, ReportedOwner,
@@ -92,22 +91,7 @@ impl DecomStore for PostgresStore {
         }
         let mut out = rows
             .iter()
-            .map(|r| {
-                let e = edge_row(r, 0)?;
-                let bucket: i64 = get(r, 12)?;
-                let daily: bool = get(r, 13)?;
-                let width = if daily { 24 * HOUR_MS } else { HOUR_MS };
-                Ok(BucketRow {
-                    service: e.service,
-                    environment: e.environment,
-                    host: e.host,
-                    port: e.port,
-                    scheme: e.scheme,
-                    start: Timestamp(bucket.saturating_mul(width)),
-                    daily,
-                    counts: e.counts,
-                })
-            })
+            .map(|r| Ok(BucketRow::of(edge_row(r, 0)?, get(r, 12)?, get(r, 13)?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
         sort_buckets(&mut out);
         Ok(out)

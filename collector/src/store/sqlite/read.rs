@@ -588,6 +588,15 @@ pub(super) mod tests {
             .collect()
     }
 
+    /// The plan's outermost loop reads `edges e`.
+    pub(in crate::store::sqlite) fn starts_from_edges(plan: &[String], what: &str) {
+        assert!(
+            plan.first()
+                .is_some_and(|p| p.ends_with(" e") || p.contains(" e USING")),
+            "{what}: {plan:?}"
+        );
+    }
+
     /// Every host pattern, alone and mixed.
     pub(in crate::store::sqlite) fn host_filters() -> Vec<EdgeFilter> {
         let host = || HostPattern::Host("api.internal".into());
@@ -618,13 +627,7 @@ pub(super) mod tests {
                 Source::Buckets("edge_days", "day", 1),
             ] {
                 let (sql, args) = edge_rows_statement(&f, source);
-                let plan = plan(&c, &sql, &args);
-                assert!(
-                    plan.first()
-                        .is_some_and(|p| p.ends_with(" e") || p.contains(" e USING")),
-                    "{:?} {source:?}: {plan:?}",
-                    f.hosts
-                );
+                starts_from_edges(&plan(&c, &sql, &args), &format!("{:?} {source:?}", f.hosts));
             }
         }
     }
