@@ -275,6 +275,31 @@ pub const STALE: u64 = u64::MAX;
 
 /// Replace the calls of stale edges ([`STALE`]) by the sums of `summed` (`edges` with the
 /// same hosts and `since`).
+/// The filter that sums the edges [`window_calls`] left [`STALE`] the long way: their hosts
+/// by exact name (a late batch touches a few; the rest of the hosts are not summed again).
+pub fn stale_hosts(
+    out: &[crate::store::WindowCalls],
+    since: Timestamp,
+) -> crate::store::EdgeFilter {
+    let mut hosts: Vec<&str> = out
+        .iter()
+        .filter(|w| w.calls == STALE)
+        .map(|w| w.edge.host.as_str())
+        .collect();
+    hosts.sort_unstable();
+    hosts.dedup();
+    crate::store::EdgeFilter {
+        hosts: Some(
+            hosts
+                .into_iter()
+                .map(|h| crate::targets::HostPattern::Host(h.to_string()))
+                .collect(),
+        ),
+        since: Some(since),
+        ..Default::default()
+    }
+}
+
 pub fn fill_stale(out: &mut [crate::store::WindowCalls], summed: &[EdgeRow]) {
     let key = |e: &'_ EdgeRow| -> (String, u16, Scheme, String, String) {
         (

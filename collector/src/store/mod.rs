@@ -206,6 +206,11 @@ pub trait Store: Send + Sync + 'static {
         since: Timestamp,
     ) -> Result<Vec<WindowCalls>, StoreError>;
 
+    /// [`Store::window_calls`] of every host: the whole fleet's edges, each with its
+    /// calls from `since` on (the dashboard's hosts going quiet), one bucket row per edge
+    /// instead of every bucket in the window.
+    async fn fleet_window_calls(&self, since: Timestamp) -> Result<Vec<WindowCalls>, StoreError>;
+
     /// Lookups through sidecars' DNS forwarders (names matching `f.names`, since `f.since`).
     async fn lookups(&self, f: &ObsFilter) -> Result<Vec<LookupRow>, StoreError>;
 

@@ -96,7 +96,7 @@ pub fn day_start(days: i64) -> i64 {
 
 /// `window_calls` (one bucket row per edge) gives every edge exactly as `edges` does, each
 /// with exactly the calls `edges` with the same `since` sums from every bucket, for every
-/// `*.internal` host.
+/// `*.internal` host; and `fleet_window_calls` gives the same rows for those hosts.
 pub async fn assert_window_calls(store: &dyn Store, since: i64, what: &str) {
     let hosts = vec![whouses_collector::targets::HostPattern::Suffix(
         "internal".into(),
@@ -111,6 +111,21 @@ pub async fn assert_window_calls(store: &dyn Store, since: i64, what: &str) {
         .unwrap();
     let edges: Vec<EdgeRow> = window.iter().map(|w| w.edge.clone()).collect();
     assert_eq!(edges, all, "window_calls' edges ({what})");
+    // The whole fleet's window (the dashboard's) holds the same rows for these hosts.
+    let pairs = |v: Vec<&whouses_collector::store::WindowCalls>| -> Vec<(EdgeRow, u64)> {
+        v.into_iter().map(|w| (w.edge.clone(), w.calls)).collect()
+    };
+    let fleet = store.fleet_window_calls(Timestamp(since)).await.unwrap();
+    assert_eq!(
+        pairs(
+            fleet
+                .iter()
+                .filter(|w| w.edge.host == "internal" || w.edge.host.ends_with(".internal"))
+                .collect()
+        ),
+        pairs(window.iter().collect()),
+        "fleet_window_calls ({what})"
+    );
     let key = |e: &EdgeRow| (e.service.clone(), e.host.clone(), e.port, e.scheme);
     let got: std::collections::BTreeMap<_, u64> = window
         .iter()

@@ -108,6 +108,22 @@ impl StoreError {
 }
 
 impl PostgresStore {
+    /// [`Store::window_calls`] of `hosts` (every host: `None`).
+    async fn window_calls_of(
+        &self,
+        hosts: Option<&[HostPattern]>,
+        since: Timestamp,
+    ) -> Result<Vec<WindowCalls>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let mut out = read::window_calls(&mut conn, hosts, since).await?;
+        buckets::sort_window_calls(&mut out);
+        if out.iter().any(|w| w.calls == buckets::STALE) {
+            read::fill_stale_window_calls(&conn.client, since, &mut out).await?;
+        }
+        conn.release();
+        Ok(out)
+    }
+
     /// Connect, migrate, start the writer.
     pub async fn open(url: &str) -> Result<PostgresStore, StoreError> {
         let connector = connect::Connector::from_url(url)?;
@@ -144,7 +160,7 @@ pub async fn generic_window_plan(
     since: Timestamp,
 ) -> Result<String, StoreError> {
     let client = connect::Connector::from_url(url)?.connect().await?;
-    let (sql, p) = read::window_statement(hosts, since);
+    let (sql, p) = read::window_statement(Some(hosts), since);
     let types: Vec<&str> = p.types().iter().map(|t| t.name()).collect();
     // A generic plan does not depend on the values: NULLs of the right types will do.
     let nulls = vec!["NULL"; types.len()].join(", ");
@@ -192,14 +208,11 @@ impl Store for PostgresStore {
         hosts: &[HostPattern],
         since: Timestamp,
     ) -> Result<Vec<WindowCalls>, StoreError> {
-        let mut conn = self.pool.get().await?;
-        let mut out = read::window_calls(&mut conn, hosts, since).await?;
-        buckets::sort_window_calls(&mut out);
-        if out.iter().any(|w| w.calls == buckets::STALE) {
-            read::fill_stale_window_calls(&conn.client, hosts, since, &mut out).await?;
-        }
-        conn.release();
-        Ok(out)
+        self.window_calls_of(Some(hosts), since).await
+    }
+
+    async fn fleet_window_calls(&self, since: Timestamp) -> Result<Vec<WindowCalls>, StoreError> {
+        self.window_calls_of(None, since).await
     }
 
     async fn lookups(&self, f: &ObsFilter) -> Result<Vec<LookupRow>, StoreError> {

@@ -107,7 +107,7 @@ pub(super) async fn edges(c: &Client, f: &EdgeFilter) -> Result<Vec<EdgeRow>, St
 /// could not be told marked [`buckets::STALE`] ([`fill_stale_window_calls`]).
 pub(super) async fn window_calls(
     c: &mut Conn,
-    hosts: &[HostPattern],
+    hosts: Option<&[HostPattern]>,
     since: Timestamp,
 ) -> Result<Vec<WindowCalls>, StoreError> {
     let (sql, p) = window_statement(hosts, since);
@@ -158,7 +158,10 @@ pub(super) async fn window_calls(
 /// $n)` the generic plan scanned the whole `edge_days` table instead (the planner guesses a
 /// third of the rows match, so the first one comes soon): 270 ms per `check` with a
 /// window shorter than the daily rows' age (`plans::` in the conformance suite).
-pub(super) fn window_statement(hosts: &[HostPattern], since: Timestamp) -> (String, Params) {
+pub(super) fn window_statement(
+    hosts: Option<&[HostPattern]>,
+    since: Timestamp,
+) -> (String, Params) {
     let (hour, day) = (hour_of(since), day_of(since));
     let mut p = Params::default();
     let h = p.add(hour, Type::INT8);
@@ -167,7 +170,7 @@ pub(super) fn window_statement(hosts: &[HostPattern], since: Timestamp) -> (Stri
     let d_ms = p.add(day.saturating_mul(DAY_MS), Type::INT8);
     let h_ms = p.add(hour.saturating_mul(HOUR_MS), Type::INT8);
     let filter = EdgeFilter {
-        hosts: Some(hosts.to_vec()),
+        hosts: hosts.map(<[HostPattern]>::to_vec),
         ..Default::default()
     };
     let cond = conditions(&filter, &mut p);
@@ -212,19 +215,10 @@ pub(super) fn window_statement(hosts: &[HostPattern], since: Timestamp) -> (Stri
 /// Sum the edges [`window_calls`] marked stale (a late batch) the long way.
 pub(super) async fn fill_stale_window_calls(
     c: &Client,
-    hosts: &[HostPattern],
     since: Timestamp,
     out: &mut [WindowCalls],
 ) -> Result<(), StoreError> {
-    let summed = edges(
-        c,
-        &EdgeFilter {
-            hosts: Some(hosts.to_vec()),
-            since: Some(since),
-            ..Default::default()
-        },
-    )
-    .await?;
+    let summed = edges(c, &buckets::stale_hosts(out, since)).await?;
     buckets::fill_stale(out, &summed);
     Ok(())
 }

@@ -190,7 +190,13 @@ impl Store for SqliteStore {
     ) -> Result<Vec<WindowCalls>, StoreError> {
         let hosts = hosts.to_vec();
         self.readers
-            .run(move |c| read::window_calls(c, &hosts, since))
+            .run(move |c| read::window_calls(c, Some(&hosts), since))
+            .await
+    }
+
+    async fn fleet_window_calls(&self, since: Timestamp) -> Result<Vec<WindowCalls>, StoreError> {
+        self.readers
+            .run(move |c| read::window_calls(c, None, since))
             .await
     }
 

@@ -38,7 +38,7 @@ pub(super) fn edges(c: &Connection, f: &EdgeFilter) -> Result<Vec<EdgeRow>, Stor
     Ok(sum_rows(sum_rows(current, hours), days))
 }
 
-/// Every edge of `hosts` with its calls from `since` on: the edge's totals minus its first
+/// Every edge of `hosts` (all of them: `None`) with its calls from `since` on: the edge's totals minus its first
 /// bucket row's `calls_before` in the window — the same numbers `edges` with `since` sums
 /// from every bucket. Per edge active in the window: one probe of the day index for its
 /// row of `since`'s own day (migration 0010), and only without one a primary-key seek
@@ -48,7 +48,7 @@ pub(super) fn edges(c: &Connection, f: &EdgeFilter) -> Result<Vec<EdgeRow>, Stor
 /// the long way. One read transaction: every step sees the same data.
 pub(super) fn window_calls(
     c: &Connection,
-    hosts: &[HostPattern],
+    hosts: Option<&[HostPattern]>,
     since: Timestamp,
 ) -> Result<Vec<WindowCalls>, StoreError> {
     let (hour, day) = (hour_of(since), day_of(since));
@@ -58,7 +58,10 @@ pub(super) fn window_calls(
         Value::Integer(day),
         Value::Integer(day.saturating_mul(DAY_MS)),
     ];
-    let hosts_match = host_condition("e.host", Some("e.port"), hosts, &mut args);
+    let hosts_match = match hosts {
+        Some(hosts) => host_condition("e.host", Some("e.port"), hosts, &mut args),
+        None => "1 = 1".to_string(),
+    };
     // No daily row from `since`'s day on anywhere (nothing folded that recent, or at all
     // yet): one look at the day index, instead of one per edge.
     let any_days: bool = tx
@@ -195,14 +198,7 @@ pub(super) fn window_calls(
         })
         .collect();
     if stale {
-        let summed = edges(
-            &tx,
-            &EdgeFilter {
-                hosts: Some(hosts.to_vec()),
-                since: Some(since),
-                ..Default::default()
-            },
-        )?;
+        let summed = edges(&tx, &buckets::stale_hosts(&out, since))?;
         buckets::fill_stale(&mut out, &summed);
     }
     tx.finish()?;
