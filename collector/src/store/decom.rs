@@ -203,7 +203,7 @@ pub fn sort_buckets(rows: &mut [BucketRow]) {
 /// The error for an answer over `max_rows` buckets.
 pub fn too_many_buckets(max_rows: usize) -> StoreError {
     StoreError::Invalid(format!(
-        "the answer would hold more than {max_rows} buckets: narrow the host, the service or the period (or use step=1d)"
+        "the answer would hold more than {max_rows} buckets: narrow the host, the service or the period"
     ))
 }
 
