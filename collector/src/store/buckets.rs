@@ -273,8 +273,6 @@ pub fn sort_window_calls(out: &mut [crate::store::WindowCalls]) {
 /// count, which stops at [`whouses_wire::MAX_COUNT`].
 pub const STALE: u64 = u64::MAX;
 
-/// Replace the calls of stale edges ([`STALE`]) by the sums of `summed` (`edges` with the
-/// same hosts and `since`).
 /// The filter that sums the edges [`window_calls`] left [`STALE`] the long way: their hosts
 /// by exact name (a late batch touches a few; the rest of the hosts are not summed again).
 pub fn stale_hosts(
@@ -300,6 +298,8 @@ pub fn stale_hosts(
     }
 }
 
+/// Replace the calls of stale edges ([`STALE`]) by the sums of `summed` (`edges` with
+/// [`stale_hosts`]).
 pub fn fill_stale(out: &mut [crate::store::WindowCalls], summed: &[EdgeRow]) {
     let key = |e: &'_ EdgeRow| -> (String, u16, Scheme, String, String) {
         (

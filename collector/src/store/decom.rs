@@ -13,12 +13,12 @@
 //! * **leases** — one collector at a time runs the notifier;
 //! * **owners** — the owner each service's sidecars report.
 
+use whouses_wire::api::EdgeRow;
 use whouses_wire::decom::AlertKind;
 use whouses_wire::{Counts, Scheme, Timestamp};
 
 use super::buckets::HOUR_MS;
 use super::{EdgeFilter, StoreError};
-use whouses_wire::api::EdgeRow;
 
 /// One edge's counts in one stored bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]

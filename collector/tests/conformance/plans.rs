@@ -9,7 +9,10 @@
 //! * The coverage statement's rows come back in the plan's order: with hash joins, an
 //!   instance's intervals are scattered among the others' and must still be gathered.
 
+use std::sync::Arc;
+
 use whouses_collector::store::postgres::generic_window_plan;
+use whouses_collector::store::Store;
 use whouses_collector::targets::HostPattern;
 use whouses_wire::Timestamp;
 
@@ -48,17 +51,19 @@ async fn the_window_statements_generic_plan_reads_buckets_through_indexes() {
         first_hour = (today - 14) * 24,
     ))
     .await;
+    // Host filters of every shape, and none (the dashboard's whole fleet).
     let shapes = [
-        vec![HostPattern::Host("hub.internal".into())],
-        vec![HostPattern::HostPort("hub.internal".into(), 443)],
-        vec![HostPattern::Suffix("internal".into())],
-        vec![
+        Some(vec![HostPattern::Host("hub.internal".into())]),
+        Some(vec![HostPattern::HostPort("hub.internal".into(), 443)]),
+        Some(vec![HostPattern::Suffix("internal".into())]),
+        Some(vec![
             HostPattern::Host("hub.internal".into()),
             HostPattern::Host("h1.internal".into()),
-        ],
+        ]),
+        None,
     ];
     for hosts in &shapes {
-        let plan = generic_window_plan(&db.url, hosts, Timestamp(now - 7 * DAY))
+        let plan = generic_window_plan(&db.url, hosts.as_deref(), Timestamp(now - 7 * DAY))
             .await
             .unwrap();
         for table in ["edge_days", "edge_hours"] {
@@ -79,24 +84,27 @@ async fn the_window_statements_generic_plan_reads_buckets_through_indexes() {
     )
     .await;
     let generic = db.open().await;
+    let read = |store: &Arc<dyn Store>, hosts: &Option<Vec<HostPattern>>, since: Timestamp| {
+        let (store, hosts) = (store.clone(), hosts.clone());
+        async move {
+            let v = match &hosts {
+                Some(h) => store.window_calls(h, since).await,
+                None => store.fleet_window_calls(since).await,
+            };
+            v.unwrap()
+                .iter()
+                .map(|w| (w.edge.host.clone(), w.edge.service.clone(), w.calls))
+                .collect::<Vec<(String, String, u64)>>()
+        }
+    };
     for hosts in &shapes {
         for ago in [HOUR, DAY, 7 * DAY, 14 * DAY + 3 * HOUR, 30 * DAY, 90 * DAY] {
             let since = Timestamp(now - ago);
-            let want = custom.window_calls(hosts, since).await.unwrap();
+            let want = read(&custom, hosts, since).await;
             assert!(!want.is_empty(), "{hosts:?}");
             for run in 0..7 {
-                let got = generic.window_calls(hosts, since).await.unwrap();
-                let calls =
-                    |v: &[whouses_collector::store::WindowCalls]| -> Vec<(String, String, u64)> {
-                        v.iter()
-                            .map(|w| (w.edge.host.clone(), w.edge.service.clone(), w.calls))
-                            .collect()
-                    };
-                assert_eq!(
-                    calls(&got),
-                    calls(&want),
-                    "{hosts:?}, {ago} ms ago, run {run}"
-                );
+                let got = read(&generic, hosts, since).await;
+                assert_eq!(got, want, "{hosts:?}, {ago} ms ago, run {run}");
             }
         }
     }

@@ -148,7 +148,8 @@ impl PostgresStore {
     }
 }
 
-/// The plan PostgreSQL keeps for `check`'s window statement (`window_calls`) once it
+/// The plan PostgreSQL keeps for `check`'s window statement (`window_calls`; `hosts`
+/// `None`: the whole fleet's, `fleet_window_calls`) once it
 /// stops planning it per run: the generic plan, which a statement prepared on a
 /// connection (as this one is) may run with any window after its fifth run. For the
 /// conformance suite, which checks that it reads the bucket tables through their indexes
@@ -156,11 +157,11 @@ impl PostgresStore {
 #[doc(hidden)]
 pub async fn generic_window_plan(
     url: &str,
-    hosts: &[HostPattern],
+    hosts: Option<&[HostPattern]>,
     since: Timestamp,
 ) -> Result<String, StoreError> {
     let client = connect::Connector::from_url(url)?.connect().await?;
-    let (sql, p) = read::window_statement(Some(hosts), since);
+    let (sql, p) = read::window_statement(hosts, since);
     let types: Vec<&str> = p.types().iter().map(|t| t.name()).collect();
     // A generic plan does not depend on the values: NULLs of the right types will do.
     let nulls = vec!["NULL"; types.len()].join(", ");
