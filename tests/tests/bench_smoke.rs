@@ -73,6 +73,11 @@ fn bench_smoke_runs_and_produces_the_tables() {
         stdout.contains("sustained ingest") && stdout.contains("`check` p50 / p99"),
         "{stdout}"
     );
+    // The sweep of every window and pattern ran on the fleet, every answer a success.
+    assert!(
+        stdout.contains("Every window and pattern") && stdout.contains("| `/v1/dashboard` |"),
+        "{stdout}"
+    );
     assert!(root.join("target/bench/results.md").exists());
 }
 

@@ -58,6 +58,12 @@ struct Args {
     /// Timed queries per kind for callers and check.
     #[arg(long, default_value_t = 300)]
     queries: usize,
+    /// Requests per shape of the sweep after the steady-state queries: every window and
+    /// host pattern of `check`, `callers` and the decommission views, once each backend
+    /// (0: no sweep). An answer slow only for some window or pattern does not show in
+    /// the timed queries above, which use one of each.
+    #[arg(long, default_value_t = 5)]
+    sweep: usize,
     /// The collector binary (default: next to this one).
     #[arg(long)]
     collector_bin: Option<PathBuf>,
@@ -365,6 +371,8 @@ struct Measured {
     lat: Vec<(&'static str, Vec<Duration>)>,
     /// Right after the load, before the upkeep folded it.
     lat_loaded: Vec<(&'static str, Vec<Duration>)>,
+    /// The sweep (steady state): each shape's path and its latencies, sorted.
+    sweep: Vec<(String, Vec<Duration>)>,
     /// The upkeep round after the load (the fold of the history).
     upkeep: Duration,
     /// Database size after the upkeep, and before it (right after the load).
@@ -485,6 +493,7 @@ async fn run(
     let (collector, url) = Collector::start(bin, &db, a.max_concurrent_ingest, http).await?;
     let mut qrng = rng.clone();
     let lat = queries(a, http, &url, &mut qrng).await?;
+    let sweep = sweep(a, http, &url).await?;
     collector.stop().await?;
     let bytes = backend.size()?;
     Ok(Measured {
@@ -494,10 +503,79 @@ async fn run(
         live_two,
         lat,
         lat_loaded,
+        sweep,
         upkeep,
         bytes,
         bytes_loaded,
     })
+}
+
+/// The paths of the sweep: `check` and `callers` at every window and host pattern (the
+/// busiest host, a middling one, the least called, ten hosts by `*.suffix`, a
+/// `host:port`, a name never seen), and the decommission views.
+fn sweep_paths(a: &Args) -> Vec<String> {
+    let hub = host_name(0);
+    let mid = host_name(5.min(a.hosts - 1));
+    let tail = host_name(a.hosts - 1);
+    let suffix = "%2A.ns-0.svc.cluster.local";
+    let mut v = Vec::new();
+    for w in ["1h", "1d", "7d", "20d", "30d", "89d"] {
+        v.push(format!("/v1/check?host={hub}&quiet_for={w}"));
+    }
+    for w in ["7d", "30d"] {
+        v.push(format!("/v1/check?host={mid}&quiet_for={w}"));
+        v.push(format!("/v1/check?host={tail}&quiet_for={w}"));
+        v.push(format!("/v1/check?host={suffix}&quiet_for={w}"));
+    }
+    v.push(format!("/v1/check?host={hub}:443&quiet_for=7d"));
+    v.push("/v1/check?host=never-seen.internal&quiet_for=7d".to_string());
+    v.push(format!("/v1/callers?host={hub}"));
+    for w in ["1h", "7d", "30d", "90d"] {
+        v.push(format!("/v1/callers?host={hub}&since={w}"));
+    }
+    for w in ["7d", "30d"] {
+        v.push(format!("/v1/callers?host={suffix}&since={w}"));
+    }
+    v.push("/v1/callees?service=service-0&since=30d".to_string());
+    v.push(format!("/v1/timeline?host={hub}&since=7d"));
+    v.push(format!("/v1/timeline?host={hub}&since=30d&step=1d"));
+    v.push(format!("/v1/timeline?host={suffix}&since=7d"));
+    v.push(format!("/v1/diff?before=14d..7d&after=7d..now&host={hub}"));
+    v.push(format!("/v1/migration?from={hub}&to={mid}&since=7d"));
+    for p in ["/v1/dashboard", "/v1/services", "/v1/coverage?since=7d"] {
+        v.push(p.to_string());
+    }
+    v
+}
+
+/// Each sweep path `a.sweep` times, one after another; every answer must be a success.
+async fn sweep(
+    a: &Args,
+    http: &reqwest::Client,
+    url: &str,
+) -> anyhow::Result<Vec<(String, Vec<Duration>)>> {
+    let mut out = Vec::new();
+    if a.sweep == 0 {
+        return Ok(out);
+    }
+    for path in sweep_paths(a) {
+        let mut samples = Vec::with_capacity(a.sweep);
+        for _ in 0..a.sweep {
+            let t = Instant::now();
+            let r = http.get(format!("{url}{path}")).send().await?;
+            let status = r.status();
+            let body = r.bytes().await?;
+            anyhow::ensure!(
+                status.is_success(),
+                "{path} answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+            samples.push(t.elapsed());
+        }
+        samples.sort();
+        out.push((path, samples));
+    }
+    Ok(out)
 }
 
 /// The timed queries, the same sequence for the same `rng` state.
@@ -705,6 +783,32 @@ async fn main() -> anyhow::Result<()> {
                 let s = pick(m);
                 format!("{} / {}", ms(percentile(&s, 0.5)), ms(percentile(&s, 0.99)))
             });
+        }
+    }
+    if let Some(first) = results.first().filter(|m| !m.sweep.is_empty()) {
+        t.push_str(&format!(
+            "\nEvery window and pattern, steady state: p50 / slowest of {} requests each\n\n| path | {} |\n|---|{}\n",
+            a.sweep,
+            names.join(" | "),
+            "---:|".repeat(names.len())
+        ));
+        for (i, (path, _)) in first.sweep.iter().enumerate() {
+            let cells: Vec<String> = results
+                .iter()
+                .map(|m| match m.sweep.get(i) {
+                    Some((_, s)) => format!(
+                        "{} / {}",
+                        ms(percentile(s, 0.5)),
+                        ms(s.last().copied().unwrap_or_default())
+                    ),
+                    None => "—".to_string(),
+                })
+                .collect();
+            t.push_str(&format!(
+                "| `{}` | {} |\n",
+                path.replace("%2A", "*"),
+                cells.join(" | ")
+            ));
         }
     }
     println!("{t}");
