@@ -185,6 +185,28 @@ pub async fn generic_window_plan(
     Ok(plan)
 }
 
+/// The plan PostgreSQL makes for [`Store::edges`] with `f.since` (the statement
+/// `callers --since` runs), with the values of `f`. For the conformance suite, which
+/// checks that the buckets of named hosts are summed per edge.
+#[doc(hidden)]
+pub async fn edges_since_plan(url: &str, f: &EdgeFilter) -> Result<String, StoreError> {
+    let client = connect::Connector::from_url(url)?.connect().await?;
+    let since = f
+        .since
+        .ok_or_else(|| StoreError::Invalid("edges_since_plan needs a since".into()))?;
+    let (sql, p) = read::edges_statement(f, &read::since_sources(since));
+    let rows = client
+        .query_typed(&format!("EXPLAIN {sql}"), &p.typed())
+        .await
+        .map_err(StoreError::pg)?;
+    let mut plan = String::new();
+    for row in rows {
+        plan.push_str(row.try_get::<_, &str>(0).map_err(StoreError::pg)?);
+        plan.push('\n');
+    }
+    Ok(plan)
+}
+
 #[async_trait::async_trait]
 impl Store for PostgresStore {
     async fn ingest(&self, batch: Batch) -> Result<Ingested, StoreError> {

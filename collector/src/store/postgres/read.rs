@@ -19,7 +19,7 @@ use super::pool::Conn;
 
 /// Where edge counts are read from.
 #[derive(Debug, Clone, Copy)]
-enum Source {
+pub(super) enum Source {
     Totals,
     Current,
     Hours,
@@ -70,17 +70,7 @@ pub(super) async fn edges(c: &Client, f: &EdgeFilter) -> Result<Vec<EdgeRow>, St
     // As in SQLite: a bucket is in exactly one of the edge's current hour, the hourly
     // buckets or the daily ones; sum all three (one statement, three parts), a day bucket
     // counting whole when `since` falls inside it.
-    let hour = hour_of(since);
-    let rows = query_edges(
-        c,
-        f,
-        &[
-            (Source::Current, hour),
-            (Source::Hours, hour),
-            (Source::Days, day_of(since)),
-        ],
-    )
-    .await?;
+    let rows = query_edges(c, f, &since_sources(since)).await?;
     let (mut current, mut hours, mut days) = (Vec::new(), Vec::new(), Vec::new());
     for (part, row) in rows {
         match part {
@@ -271,6 +261,29 @@ async fn query_edges(
     f: &EdgeFilter,
     sources: &[(Source, i64)],
 ) -> Result<Vec<(i32, EdgeRow)>, StoreError> {
+    let (sql, p) = edges_statement(f, sources);
+    let rows = c
+        .query_typed(&sql, &p.typed())
+        .await
+        .map_err(StoreError::pg)?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0).map_err(StoreError::pg)?, edge_row(r, 1)?)))
+        .collect()
+}
+
+/// The sources [`edges`] reads for `since`: the current hour, the hourly and the daily
+/// buckets.
+pub(super) fn since_sources(since: Timestamp) -> [(Source, i64); 3] {
+    let hour = hour_of(since);
+    [
+        (Source::Current, hour),
+        (Source::Hours, hour),
+        (Source::Days, day_of(since)),
+    ]
+}
+
+/// [`query_edges`]'s statement and its parameters.
+pub(super) fn edges_statement(f: &EdgeFilter, sources: &[(Source, i64)]) -> (String, Params) {
     let mut p = Params::default();
     let cond = conditions(f, &mut p);
     let parts: Vec<String> = sources
@@ -306,18 +319,38 @@ async fn query_edges(
                     DAY_MS
                 };
                 let b = p.add(from.saturating_mul(bucket_ms), Type::INT8);
-                format!(
-                    "SELECT {i}::int4, e.service, e.environment, e.host, e.port, e.scheme,
-                            {}, {}, {}, {}, {}, MIN(h.first_seen), MAX(h.last_seen)
-                     FROM edges e JOIN {table} h ON h.edge_id = e.id
-                     WHERE h.{column} >= {a} AND e.last_seen >= {b} AND {cond}
-                     GROUP BY e.id",
+                let sums = format!(
+                    "{}, {}, {}, {}, {}, MIN(h.first_seen), MAX(h.last_seen)",
                     sat_sum("h.requests"),
                     sat_sum("h.connections"),
                     sat_sum("h.errors"),
                     sat_sum("h.bytes_sent"),
                     sat_sum("h.bytes_received"),
-                )
+                );
+                if f.hosts.is_some() {
+                    // Hosts named: each edge's own rows, summed per edge (`LATERAL`: a
+                    // short range of the primary key each). As a join grouped afterwards,
+                    // the planner could pick a parallel hash plan over the window's rows
+                    // of the whole fleet: 390 ms for the busiest host's 90 days on the
+                    // fleet benchmark, 15 ms this way (`EXPLAIN ANALYZE`).
+                    format!(
+                        "SELECT {i}::int4, e.service, e.environment, e.host, e.port, e.scheme,
+                                s.*
+                         FROM edges e CROSS JOIN LATERAL (
+                             SELECT {sums} FROM {table} h
+                             WHERE h.edge_id = e.id AND h.{column} >= {a}
+                             HAVING COUNT(*) > 0) s
+                         WHERE e.last_seen >= {b} AND {cond}"
+                    )
+                } else {
+                    format!(
+                        "SELECT {i}::int4, e.service, e.environment, e.host, e.port, e.scheme,
+                                {sums}
+                         FROM edges e JOIN {table} h ON h.edge_id = e.id
+                         WHERE h.{column} >= {a} AND e.last_seen >= {b} AND {cond}
+                         GROUP BY e.id"
+                    )
+                }
             }
         })
         .collect();
@@ -325,13 +358,7 @@ async fn query_edges(
         "SELECT * FROM ({}) r ORDER BY 1, 4, 5, 6, 2, 3",
         parts.join(" UNION ALL ")
     );
-    let rows = c
-        .query_typed(&sql, &p.typed())
-        .await
-        .map_err(StoreError::pg)?;
-    rows.iter()
-        .map(|r| Ok((r.try_get(0).map_err(StoreError::pg)?, edge_row(r, 1)?)))
-        .collect()
+    (sql, p)
 }
 
 /// `SUM` of a counter column, stopping at the largest count (PostgreSQL sums `BIGINT`
