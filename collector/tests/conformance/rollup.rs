@@ -82,6 +82,15 @@ async fn folding_hours_into_days_keeps_every_answer(db: &TestDb) {
             .query_i64("SELECT reltuples::int8 FROM pg_class WHERE oid = 'edge_days'::regclass")
             .await;
         assert_eq!(analyzed, 3 * 2, "edge_days analyzed after the fold");
+        // And vacuumed (the pages it wrote are read by index-only scans).
+        for table in ["edge_days", "edge_hours"] {
+            let vacuums = db
+                .query_i64(&format!(
+                    "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = '{table}'"
+                ))
+                .await;
+            assert!(vacuums >= 1, "{table} vacuumed after the fold");
+        }
     }
 
     windows("folded").await;

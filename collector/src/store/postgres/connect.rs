@@ -21,7 +21,7 @@ use crate::store::{redact, StoreError};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A statement running longer than this is cancelled by the server: nothing we send
 /// should take that long, and a stuck one must not hold a connection forever.
-const STATEMENT_TIMEOUT_MS: u64 = 60_000;
+pub(super) const STATEMENT_TIMEOUT_MS: u64 = 60_000;
 /// A session left inside a transaction this long (a collector frozen mid-commit) is ended
 /// by the server, releasing its locks for the other replicas.
 const IDLE_IN_TRANSACTION_MS: u64 = 60_000;
