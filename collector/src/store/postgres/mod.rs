@@ -177,6 +177,11 @@ pub async fn generic_window_plan(
         .query(&format!("EXPLAIN EXECUTE whouses_window ({nulls})"), &[])
         .await
         .map_err(StoreError::pg)?;
+    plan_text(&rows)
+}
+
+/// An `EXPLAIN`'s rows as one text, a line each.
+fn plan_text(rows: &[tokio_postgres::Row]) -> Result<String, StoreError> {
     let mut plan = String::new();
     for row in rows {
         plan.push_str(row.try_get::<_, &str>(0).map_err(StoreError::pg)?);
@@ -199,12 +204,7 @@ pub async fn edges_since_plan(url: &str, f: &EdgeFilter) -> Result<String, Store
         .query_typed(&format!("EXPLAIN {sql}"), &p.typed())
         .await
         .map_err(StoreError::pg)?;
-    let mut plan = String::new();
-    for row in rows {
-        plan.push_str(row.try_get::<_, &str>(0).map_err(StoreError::pg)?);
-        plan.push('\n');
-    }
-    Ok(plan)
+    plan_text(&rows)
 }
 
 #[async_trait::async_trait]
