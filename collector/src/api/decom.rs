@@ -19,7 +19,7 @@ use whouses_wire::{counts, Timestamp, OTHER_HOST};
 
 use super::{parse_since, query, ApiError, AppState};
 use crate::auth::ReadAccess;
-use crate::store::EdgeFilter;
+use crate::store::{EdgeFilter, WindowCalls};
 use crate::timeline::Step;
 
 /// The window the migration view looks at unless told otherwise.
@@ -274,10 +274,9 @@ async fn dashboard(State(s): State<AppState>, _: ReadAccess) -> Result<Response,
     /// Calls in the last 7 days, in the last 14, the last call, the callers.
     type HostSums = (u64, u64, Timestamp, Vec<(String, String)>);
     let mut hosts: BTreeMap<(String, u16), HostSums> = BTreeMap::new();
-    for w in last14
-        .iter()
-        .filter(|w| w.calls > 0 && w.edge.host != OTHER_HOST)
-    {
+    // Edges called within the window, (other) aside.
+    let called = |w: &&WindowCalls| w.calls > 0 && w.edge.host != OTHER_HOST;
+    for w in last14.iter().filter(called) {
         let e = &w.edge;
         let h =
             hosts
@@ -290,10 +289,7 @@ async fn dashboard(State(s): State<AppState>, _: ReadAccess) -> Result<Response,
             h.3.push(who);
         }
     }
-    for w in last7
-        .iter()
-        .filter(|w| w.calls > 0 && w.edge.host != OTHER_HOST)
-    {
+    for w in last7.iter().filter(called) {
         if let Some(h) = hosts.get_mut(&(w.edge.host.clone(), w.edge.port)) {
             h.0 = counts::add(h.0, w.calls);
         }
